@@ -1,0 +1,416 @@
+//! Typed configuration for every stage of the pipeline.
+//!
+//! One `Config` is built at start-up from an optional TOML file plus
+//! `ANALYTICS_*` overrides. The caller passes the environment in as key/value
+//! pairs: this crate never reads the process environment itself. Unknown keys
+//! (in the file or among `ANALYTICS_*` variables) and bad values are errors
+//! that name the offending key, so a typo fails the start instead of being
+//! silently ignored.
+
+mod env;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use env::ENV_KEYS;
+
+/// Everything a stage can be configured with.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP server (edge, insights, health and metrics) binds.
+    #[serde(default = "defaults::listen")]
+    pub listen: SocketAddr,
+    /// Directory for the SQLite metadata file, bootstrap credentials and data files.
+    #[serde(default = "defaults::data_dir")]
+    pub data_dir: PathBuf,
+    /// sea-orm database URL; SQLite in `data_dir` when unset.
+    #[serde(default)]
+    pub metadata_url: Option<String>,
+    /// Trusted header carrying the client IP (e.g. `x-forwarded-for`); the socket address when unset.
+    #[serde(default)]
+    pub client_ip_header: Option<String>,
+    /// Name of this process in its consumer groups; the host name when unset.
+    #[serde(default)]
+    pub consumer_name: Option<String>,
+    #[serde(default)]
+    pub redis: RedisConfig,
+    #[serde(default)]
+    pub clickhouse: ClickHouseConfig,
+    #[serde(default)]
+    pub edge: EdgeConfig,
+    #[serde(default)]
+    pub enricher: EnricherConfig,
+    #[serde(default)]
+    pub sink: SinkConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://host:port[/db]`.
+    #[serde(default = "defaults::redis_url")]
+    pub url: String,
+    /// Number of partitions of each stream (raw, enriched).
+    #[serde(default = "defaults::partitions")]
+    pub partitions: u16,
+    /// Length of one partition above which the edge answers 503.
+    #[serde(default = "defaults::max_stream_len")]
+    pub max_stream_len: u64,
+    /// Key prefix of every stream, so several installs can share one Redis.
+    #[serde(default = "defaults::key_prefix")]
+    pub key_prefix: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClickHouseConfig {
+    #[serde(default = "defaults::clickhouse_url")]
+    pub url: String,
+    #[serde(default = "defaults::clickhouse_database")]
+    pub database: String,
+    #[serde(default = "defaults::clickhouse_user")]
+    pub user: String,
+    #[serde(default)]
+    pub password: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeConfig {
+    /// Largest accepted body of a single-event request.
+    #[serde(default = "defaults::max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// Largest accepted body of a `/batch` request.
+    #[serde(default = "defaults::max_batch_bytes")]
+    pub max_batch_bytes: usize,
+    /// Most events in one `/batch` request.
+    #[serde(default = "defaults::max_batch_events")]
+    pub max_batch_events: usize,
+    /// Time allowed to receive a request's headers and body.
+    #[serde(default = "defaults::request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// How long a client lookup stays cached.
+    #[serde(default = "defaults::auth_cache_ttl_ms")]
+    pub auth_cache_ttl_ms: u64,
+    /// Most write requests waiting for Redis at once; past it the edge answers 503.
+    #[serde(default = "defaults::max_pending_writes")]
+    pub max_pending_writes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EnricherConfig {
+    /// Entries read per `XREADGROUP`.
+    #[serde(default = "defaults::read_count")]
+    pub read_count: usize,
+    /// Idle time after which another consumer's pending entry is claimed.
+    #[serde(default = "defaults::claim_idle_ms")]
+    pub claim_idle_ms: u64,
+    /// Deliveries after which an entry goes to the dead-letter stream.
+    #[serde(default = "defaults::max_deliveries")]
+    pub max_deliveries: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    /// A batch is flushed when it holds this many rows…
+    #[serde(default = "defaults::max_rows")]
+    pub max_rows: usize,
+    /// …or when its oldest row is this old.
+    #[serde(default = "defaults::max_age_ms")]
+    pub max_age_ms: u64,
+    #[serde(default = "defaults::claim_idle_ms")]
+    pub claim_idle_ms: u64,
+    #[serde(default = "defaults::max_deliveries")]
+    pub max_deliveries: u64,
+    /// Longest pause between two insert attempts while ClickHouse is down.
+    #[serde(default = "defaults::max_backoff_ms")]
+    pub max_backoff_ms: u64,
+}
+
+mod defaults {
+    use std::net::SocketAddr;
+    use std::path::PathBuf;
+
+    pub fn listen() -> SocketAddr {
+        SocketAddr::from(([0, 0, 0, 0], 3002))
+    }
+    pub fn data_dir() -> PathBuf {
+        PathBuf::from("./data")
+    }
+    pub fn redis_url() -> String {
+        "redis://127.0.0.1:6379".into()
+    }
+    pub fn partitions() -> u16 {
+        4
+    }
+    pub fn max_stream_len() -> u64 {
+        2_000_000
+    }
+    pub fn key_prefix() -> String {
+        "analytics".into()
+    }
+    pub fn clickhouse_url() -> String {
+        "http://127.0.0.1:8123".into()
+    }
+    pub fn clickhouse_database() -> String {
+        "analytics".into()
+    }
+    pub fn clickhouse_user() -> String {
+        "default".into()
+    }
+    pub fn max_body_bytes() -> usize {
+        1 << 20
+    }
+    pub fn max_batch_bytes() -> usize {
+        10 << 20
+    }
+    pub fn max_batch_events() -> usize {
+        2_000
+    }
+    pub fn request_timeout_ms() -> u64 {
+        10_000
+    }
+    pub fn auth_cache_ttl_ms() -> u64 {
+        30_000
+    }
+    pub fn max_pending_writes() -> usize {
+        16_384
+    }
+    pub fn read_count() -> usize {
+        2_000
+    }
+    pub fn claim_idle_ms() -> u64 {
+        30_000
+    }
+    pub fn max_deliveries() -> u64 {
+        5
+    }
+    pub fn max_rows() -> usize {
+        10_000
+    }
+    pub fn max_age_ms() -> u64 {
+        1_000
+    }
+    pub fn max_backoff_ms() -> u64 {
+        5_000
+    }
+}
+
+macro_rules! default_section {
+    ($t:ty) => {
+        impl Default for $t {
+            fn default() -> Self {
+                toml::from_str("").expect("every field has a default")
+            }
+        }
+    };
+}
+default_section!(Config);
+default_section!(RedisConfig);
+default_section!(ClickHouseConfig);
+default_section!(EdgeConfig);
+default_section!(EnricherConfig);
+default_section!(SinkConfig);
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("unknown environment variable {0} (known: see ENV_KEYS in the README)")]
+    UnknownEnv(String),
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+impl Config {
+    /// Builds the configuration from an optional file and `ANALYTICS_*` pairs.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut config = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                    path: path.to_owned(),
+                    source,
+                })?
+            }
+            None => Config::default(),
+        };
+        for (key, value) in env {
+            if key.starts_with("ANALYTICS_") {
+                env::apply(&mut config, &key, &value)?;
+            }
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the relations between values that types alone cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: &str| {
+            Err(ConfigError::Invalid {
+                key: key.into(),
+                message: message.into(),
+            })
+        };
+        for (key, url) in [
+            ("redis.url", &self.redis.url),
+            ("clickhouse.url", &self.clickhouse.url),
+        ] {
+            if let Err(e) = url::Url::parse(url) {
+                return invalid(key, &format!("not a URL ({e})"));
+            }
+        }
+        if !self.redis.url.starts_with("redis://") && !self.redis.url.starts_with("rediss://") {
+            return invalid("redis.url", "must start with redis:// or rediss://");
+        }
+        if !self.clickhouse.url.starts_with("http://") {
+            return invalid("clickhouse.url", "must start with http://");
+        }
+        let db = &self.clickhouse.database;
+        if db.is_empty()
+            || !db.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            || db.starts_with(|c: char| c.is_ascii_digit())
+        {
+            return invalid(
+                "clickhouse.database",
+                "must be letters, digits and underscores, not starting with a digit",
+            );
+        }
+        if self.redis.partitions == 0 || self.redis.partitions > 1024 {
+            return invalid("redis.partitions", "must be between 1 and 1024");
+        }
+        if self.redis.key_prefix.is_empty() || self.redis.key_prefix.contains(['{', '}']) {
+            return invalid("redis.key_prefix", "must be non-empty and without braces");
+        }
+        if self.sink.max_rows == 0 {
+            return invalid("sink.max_rows", "must be at least 1");
+        }
+        if self.sink.max_age_ms == 0 {
+            return invalid("sink.max_age_ms", "must be at least 1");
+        }
+        if self.edge.max_batch_events == 0 {
+            return invalid("edge.max_batch_events", "must be at least 1");
+        }
+        if self.edge.max_body_bytes < 64 || self.edge.max_batch_bytes < self.edge.max_body_bytes {
+            return invalid(
+                "edge.max_batch_bytes",
+                "must be at least edge.max_body_bytes, which must be at least 64",
+            );
+        }
+        if self.enricher.max_deliveries == 0 || self.sink.max_deliveries == 0 {
+            return invalid("max_deliveries", "must be at least 1");
+        }
+        if let Some(header) = &self.client_ip_header
+            && (header.is_empty()
+                || !header
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        {
+            return invalid("client_ip_header", "must be a valid header name");
+        }
+        Ok(())
+    }
+
+    /// The metadata database URL, SQLite in the data directory by default.
+    pub fn metadata_url(&self) -> String {
+        match &self.metadata_url {
+            Some(url) => url.clone(),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("metadata.sqlite").display()
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_match_the_documented_values() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(c.redis.url, "redis://127.0.0.1:6379");
+        assert_eq!(c.clickhouse.url, "http://127.0.0.1:8123");
+        assert_eq!(c.clickhouse.database, "analytics");
+        assert_eq!(c.listen.to_string(), "0.0.0.0:3002");
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert_eq!(c.client_ip_header, None);
+        assert!(c.metadata_url().starts_with("sqlite://./data/metadata.sqlite"));
+        assert_eq!(c.sink.max_rows, 10_000);
+        assert_eq!(c.sink.max_age_ms, 1_000);
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        let dir = std::env::temp_dir().join(format!("cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("a.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\n[sink]\nmax_rows = 5\n").unwrap();
+        let c = Config::load(
+            Some(&path),
+            env(&[
+                ("ANALYTICS_SINK_MAX_ROWS", "7"),
+                ("ANALYTICS_REDIS_URL", "redis://127.0.0.1:7000/3"),
+                ("ANALYTICS_CLIENT_IP_HEADER", "x-forwarded-for"),
+                ("PATH", "/bin"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.sink.max_rows, 7);
+        assert_eq!(c.redis.url, "redis://127.0.0.1:7000/3");
+        assert_eq!(c.client_ip_header.as_deref(), Some("x-forwarded-for"));
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = Config::load(None, env(&[("ANALYTICS_SINK_MAX_ROW", "7")])).unwrap_err();
+        assert!(err.to_string().contains("ANALYTICS_SINK_MAX_ROW"), "{err}");
+
+        let err = toml::from_str::<Config>("[sink]\nmax_row = 1\n").unwrap_err();
+        assert!(err.to_string().contains("max_row"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = Config::load(None, env(&[("ANALYTICS_LISTEN", "nowhere")])).unwrap_err();
+        assert!(err.to_string().contains("ANALYTICS_LISTEN"), "{err}");
+        let err = Config::load(None, env(&[("ANALYTICS_SINK_MAX_ROWS", "-1")])).unwrap_err();
+        assert!(err.to_string().contains("ANALYTICS_SINK_MAX_ROWS"), "{err}");
+        let err = Config::load(None, env(&[("ANALYTICS_CLICKHOUSE_DATABASE", "a;drop")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("clickhouse.database"), "{err}");
+        let err = Config::load(None, env(&[("ANALYTICS_REDIS_URL", "http://x")])).unwrap_err();
+        assert!(err.to_string().contains("redis.url"), "{err}");
+    }
+}

@@ -1,0 +1,19 @@
+//! The event wire model shared by every stage, and the validation of what
+//! clients send.
+//!
+//! Clients speak the OpenPanel body, `{"type": T, "payload": {...}}`, or post
+//! a payload directly to a per-type route. [`validate`] turns a request body
+//! into [`Incoming`] events or a [`ValidationError`] that names the offending
+//! field. The edge stamps each incoming event with what only the server knows
+//! (project, receive time, IP, user agent) to make a [`RawEvent`], which is
+//! what travels on the raw stream as one JSON document per stream entry.
+
+mod raw;
+mod time;
+mod validate;
+
+pub use raw::{EventKind, RawEvent};
+pub use time::{format_rfc3339_millis, parse_timestamp};
+pub use validate::{
+    Incoming, Limits, Route, ValidationError, max_json_depth, validate,
+};

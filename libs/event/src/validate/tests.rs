@@ -1,0 +1,170 @@
+use super::*;
+use serde_json::json;
+
+fn run(route: Route, body: &str) -> Result<Vec<Incoming>, ValidationError> {
+    let mut bytes = body.as_bytes().to_vec();
+    validate(&mut bytes, route, &Limits::default())
+}
+
+fn field_of(route: Route, body: &str) -> Option<String> {
+    run(route, body).expect_err(body).field
+}
+
+#[test]
+fn accepts_an_openpanel_track() {
+    let events = run(
+        Route::Envelope,
+        r#"{"type":"track","payload":{"name":"screen_view","profileId":"u1",
+            "properties":{"__path":"/a","__timestamp":"2026-01-05T10:00:00.000Z","plan":"pro"}}}"#,
+    )
+    .unwrap();
+    let e = &events[0];
+    assert_eq!(e.kind, EventKind::Track);
+    assert_eq!(e.name, "screen_view");
+    assert_eq!(e.profile_id.as_deref(), Some("u1"));
+    assert_eq!(e.client_time_ms, Some(1_767_607_200_000));
+    assert_eq!(e.properties.get("plan"), Some(&json!("pro")));
+    assert!(!e.properties.contains_key("__timestamp"));
+}
+
+#[test]
+fn client_ids_come_from_payload_or_properties() {
+    let e = &run(
+        Route::Envelope,
+        r#"{"type":"track","payload":{"name":"a","properties":{"__id":"ev-1","__deviceId":"d-9"}}}"#,
+    )
+    .unwrap()[0];
+    assert_eq!(e.event_id.as_deref(), Some("ev-1"));
+    assert_eq!(e.device_id.as_deref(), Some("d-9"));
+    let e = &run(
+        Route::Envelope,
+        r#"{"type":"track","payload":{"name":"a","id":"ev-2","deviceId":"d-1","profileId":42}}"#,
+    )
+    .unwrap()[0];
+    assert_eq!(e.event_id.as_deref(), Some("ev-2"));
+    assert_eq!(e.device_id.as_deref(), Some("d-1"));
+    assert_eq!(e.profile_id.as_deref(), Some("42"));
+}
+
+#[test]
+fn every_required_field_is_named_when_missing() {
+    let cases = [
+        (Route::Envelope, r#"{"payload":{"name":"a"}}"#, "type"),
+        (Route::Envelope, r#"{"type":"track"}"#, "payload"),
+        (Route::Envelope, r#"{"type":"track","payload":{}}"#, "payload.name"),
+        (Route::Envelope, r#"{"type":"track","payload":{"name":""}}"#, "payload.name"),
+        (Route::Envelope, r#"{"type":"identify","payload":{"email":"a@b"}}"#, "payload.profileId"),
+        (Route::Envelope, r#"{"type":"increment","payload":{"property":"x"}}"#, "payload.profileId"),
+        (Route::Envelope, r#"{"type":"decrement","payload":{"profileId":"u"}}"#, "payload.property"),
+        (Route::Envelope, r#"{"type":"alias","payload":{"profileId":"u"}}"#, "payload.alias"),
+        (Route::Direct(EventKind::Identify), r#"{"email":"a@b"}"#, "profileId"),
+        (Route::Direct(EventKind::Increment), r#"{"profileId":"u"}"#, "property"),
+        (Route::Batch, r#"[{"type":"track","payload":{"name":"a"}},{"type":"track","payload":{}}]"#, "[1].payload.name"),
+    ];
+    for (route, body, field) in cases {
+        assert_eq!(field_of(route, body).as_deref(), Some(field), "{body}");
+    }
+}
+
+#[test]
+fn wrong_types_are_named() {
+    let cases = [
+        (r#"{"type":7,"payload":{"name":"a"}}"#, "type"),
+        (r#"{"type":"track","payload":[1]}"#, "payload"),
+        (r#"{"type":"track","payload":{"name":5}}"#, "payload.name"),
+        (r#"{"type":"track","payload":{"name":"a","properties":"x"}}"#, "payload.properties"),
+        (r#"{"type":"track","payload":{"name":"a","profileId":{"a":1}}}"#, "payload.profileId"),
+        (r#"{"type":"track","payload":{"name":"a","timestamp":"soon"}}"#, "payload.timestamp"),
+        (r#"{"type":"track","payload":{"name":"a","properties":{"__timestamp":false}}}"#, "payload.properties.__timestamp"),
+        (r#"{"type":"increment","payload":{"profileId":"u","property":"p","value":"3"}}"#, "payload.value"),
+        (r#"{"type":"identify","payload":{"profileId":"u","email":3}}"#, "payload.email"),
+        (r#"{"type":"launch","payload":{}}"#, "type"),
+        (r#"{"type":"group","payload":{"id":"g"}}"#, "type"),
+    ];
+    for (body, field) in cases {
+        assert_eq!(field_of(Route::Envelope, body).as_deref(), Some(field), "{body}");
+    }
+}
+
+#[test]
+fn oversize_names_and_ids_are_refused() {
+    let long = "x".repeat(MAX_NAME_LEN + 1);
+    let body = format!(r#"{{"type":"track","payload":{{"name":"{long}"}}}}"#);
+    assert_eq!(field_of(Route::Envelope, &body).as_deref(), Some("payload.name"));
+    let body = format!(r#"{{"type":"track","payload":{{"name":"a","profileId":"{long}"}}}}"#);
+    assert_eq!(field_of(Route::Envelope, &body).as_deref(), Some("payload.profileId"));
+}
+
+#[test]
+fn batch_limits_apply() {
+    let one = r#"{"type":"track","payload":{"name":"a"}}"#;
+    let body = format!("[{}]", vec![one; 3].join(","));
+    let limits = Limits { max_batch_events: 2, max_depth: 32 };
+    let err = validate(&mut body.into_bytes(), Route::Batch, &limits).unwrap_err();
+    assert!(err.message.contains("more than the limit of 2"), "{err}");
+    assert!(run(Route::Batch, "[]").is_err());
+    assert!(run(Route::Batch, one).is_err());
+}
+
+#[test]
+fn non_utf8_empty_and_malformed_bodies_are_refused() {
+    let mut bytes = b"{\"type\":\"track\",\"payload\":{\"name\":\"\xff\xfe\"}}".to_vec();
+    let err = validate(&mut bytes, Route::Envelope, &Limits::default()).unwrap_err();
+    assert!(err.message.contains("UTF-8"), "{err}");
+    for body in ["", "   \n", "{", "{\"type\":\"track\",}", "nul", "{\"a\":NaN}", "[Infinity]"] {
+        assert!(run(Route::Envelope, body).is_err(), "{body:?}");
+    }
+    assert!(run(Route::Envelope, "").unwrap_err().message.contains("empty"));
+}
+
+#[test]
+fn deep_nesting_is_refused_before_parsing() {
+    let deep = format!(
+        r#"{{"type":"track","payload":{{"name":"a","properties":{{"x":{}{}}}}}}}"#,
+        "[".repeat(10_000),
+        "]".repeat(10_000)
+    );
+    let err = run(Route::Envelope, &deep).unwrap_err();
+    assert!(err.message.contains("nested deeper"), "{err}");
+    assert_eq!(max_json_depth(br#"{"a":"[[[[{{{{","b":[1,{"c":2}]}"#), 3);
+    assert_eq!(max_json_depth(br#"["\"[["]"#), 1);
+}
+
+#[test]
+fn huge_numbers_never_panic() {
+    for body in [
+        r#"{"type":"increment","payload":{"profileId":"u","property":"p","value":1e400}}"#,
+        r#"{"type":"increment","payload":{"profileId":"u","property":"p","value":123456789012345678901234567890}}"#,
+        r#"{"type":"track","payload":{"name":"a","properties":{"n":1e999}}}"#,
+    ] {
+        if let Ok(events) = run(Route::Envelope, body) {
+            assert!(events[0].value.is_none_or(f64::is_finite), "{body}");
+        }
+    }
+}
+
+#[test]
+fn identify_keeps_extra_top_level_keys_as_traits() {
+    let e = &run(
+        Route::Direct(EventKind::Identify),
+        r#"{"profileId":"u1","email":"a@b.c","name":"Ann","firstName":"Ann","properties":{"plan":"pro"}}"#,
+    )
+    .unwrap()[0];
+    assert_eq!(e.kind, EventKind::Identify);
+    assert_eq!(e.traits.get("email"), Some(&json!("a@b.c")));
+    assert_eq!(e.traits.get("name"), Some(&json!("Ann")));
+    assert_eq!(e.traits.get("firstName"), Some(&json!("Ann")));
+    assert_eq!(e.properties.get("plan"), Some(&json!("pro")));
+}
+
+#[test]
+fn increment_defaults_to_one() {
+    let e = &run(
+        Route::Envelope,
+        r#"{"type":"decrement","payload":{"profileId":"u","property":"credits"}}"#,
+    )
+    .unwrap()[0];
+    assert_eq!(e.kind, EventKind::Decrement);
+    assert_eq!(e.property.as_deref(), Some("credits"));
+    assert_eq!(e.value, Some(1.0));
+}
