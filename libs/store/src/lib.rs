@@ -1,1 +1,17 @@
-//! analytics-store
+//! ClickHouse storage: row types, the client, migrations and the
+//! idempotent batch insert used by the sink.
+//!
+//! Rows are written as RowBinary (`with_validation(false)`, since ClickHouse
+//! 18.16 lacks `RowBinaryWithNamesAndTypes`), and every statement here runs on
+//! 18.16 as well as on current servers. Values reach SQL only through the
+//! crate's `?` binding.
+
+mod client;
+mod error;
+mod migrate;
+mod rows;
+
+pub use client::{Store, StoreSettings};
+pub use error::StoreError;
+pub use migrate::{MIGRATIONS, Migration};
+pub use rows::{EventRow, ProfileRow, Row, Table};

@@ -1,1 +1,47 @@
-//! analytics-streams
+//! The Redis Streams log that connects the stages, used like Kafka topics.
+//!
+//! Each topic (`raw`, `enriched`) is split into partitions, one stream key
+//! each; keys carry a hash tag (`{p3}`) so that partition N of every topic
+//! lives in the same Redis Cluster slot and one `MULTI` can move an entry
+//! from `raw` partition N to `enriched` partition N. An entry holds one
+//! payload in its `e` field (JSON).
+//!
+//! Consumers read through consumer groups ([`GroupReader`]): their own
+//! pending entries first (left over from a crash: redeliveries), then new
+//! ones. Entries are acknowledged only after their output is durable.
+//! Entries of dead consumers are claimed ([`claim_stale`]); an entry
+//! delivered too often goes to the partition's dead-letter stream with a
+//! reason and stays replayable. Streams are trimmed only behind what every
+//! group has acknowledged ([`trim_acknowledged`]).
+
+mod error;
+mod group;
+mod keys;
+mod maintenance;
+
+pub use error::StreamError;
+pub use group::{
+    DeadLetter, Entry, GroupReader, PAYLOAD_FIELD, ReadBatch, ack, claim_stale, dead_letter,
+    ensure_group,
+};
+pub use keys::{Topic, partition_for, stream_key};
+pub use maintenance::{StreamStats, stream_stats, trim_acknowledged};
+
+use std::time::Duration;
+
+use redis::AsyncConnectionConfig;
+use redis::aio::MultiplexedConnection;
+
+/// Opens a multiplexed connection whose replies may take up to `response_timeout`.
+/// Blocking reads need their own connection with a timeout longer than the block.
+pub async fn connect(
+    client: &redis::Client,
+    response_timeout: Duration,
+) -> Result<MultiplexedConnection, StreamError> {
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(response_timeout));
+    Ok(client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?)
+}

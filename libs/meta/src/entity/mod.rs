@@ -1,0 +1,5 @@
+//! sea-orm entities of the metadata tables.
+
+pub mod client;
+pub mod project;
+pub mod salt;

@@ -1,0 +1,105 @@
+//! The ClickHouse client and the statements the pipeline runs.
+
+use std::collections::{BTreeMap, HashSet};
+
+use clickhouse::Client;
+use serde::Serialize;
+
+use crate::rows::{EventRow, Row};
+use crate::StoreError;
+
+/// Where ClickHouse is and how to log in.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    pub url: String,
+    /// Must already be validated as an identifier (letters, digits, `_`).
+    pub database: String,
+    pub user: String,
+    pub password: String,
+}
+
+/// A handle on the analytics database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) server: Client,
+    pub(crate) db: Client,
+    pub(crate) database: String,
+}
+
+impl Store {
+    pub fn new(settings: &StoreSettings) -> Self {
+        let server = Client::default()
+            .with_url(&settings.url)
+            .with_user(&settings.user)
+            .with_password(&settings.password)
+            .with_validation(false);
+        let db = server.clone().with_database(&settings.database);
+        Store {
+            server,
+            db,
+            database: settings.database.clone(),
+        }
+    }
+
+    /// The client bound to the analytics database, for queries.
+    pub fn client(&self) -> &Client {
+        &self.db
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.server.query("SELECT 1").execute().await?;
+        Ok(())
+    }
+
+    /// Inserts `rows` into `table` as one INSERT.
+    pub async fn insert<T>(&self, table: &str, rows: &[T]) -> Result<(), StoreError>
+    where
+        T: Row + Serialize + for<'a> Row<Value<'a> = T> + clickhouse::RowWrite,
+    {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut insert = self.db.insert::<T>(table).await?;
+        for row in rows {
+            insert.write(row).await?;
+        }
+        insert.end().await?;
+        Ok(())
+    }
+
+    /// Which of these events are already stored: used before inserting a
+    /// redelivered batch, so a batch whose acknowledgement was lost is not
+    /// counted twice.
+    pub async fn existing_event_ids(
+        &self,
+        rows: &[EventRow],
+    ) -> Result<HashSet<(String, String)>, StoreError> {
+        let mut by_project: BTreeMap<&str, (Vec<&str>, u32, u32)> = BTreeMap::new();
+        for row in rows {
+            let entry = by_project
+                .entry(&row.project_id)
+                .or_insert((Vec::new(), u32::MAX, 0));
+            entry.0.push(&row.id);
+            entry.1 = entry.1.min(row.created_at);
+            entry.2 = entry.2.max(row.created_at);
+        }
+        let mut found = HashSet::new();
+        for (project, (ids, from, to)) in by_project {
+            let existing: Vec<String> = self
+                .db
+                .query(
+                    "SELECT id FROM events WHERE project_id = ? \
+                     AND created_at >= toDateTime(?, 'UTC') AND created_at <= toDateTime(?, 'UTC') \
+                     AND has(?, id)",
+                )
+                .bind(project)
+                .bind(from)
+                .bind(to)
+                .bind(ids)
+                .fetch_all()
+                .await?;
+            found.extend(existing.into_iter().map(|id| (project.to_owned(), id)));
+        }
+        Ok(found)
+    }
+}

@@ -1,0 +1,147 @@
+//! Numbered ClickHouse migrations from `schemas/clickhouse`, applied in
+//! order and recorded in `schema_migrations`. Every statement is written to
+//! be idempotent (`IF NOT EXISTS`), so two processes migrating at once, or a
+//! migration interrupted half-way, converge on the same schema.
+
+use clickhouse::Row;
+use serde::Serialize;
+
+use crate::{Store, StoreError};
+
+/// One migration file: its number, name and statements.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    pub version: u32,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+macro_rules! migrations {
+    ($($version:literal => $name:literal),* $(,)?) => {
+        /// Every migration, in the order they apply.
+        pub const MIGRATIONS: &[Migration] = &[$(Migration {
+            version: $version,
+            name: $name,
+            sql: include_str!(concat!("../../../schemas/clickhouse/", $name, ".sql")),
+        }),*];
+    };
+}
+
+migrations! {
+    1 => "0001_events",
+    2 => "0002_profiles",
+}
+
+#[derive(Row, Serialize)]
+struct Applied {
+    version: u32,
+    name: String,
+}
+
+impl Migration {
+    /// The statements of the file: split on `;` at the end of a line, comments dropped.
+    pub fn statements(&self) -> Vec<String> {
+        let mut statements = Vec::new();
+        let mut current = String::new();
+        for line in self.sql.lines() {
+            let trimmed = line.trim();
+            if trimmed.starts_with("--") || trimmed.is_empty() {
+                continue;
+            }
+            current.push_str(line);
+            current.push('\n');
+            if trimmed.ends_with(';') {
+                let statement = current.trim().trim_end_matches(';').to_owned();
+                statements.push(statement);
+                current.clear();
+            }
+        }
+        if !current.trim().is_empty() {
+            statements.push(current.trim().to_owned());
+        }
+        statements
+    }
+}
+
+impl Store {
+    /// Creates the database if needed and applies the migrations not yet
+    /// recorded. Returns the versions applied by this call.
+    pub async fn migrate(&self) -> Result<Vec<u32>, StoreError> {
+        self.server
+            .query(&format!("CREATE DATABASE IF NOT EXISTS {}", self.database))
+            .execute()
+            .await?;
+        self.db
+            .query(
+                "CREATE TABLE IF NOT EXISTS schema_migrations \
+                 (version UInt32, name String, applied_at DateTime DEFAULT now()) \
+                 ENGINE = MergeTree() ORDER BY version",
+            )
+            .execute()
+            .await?;
+        let done: Vec<u32> = self
+            .db
+            .query("SELECT DISTINCT version FROM schema_migrations")
+            .fetch_all()
+            .await?;
+        let mut applied = Vec::new();
+        for migration in MIGRATIONS.iter().filter(|m| !done.contains(&m.version)) {
+            for statement in migration.statements() {
+                self.db
+                    .query(&statement)
+                    .execute()
+                    .await
+                    .map_err(|source| StoreError::Migration {
+                        version: migration.version,
+                        name: migration.name,
+                        source,
+                    })?;
+            }
+            let mut insert = self.db.insert::<Applied>("schema_migrations").await?;
+            insert
+                .write(&Applied {
+                    version: migration.version,
+                    name: migration.name.to_owned(),
+                })
+                .await?;
+            insert.end().await?;
+            tracing::info!(version = migration.version, name = migration.name, "migration applied");
+            applied.push(migration.version);
+        }
+        Ok(applied)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_numbered_in_order_and_split_into_statements() {
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version as usize, i + 1);
+            assert!(m.name.starts_with(&format!("{:04}_", m.version)));
+            let statements = m.statements();
+            assert!(!statements.is_empty());
+            for s in statements {
+                assert!(!s.ends_with(';') && !s.starts_with("--"), "{s}");
+            }
+        }
+    }
+
+    #[test]
+    fn statement_splitting_keeps_multiline_statements_whole() {
+        let m = Migration {
+            version: 9,
+            name: "x",
+            sql: "-- c\nCREATE TABLE a (\n x UInt8\n) ENGINE = Log;\n\nCREATE TABLE b (y UInt8) ENGINE = Log;\n",
+        };
+        assert_eq!(
+            m.statements(),
+            vec![
+                "CREATE TABLE a (\n x UInt8\n) ENGINE = Log".to_owned(),
+                "CREATE TABLE b (y UInt8) ENGINE = Log".to_owned()
+            ]
+        );
+    }
+}

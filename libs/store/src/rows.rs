@@ -1,0 +1,77 @@
+//! Row types of the ClickHouse tables, in RowBinary order.
+
+use serde::{Deserialize, Serialize};
+
+pub use clickhouse::Row;
+
+/// The tables the sink writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Table {
+    Events,
+    Profiles,
+}
+
+impl Table {
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Events => "events",
+            Table::Profiles => "profiles",
+        }
+    }
+}
+
+/// One row of `events`. Times are epoch seconds (ClickHouse `DateTime`).
+#[derive(Debug, Clone, Default, PartialEq, Row, Serialize, Deserialize)]
+pub struct EventRow {
+    pub id: String,
+    pub project_id: String,
+    pub name: String,
+    pub device_id: String,
+    pub profile_id: String,
+    pub session_id: String,
+    pub created_at: u32,
+    pub received_at: u32,
+    pub path: String,
+    pub origin: String,
+    pub referrer: String,
+    pub referrer_name: String,
+    pub referrer_type: String,
+    pub utm_source: String,
+    pub utm_medium: String,
+    pub utm_campaign: String,
+    pub utm_term: String,
+    pub utm_content: String,
+    pub country: String,
+    pub region: String,
+    pub city: String,
+    pub latitude: f64,
+    pub longitude: f64,
+    pub os: String,
+    pub os_version: String,
+    pub browser: String,
+    pub browser_version: String,
+    pub device: String,
+    pub brand: String,
+    pub model: String,
+    /// JSON object text.
+    pub properties: String,
+    pub sdk_name: String,
+    pub sdk_version: String,
+}
+
+/// One version of a profile; the highest `version` wins.
+#[derive(Debug, Clone, Default, PartialEq, Row, Serialize, Deserialize)]
+pub struct ProfileRow {
+    pub id: String,
+    pub project_id: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub email: String,
+    pub avatar: String,
+    /// JSON object text.
+    pub properties: String,
+    pub created_at: u32,
+    /// Epoch milliseconds of the change.
+    pub version: u64,
+}

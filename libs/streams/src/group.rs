@@ -1,0 +1,293 @@
+//! Consumer-group reads, acknowledgements, claims and dead letters.
+
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::streams::{StreamId, StreamPendingCountReply, StreamReadReply};
+use redis::{RedisResult, Value};
+
+use crate::StreamError;
+
+/// The field of a stream entry that holds its payload.
+pub const PAYLOAD_FIELD: &str = "e";
+
+/// One stream entry's id and payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub id: String,
+    pub payload: Vec<u8>,
+}
+
+/// Entries returned by one read.
+#[derive(Debug, Default)]
+pub struct ReadBatch {
+    pub entries: Vec<Entry>,
+    /// The entries were delivered before (own pending entries or claimed
+    /// ones): their output may already exist and must be checked.
+    pub redelivered: bool,
+    /// Ids of entries that were pending but no longer exist or have no
+    /// payload; they can only be acknowledged.
+    pub vanished: Vec<String>,
+}
+
+impl ReadBatch {
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty() && self.vanished.is_empty()
+    }
+}
+
+/// Creates `group` on `key` (and the stream) unless it exists.
+pub async fn ensure_group(
+    conn: &mut MultiplexedConnection,
+    key: &str,
+    group: &str,
+) -> Result<(), StreamError> {
+    let created: RedisResult<()> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(key)
+        .arg(group)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(conn)
+        .await;
+    match created {
+        Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+/// Reads one partition for one consumer of a group: its own pending entries
+/// first, then new ones with a blocking read. Owns its connection, since a
+/// blocking read holds the connection it runs on.
+pub struct GroupReader {
+    conn: MultiplexedConnection,
+    key: String,
+    group: String,
+    consumer: String,
+    count: usize,
+    block: Duration,
+    /// Where the next read of own pending entries starts; `None` once they are exhausted.
+    pending_cursor: Option<String>,
+}
+
+impl GroupReader {
+    pub fn new(
+        conn: MultiplexedConnection,
+        key: String,
+        group: String,
+        consumer: String,
+        count: usize,
+        block: Duration,
+    ) -> Self {
+        GroupReader {
+            conn,
+            key,
+            group,
+            consumer,
+            count,
+            block,
+            pending_cursor: Some("0".into()),
+        }
+    }
+
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Makes the next reads go over this consumer's pending entries again,
+    /// for when a write of their output failed with an unknown outcome.
+    pub fn rewind(&mut self) {
+        self.pending_cursor = Some("0".into());
+    }
+
+    pub async fn read(&mut self) -> Result<ReadBatch, StreamError> {
+        if let Some(cursor) = self.pending_cursor.clone() {
+            let ids = self.xreadgroup(&cursor, None).await?;
+            match ids.last() {
+                Some(last) => {
+                    self.pending_cursor = Some(last.id.clone());
+                    return Ok(split(ids, true));
+                }
+                None => self.pending_cursor = None,
+            }
+        }
+        let ids = self.xreadgroup(">", Some(self.block)).await?;
+        Ok(split(ids, false))
+    }
+
+    async fn xreadgroup(
+        &mut self,
+        from: &str,
+        block: Option<Duration>,
+    ) -> Result<Vec<StreamId>, StreamError> {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(&self.group)
+            .arg(&self.consumer)
+            .arg("COUNT")
+            .arg(self.count);
+        if let Some(block) = block {
+            cmd.arg("BLOCK").arg(block.as_millis() as u64);
+        }
+        cmd.arg("STREAMS").arg(&self.key).arg(from);
+        let reply: Option<StreamReadReply> = cmd.query_async(&mut self.conn).await?;
+        Ok(reply
+            .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect())
+            .unwrap_or_default())
+    }
+}
+
+fn split(ids: Vec<StreamId>, redelivered: bool) -> ReadBatch {
+    let mut batch = ReadBatch {
+        redelivered,
+        ..ReadBatch::default()
+    };
+    for StreamId { id, map, .. } in ids {
+        match map.get(PAYLOAD_FIELD) {
+            Some(Value::BulkString(bytes)) => batch.entries.push(Entry {
+                id,
+                payload: bytes.clone(),
+            }),
+            _ => batch.vanished.push(id),
+        }
+    }
+    batch
+}
+
+/// Acknowledges entries of `group` on `key`.
+pub async fn ack(
+    conn: &mut MultiplexedConnection,
+    key: &str,
+    group: &str,
+    ids: &[String],
+) -> Result<(), StreamError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let _: i64 = redis::cmd("XACK")
+        .arg(key)
+        .arg(group)
+        .arg(ids)
+        .query_async(conn)
+        .await?;
+    Ok(())
+}
+
+/// An entry that is moved to the dead-letter stream, and why.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub entry: Entry,
+    pub reason: String,
+}
+
+/// Moves entries to `dead_key` with their reason and acknowledges them on
+/// `key`, atomically (both keys share a slot).
+pub async fn dead_letter(
+    conn: &mut MultiplexedConnection,
+    key: &str,
+    dead_key: &str,
+    group: &str,
+    letters: &[DeadLetter],
+) -> Result<(), StreamError> {
+    if letters.is_empty() {
+        return Ok(());
+    }
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    for letter in letters {
+        pipe.cmd("XADD")
+            .arg(dead_key)
+            .arg("*")
+            .arg("source")
+            .arg(key)
+            .arg("group")
+            .arg(group)
+            .arg("id")
+            .arg(&letter.entry.id)
+            .arg("reason")
+            .arg(&letter.reason)
+            .arg(PAYLOAD_FIELD)
+            .arg(&letter.entry.payload)
+            .ignore();
+        pipe.cmd("XACK")
+            .arg(key)
+            .arg(group)
+            .arg(&letter.entry.id)
+            .ignore();
+    }
+    let _: () = pipe.query_async(conn).await?;
+    metrics::counter!("analytics_streams_dead_lettered_total", "stream" => key.to_owned())
+        .increment(letters.len() as u64);
+    Ok(())
+}
+
+/// Takes over entries that other consumers left pending for `min_idle`
+/// (they died or hang). Entries already delivered `max_deliveries` times are
+/// dead-lettered instead of being handed out again.
+///
+/// `XPENDING` + `XCLAIM` rather than `XAUTOCLAIM`: a consumer must not claim
+/// its own pending entries, which it may be holding in a batch that waits
+/// for ClickHouse.
+pub async fn claim_stale(
+    conn: &mut MultiplexedConnection,
+    key: &str,
+    dead_key: &str,
+    group: &str,
+    consumer: &str,
+    min_idle: Duration,
+    count: usize,
+    max_deliveries: u64,
+) -> Result<ReadBatch, StreamError> {
+    let min_idle_ms = min_idle.as_millis() as u64;
+    let pending: StreamPendingCountReply = redis::cmd("XPENDING")
+        .arg(key)
+        .arg(group)
+        .arg("IDLE")
+        .arg(min_idle_ms)
+        .arg("-")
+        .arg("+")
+        .arg(count)
+        .query_async(conn)
+        .await?;
+    let stale: Vec<_> = pending
+        .ids
+        .into_iter()
+        .filter(|p| p.consumer != consumer)
+        .collect();
+    if stale.is_empty() {
+        return Ok(ReadBatch {
+            redelivered: true,
+            ..ReadBatch::default()
+        });
+    }
+    let ids: Vec<&str> = stale.iter().map(|p| p.id.as_str()).collect();
+    let claimed: Vec<StreamId> = redis::cmd("XCLAIM")
+        .arg(key)
+        .arg(group)
+        .arg(consumer)
+        .arg(min_idle_ms)
+        .arg(&ids)
+        .query_async::<redis::streams::StreamClaimReply>(conn)
+        .await?
+        .ids;
+    metrics::counter!("analytics_streams_claimed_total", "stream" => key.to_owned())
+        .increment(claimed.len() as u64);
+    let mut batch = split(claimed, true);
+    let exhausted = |id: &str| {
+        stale
+            .iter()
+            .any(|p| p.id == id && p.times_delivered as u64 >= max_deliveries)
+    };
+    let (dead, live): (Vec<Entry>, Vec<Entry>) =
+        batch.entries.drain(..).partition(|e| exhausted(&e.id));
+    batch.entries = live;
+    let letters: Vec<DeadLetter> = dead
+        .into_iter()
+        .map(|entry| DeadLetter {
+            entry,
+            reason: format!("not processed after {max_deliveries} deliveries"),
+        })
+        .collect();
+    dead_letter(conn, key, dead_key, group, &letters).await?;
+    Ok(batch)
+}
