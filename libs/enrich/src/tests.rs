@@ -1,0 +1,133 @@
+use super::*;
+use serde_json::json;
+
+fn raw(kind: EventKind, properties: Value) -> RawEvent {
+    RawEvent {
+        id: "ev1".into(),
+        project_id: "p1".into(),
+        kind,
+        name: if kind == EventKind::Track { "screen_view".into() } else { kind.as_str().into() },
+        device_id: "d1".into(),
+        profile_id: "u1".into(),
+        session_id: String::new(),
+        client_time_ms: None,
+        received_at_ms: 1_767_607_200_500,
+        ip: "1.2.3.4".into(),
+        user_agent: "ua".into(),
+        origin: String::new(),
+        sdk_name: "node".into(),
+        sdk_version: "1.3.1".into(),
+        properties: properties.as_object().cloned().unwrap_or_default(),
+        traits: Map::new(),
+        property: None,
+        value: None,
+        alias: None,
+    }
+}
+
+fn event_row(records: &[Record]) -> &EventRow {
+    match &records[0] {
+        Record::Events(row) => row,
+        other => panic!("expected an event row, got {other:?}"),
+    }
+}
+
+#[test]
+fn track_becomes_an_event_row_with_page_and_campaign() {
+    let records = enrich(&raw(
+        EventKind::Track,
+        json!({"__path": "https://shop.example/p/1?utm_source=news&utm_campaign=spring#x",
+               "__referrer": "https://www.google.com/search?q=a", "plan": "pro"}),
+    ));
+    assert_eq!(records.len(), 1);
+    let row = event_row(&records);
+    assert_eq!(row.origin, "https://shop.example");
+    assert_eq!(row.path, "/p/1");
+    assert_eq!(row.utm_source, "news");
+    assert_eq!(row.utm_campaign, "spring");
+    assert_eq!(row.referrer_name, "Google");
+    assert_eq!(row.referrer_type, "search");
+    assert_eq!(row.created_at, 1_767_607_200);
+    let props: Value = serde_json::from_str(&row.properties).unwrap();
+    assert_eq!(props, json!({"plan": "pro"}));
+}
+
+#[test]
+fn future_client_times_are_clamped_and_past_ones_kept() {
+    let mut r = raw(EventKind::Track, json!({}));
+    r.client_time_ms = Some(r.received_at_ms + 3_600_000);
+    assert_eq!(event_row(&enrich(&r)).created_at, 1_767_607_200);
+    r.client_time_ms = Some(r.received_at_ms - 60_000);
+    assert_eq!(event_row(&enrich(&r)).created_at, 1_767_607_140);
+}
+
+#[test]
+fn referrer_types() {
+    let page = parse_page("/x?gclid=abc");
+    assert_eq!(classify_referrer("", "", &Page::default()).kind, "direct");
+    assert_eq!(classify_referrer("", "", &page).kind, "ad");
+    assert_eq!(
+        classify_referrer("https://shop.example/a", "https://www.shop.example", &Page::default()).kind,
+        "internal"
+    );
+    let naver = classify_referrer("https://search.naver.com/x", "", &Page::default());
+    assert_eq!((naver.name.as_str(), naver.kind), ("Naver", "search"));
+    assert_eq!(classify_referrer("https://t.co/abc", "", &Page::default()).kind, "social");
+    assert_eq!(classify_referrer("https://mail.google.com/", "", &Page::default()).kind, "email");
+    let other = classify_referrer("https://blog.example.org/post", "", &Page::default());
+    assert_eq!((other.name.as_str(), other.kind), ("blog.example.org", "other"));
+}
+
+#[test]
+fn bare_paths_drop_query_and_fragment() {
+    let page = parse_page("/a/b?utm_medium=email#top");
+    assert_eq!(page.path, "/a/b");
+    assert_eq!(page.origin, "");
+    assert_eq!(page.utm("utm_medium"), "email");
+    assert_eq!(parse_page(&format!("/{}", "é".repeat(3000))).path.len(), 1999);
+}
+
+#[test]
+fn identify_adds_a_profile_row() {
+    let mut r = raw(EventKind::Identify, json!({"plan": "pro"}));
+    r.traits = json!({"firstName": "Ann", "email": "a@b.c", "name": "Ann B"})
+        .as_object()
+        .cloned()
+        .unwrap();
+    let records = enrich(&r);
+    assert_eq!(records.len(), 2);
+    assert_eq!(event_row(&records).name, "identify");
+    let Record::Profiles(p) = &records[1] else { panic!("expected a profile row") };
+    assert_eq!((p.id.as_str(), p.first_name.as_str(), p.email.as_str()), ("u1", "Ann", "a@b.c"));
+    let props: Value = serde_json::from_str(&p.properties).unwrap();
+    assert_eq!(props, json!({"plan": "pro", "name": "Ann B"}));
+    assert_eq!(p.version, 1_767_607_200_500);
+}
+
+#[test]
+fn increment_keeps_its_operation() {
+    let mut r = raw(EventKind::Increment, json!({}));
+    r.property = Some("credits".into());
+    r.value = Some(5.0);
+    let props: Value = serde_json::from_str(&event_row(&enrich(&r)).properties).unwrap();
+    assert_eq!(props, json!({"property": "credits", "value": 5.0}));
+}
+
+#[test]
+fn records_round_trip_as_tagged_json() {
+    let records = enrich(&raw(EventKind::Track, json!({})));
+    let text = serde_json::to_string(&records[0]).unwrap();
+    assert!(text.starts_with(r#"{"t":"events","r":{"#), "{text}");
+    assert_eq!(serde_json::from_str::<Record>(&text).unwrap(), records[0]);
+}
+
+#[test]
+fn cookieless_ids_depend_on_every_input() {
+    let base = cookieless_device_id("s", "p", "1.2.3.4", "ua");
+    assert_eq!(base.len(), 32);
+    assert_eq!(base, cookieless_device_id("s", "p", "1.2.3.4", "ua"));
+    assert_ne!(base, cookieless_device_id("t", "p", "1.2.3.4", "ua"));
+    assert_ne!(base, cookieless_device_id("s", "q", "1.2.3.4", "ua"));
+    assert_ne!(base, cookieless_device_id("s", "p", "1.2.3.5", "ua"));
+    assert_ne!(base, cookieless_device_id("s", "p", "1.2.3.4", "ub"));
+}
