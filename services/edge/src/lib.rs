@@ -1,1 +1,133 @@
-//! analytics-edge
+//! The edge: the OpenPanel-compatible ingestion API.
+//!
+//! Wire format in: `POST /track` with `{"type", "payload"}`, the per-type
+//! routes `/identify`, `/increment`, `/decrement` (bare payload), and
+//! `POST /batch` (array of `{type, payload}`), JSON bodies authenticated by
+//! the `openpanel-client-*` headers. Wire format out: one JSON
+//! [`RawEvent`](analytics_event::RawEvent) per entry on the raw stream
+//! partition `hash(project, device) % N`.
+//!
+//! Guarantee: `202` only after Redis acknowledged every event of the
+//! request; otherwise an error status and nothing is claimed stored. A
+//! client retry of the same event id is harmless (dropped downstream).
+
+mod auth;
+mod error;
+mod ingest;
+mod salt;
+mod writer;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use analytics_config::Config;
+use analytics_http::{Body, health_route};
+use analytics_meta::Meta;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response};
+use redis::aio::MultiplexedConnection;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use error::ApiError;
+
+/// What the edge needs from outside.
+pub struct EdgeDeps {
+    pub redis: MultiplexedConnection,
+    pub meta: Meta,
+    /// Renders `/metrics`.
+    pub metrics: Arc<dyn Fn() -> String + Send + Sync>,
+}
+
+/// The edge as a request handler, testable without sockets.
+pub struct Edge {
+    config: Arc<Config>,
+    auth: auth::Authenticator,
+    writer: writer::Writer,
+    salts: salt::SaltCache,
+    redis: MultiplexedConnection,
+    metrics: Arc<dyn Fn() -> String + Send + Sync>,
+}
+
+impl Edge {
+    /// Builds the handler and starts its writer; the returned task ends
+    /// once every handle on the edge is dropped and pending writes are answered.
+    pub fn new(
+        config: Arc<Config>,
+        deps: EdgeDeps,
+        shutdown: CancellationToken,
+    ) -> (Arc<Edge>, tokio::task::JoinHandle<()>) {
+        let (writer, writer_task) = writer::Writer::start(
+            deps.redis.clone(),
+            config.redis.key_prefix.clone(),
+            config.redis.partitions,
+            config.redis.max_stream_len,
+            config.edge.max_pending_writes,
+            shutdown,
+        );
+        let edge = Edge {
+            auth: auth::Authenticator::new(
+                deps.meta.clone(),
+                Duration::from_millis(config.edge.auth_cache_ttl_ms),
+            ),
+            salts: salt::SaltCache::new(deps.meta),
+            writer,
+            redis: deps.redis,
+            metrics: deps.metrics,
+            config,
+        };
+        (Arc::new(edge), writer_task)
+    }
+
+    /// Answers one request. `None` when the path is not the edge's, so a
+    /// combined server can offer it to another handler.
+    pub async fn route<B>(&self, req: Request<B>, peer: SocketAddr) -> Option<Response<Body>>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let path = req.uri().path().to_owned();
+        if let Some(response) = health_route(&path, self.ready(), || (self.metrics)()).await {
+            return Some(response);
+        }
+        let route = ingest::route_of(&path)?;
+        Some(match *req.method() {
+            Method::OPTIONS => ingest::preflight(req.headers()),
+            Method::POST => self.ingest(route, req, peer).await,
+            _ => ingest::with_cors(req.headers(), ApiError::MethodNotAllowed.into_response()),
+        })
+    }
+
+    async fn ready(&self) -> Result<(), String> {
+        let mut conn = self.redis.clone();
+        let ping = redis::cmd("PING");
+        match tokio::time::timeout(Duration::from_secs(1), ping.query_async::<String>(&mut conn)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!("redis: {e}")),
+            Err(_) => Err("redis: no answer within 1 s".into()),
+        }
+    }
+}
+
+/// Serves the edge alone on `listener` until `shutdown`.
+pub async fn run(
+    config: Arc<Config>,
+    deps: EdgeDeps,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) {
+    let timeout = Duration::from_millis(config.edge.request_timeout_ms);
+    let (edge, writer_task) = Edge::new(config, deps, shutdown.clone());
+    let handler = move |req: Request<Incoming>, peer: SocketAddr| {
+        let edge = edge.clone();
+        async move {
+            match edge.route(req, peer).await {
+                Some(response) => response,
+                None => ApiError::NotFound.into_response(),
+            }
+        }
+    };
+    analytics_http::serve(listener, handler, timeout, shutdown).await;
+    let _ = writer_task.await;
+}

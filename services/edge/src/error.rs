@@ -1,0 +1,93 @@
+//! Every way a request can fail, and the one mapping to HTTP answers.
+
+use hyper::{Response, StatusCode};
+use serde_json::json;
+
+use analytics_http::{Body, json};
+
+/// A refused request. Clients get the message, never internals.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{message}")]
+    BadRequest {
+        message: String,
+        field: Option<String>,
+    },
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("not found")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("request body is larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("request body was not received in time")]
+    Timeout,
+    #[error("content type must be application/json")]
+    UnsupportedMediaType,
+    #[error("{reason}")]
+    Unavailable { reason: &'static str },
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Short label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest { .. } => "invalid",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed => "method",
+            ApiError::TooLarge { .. } => "too_large",
+            ApiError::Timeout => "timeout",
+            ApiError::UnsupportedMediaType => "media_type",
+            ApiError::Unavailable { .. } => "unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        if let ApiError::Internal(source) = &self {
+            tracing::error!(error = %source, "request failed");
+        }
+        let mut body = json!({"error": self.to_string()});
+        if let ApiError::BadRequest { field: Some(field), .. } = &self {
+            body["field"] = json!(field);
+        }
+        let mut response = json(self.status(), &body);
+        if matches!(self, ApiError::Unavailable { .. }) {
+            response
+                .headers_mut()
+                .insert(hyper::header::RETRY_AFTER, hyper::header::HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+impl From<analytics_event::ValidationError> for ApiError {
+    fn from(e: analytics_event::ValidationError) -> Self {
+        ApiError::BadRequest {
+            message: e.message,
+            field: e.field,
+        }
+    }
+}

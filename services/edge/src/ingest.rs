@@ -1,0 +1,270 @@
+//! The ingestion routes: read, validate, stamp and write events.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use analytics_enrich::cookieless_device_id;
+use analytics_event::{EventKind, Incoming, Limits, RawEvent, Route, validate};
+use analytics_http::{Body, json};
+use analytics_streams::partition_for;
+use http_body_util::{BodyExt, Limited};
+use hyper::header::{HeaderMap, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use serde_json::json;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::writer::WriteError;
+use crate::Edge;
+
+const ALLOWED_HEADERS: &str = "content-type, openpanel-client-id, openpanel-client-secret, \
+                               openpanel-sdk-name, openpanel-sdk-version";
+
+pub fn route_of(path: &str) -> Option<Route> {
+    match path.trim_end_matches('/') {
+        "/track" => Some(Route::Envelope),
+        "/identify" => Some(Route::Direct(EventKind::Identify)),
+        "/increment" => Some(Route::Direct(EventKind::Increment)),
+        "/decrement" => Some(Route::Direct(EventKind::Decrement)),
+        "/batch" => Some(Route::Batch),
+        _ => None,
+    }
+}
+
+/// Answers a CORS preflight. Which origins may really send is decided per
+/// project when the request itself arrives.
+pub fn preflight(headers: &HeaderMap) -> Response<Body> {
+    let mut response = with_cors(headers, Response::new(Body::default()));
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    let h = response.headers_mut();
+    h.insert("access-control-allow-methods", HeaderValue::from_static("POST, OPTIONS"));
+    h.insert("access-control-allow-headers", HeaderValue::from_static(ALLOWED_HEADERS));
+    h.insert("access-control-max-age", HeaderValue::from_static("86400"));
+    response
+}
+
+/// Lets a browser on the request's origin read the answer.
+pub fn with_cors(headers: &HeaderMap, mut response: Response<Body>) -> Response<Body> {
+    if let Some(origin) = headers.get("origin") {
+        let h = response.headers_mut();
+        h.insert("access-control-allow-origin", origin.clone());
+        h.insert("vary", HeaderValue::from_static("Origin"));
+    }
+    response
+}
+
+fn header_str(headers: &HeaderMap, name: &str, max: usize) -> String {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.chars().take(max).collect())
+        .unwrap_or_default()
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn utc_day(ms: i64) -> String {
+    let date = time::OffsetDateTime::from_unix_timestamp(ms / 1000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+        .date();
+    format!("{:04}-{:02}-{:02}", date.year(), u8::from(date.month()), date.day())
+}
+
+impl Edge {
+    pub(crate) async fn ingest<B>(
+        &self,
+        route: Route,
+        req: Request<B>,
+        peer: SocketAddr,
+    ) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let headers = req.headers().clone();
+        let label = match route {
+            Route::Envelope => "track",
+            Route::Direct(kind) => kind.as_str(),
+            Route::Batch => "batch",
+        };
+        let response = match self.ingest_inner(route, req, peer).await {
+            Ok(response) => response,
+            Err(error) => {
+                metrics::counter!("analytics_edge_rejected_requests_total",
+                    "route" => label, "reason" => error.reason())
+                .increment(1);
+                error.into_response()
+            }
+        };
+        metrics::counter!("analytics_edge_requests_total",
+            "route" => label, "status" => response.status().as_u16().to_string())
+        .increment(1);
+        with_cors(&headers, response)
+    }
+
+    async fn ingest_inner<B>(
+        &self,
+        route: Route,
+        req: Request<B>,
+        peer: SocketAddr,
+    ) -> Result<Response<Body>, ApiError>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let caller = self.auth.authenticate(req.headers()).await?;
+        if !caller.client.kind.can_write() {
+            return Err(ApiError::Forbidden("this client may not send events"));
+        }
+        if let Some(content_type) = req.headers().get("content-type") {
+            let ct = content_type.to_str().unwrap_or("").to_ascii_lowercase();
+            // Browsers' sendBeacon posts JSON as text/plain.
+            if !(ct.starts_with("application/json") || ct.starts_with("text/plain")) {
+                return Err(ApiError::UnsupportedMediaType);
+            }
+        }
+        let limit = match route {
+            Route::Batch => self.config.edge.max_batch_bytes,
+            _ => self.config.edge.max_body_bytes,
+        };
+        let declared = req
+            .headers()
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(ApiError::TooLarge { limit });
+        }
+        let (parts, body) = req.into_parts();
+        let timeout = Duration::from_millis(self.config.edge.request_timeout_ms);
+        let mut bytes = match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
+            Err(_) => return Err(ApiError::Timeout),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                return Err(ApiError::TooLarge { limit });
+            }
+            Ok(Err(e)) => {
+                return Err(ApiError::BadRequest {
+                    message: format!("cannot read request body: {e}"),
+                    field: None,
+                });
+            }
+            Ok(Ok(collected)) => collected.to_bytes().to_vec(),
+        };
+        let limits = Limits {
+            max_batch_events: self.config.edge.max_batch_events,
+            ..Limits::default()
+        };
+        let incoming = validate(&mut bytes, route, &limits)?;
+        let stamp = Stamp {
+            received_at_ms: now_ms(),
+            ip: self.client_ip(&parts.headers, peer),
+            user_agent: header_str(&parts.headers, "user-agent", 1_000),
+            origin: header_str(&parts.headers, "origin", 500),
+            sdk_name: header_str(&parts.headers, "openpanel-sdk-name", 50),
+            sdk_version: header_str(&parts.headers, "openpanel-sdk-version", 50),
+        };
+        let count = incoming.len();
+        let mut entries = Vec::with_capacity(count);
+        let mut last = None;
+        for event in incoming {
+            let raw = self.stamp(&caller, event, &stamp).await?;
+            let partition =
+                partition_for(&raw.project_id, &raw.device_id, self.config.redis.partitions);
+            let payload = serde_json::to_vec(&raw).map_err(|e| ApiError::Internal(Box::new(e)))?;
+            entries.push((partition, payload));
+            last = Some(raw);
+        }
+        match self.writer.write(entries).await {
+            Ok(()) => {}
+            Err(WriteError::OverCap) => {
+                return Err(ApiError::Unavailable { reason: "ingest queue is full, retry later" });
+            }
+            Err(WriteError::Saturated) => {
+                return Err(ApiError::Unavailable { reason: "server is busy, retry later" });
+            }
+            Err(WriteError::Redis(e)) => {
+                tracing::warn!(error = %e, "raw stream write failed");
+                return Err(ApiError::Unavailable { reason: "event queue unavailable, retry later" });
+            }
+        }
+        metrics::counter!("analytics_edge_accepted_events_total").increment(count as u64);
+        let body = match (route, last) {
+            (Route::Batch, _) | (_, None) => json!({"accepted": count}),
+            (_, Some(raw)) => {
+                let mut body = json!({"deviceId": raw.device_id, "id": raw.id});
+                if !raw.session_id.is_empty() {
+                    body["sessionId"] = json!(raw.session_id);
+                }
+                body
+            }
+        };
+        Ok(json(StatusCode::ACCEPTED, &body))
+    }
+
+    fn client_ip(&self, headers: &HeaderMap, peer: SocketAddr) -> String {
+        let from_header = self.config.client_ip_header.as_deref().and_then(|name| {
+            let value = headers.get(name)?.to_str().ok()?;
+            // x-forwarded-for lists the original client first.
+            value.split(',').next()?.trim().parse::<IpAddr>().ok()
+        });
+        from_header.unwrap_or(peer.ip()).to_string()
+    }
+
+    async fn stamp(
+        &self,
+        caller: &Caller,
+        event: Incoming,
+        stamp: &Stamp,
+    ) -> Result<RawEvent, ApiError> {
+        let project_id = caller.client.project.id.clone();
+        let device_id = match event.device_id {
+            Some(id) => id,
+            None => {
+                let salt = self
+                    .salts
+                    .get(&utc_day(stamp.received_at_ms))
+                    .await
+                    .map_err(|e| ApiError::Internal(Box::new(e)))?;
+                cookieless_device_id(&salt, &project_id, &stamp.ip, &stamp.user_agent)
+            }
+        };
+        Ok(RawEvent {
+            id: event
+                .event_id
+                .unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
+            project_id,
+            kind: event.kind,
+            name: event.name,
+            device_id,
+            profile_id: event.profile_id.unwrap_or_default(),
+            session_id: event.session_id.unwrap_or_default(),
+            client_time_ms: event.client_time_ms,
+            received_at_ms: stamp.received_at_ms,
+            ip: stamp.ip.clone(),
+            user_agent: stamp.user_agent.clone(),
+            origin: caller.origin.clone().unwrap_or_else(|| stamp.origin.clone()),
+            sdk_name: stamp.sdk_name.clone(),
+            sdk_version: stamp.sdk_version.clone(),
+            properties: event.properties,
+            traits: event.traits,
+            property: event.property,
+            value: event.value,
+            alias: event.alias,
+        })
+    }
+}
+
+/// What the server knows about a request, shared by its events.
+struct Stamp {
+    received_at_ms: i64,
+    ip: String,
+    user_agent: String,
+    origin: String,
+    sdk_name: String,
+    sdk_version: String,
+}

@@ -1,0 +1,166 @@
+//! Group commit of raw events to Redis, and backpressure.
+//!
+//! Requests hand their entries to one collector task through a bounded
+//! queue; the collector packs whatever has queued up into a single pipeline
+//! of `XADD`s, so concurrent requests share one round trip. A request is
+//! answered only after Redis replied to the pipeline holding its entries.
+//! When the queue is full, or a partition is longer than its cap, the
+//! request is refused with 503 instead of buffering in memory.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use analytics_streams::{PAYLOAD_FIELD, StreamError, Topic, stream_key};
+use redis::aio::MultiplexedConnection;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// Entries per pipeline; more queue up for the next one.
+const MAX_PIPELINE_ENTRIES: usize = 2_000;
+/// Pipelines in flight at once on the shared connection.
+const MAX_IN_FLIGHT: usize = 4;
+
+/// Why entries were not written.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("partition over its length cap")]
+    OverCap,
+    #[error("too many writes waiting")]
+    Saturated,
+    #[error("redis write failed: {0}")]
+    Redis(#[source] Arc<StreamError>),
+}
+
+struct Job {
+    entries: Vec<(u16, Vec<u8>)>,
+    done: oneshot::Sender<Result<(), Arc<StreamError>>>,
+}
+
+/// Handle used by request handlers; cheap to share.
+pub struct Writer {
+    jobs: mpsc::Sender<Job>,
+    over_cap: Arc<[AtomicBool]>,
+}
+
+impl Writer {
+    /// Starts the collector and the stream-length monitor.
+    pub fn start(
+        conn: MultiplexedConnection,
+        prefix: String,
+        partitions: u16,
+        max_stream_len: u64,
+        max_pending: usize,
+        shutdown: CancellationToken,
+    ) -> (Writer, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(max_pending.max(1));
+        let over_cap: Arc<[AtomicBool]> = (0..partitions).map(|_| AtomicBool::new(false)).collect();
+        let keys: Arc<[String]> = (0..partitions)
+            .map(|p| stream_key(&prefix, Topic::Raw, p))
+            .collect();
+        tokio::spawn(monitor_lengths(
+            conn.clone(),
+            keys.clone(),
+            max_stream_len,
+            over_cap.clone(),
+            shutdown,
+        ));
+        let collector = tokio::spawn(collect(conn, keys, rx));
+        (Writer { jobs: tx, over_cap }, collector)
+    }
+
+    /// Writes `entries` (partition, payload) and waits for Redis to confirm.
+    pub async fn write(&self, entries: Vec<(u16, Vec<u8>)>) -> Result<(), WriteError> {
+        if entries
+            .iter()
+            .any(|(p, _)| self.over_cap[usize::from(*p)].load(Ordering::Relaxed))
+        {
+            return Err(WriteError::OverCap);
+        }
+        let (done, confirmed) = oneshot::channel();
+        self.jobs
+            .try_send(Job { entries, done })
+            .map_err(|_| WriteError::Saturated)?;
+        match confirmed.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(WriteError::Redis(e)),
+            // The collector is gone (shutting down): nothing was written.
+            Err(_) => Err(WriteError::Saturated),
+        }
+    }
+}
+
+async fn collect(conn: MultiplexedConnection, keys: Arc<[String]>, mut rx: mpsc::Receiver<Job>) {
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    while let Some(first) = rx.recv().await {
+        let mut jobs = vec![first];
+        let mut count = jobs[0].entries.len();
+        while count < MAX_PIPELINE_ENTRIES {
+            match rx.try_recv() {
+                Ok(job) => {
+                    count += job.entries.len();
+                    jobs.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            break;
+        };
+        let mut conn = conn.clone();
+        let keys = keys.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let mut pipe = redis::pipe();
+            for job in &jobs {
+                for (partition, payload) in &job.entries {
+                    pipe.cmd("XADD")
+                        .arg(&keys[usize::from(*partition)])
+                        .arg("*")
+                        .arg(PAYLOAD_FIELD)
+                        .arg(payload)
+                        .ignore();
+                }
+            }
+            let started = Instant::now();
+            let result: Result<(), redis::RedisError> = pipe.query_async(&mut conn).await;
+            metrics::histogram!("analytics_edge_xadd_seconds").record(started.elapsed().as_secs_f64());
+            metrics::histogram!("analytics_edge_xadd_batch_entries").record(count as f64);
+            let result = result.map_err(|e| Arc::new(StreamError::from(e)));
+            for job in jobs {
+                let _ = job.done.send(result.clone());
+            }
+        });
+    }
+    // Wait for pipelines still in flight before reporting the writer done.
+    let _ = in_flight.acquire_many(MAX_IN_FLIGHT as u32).await;
+}
+
+async fn monitor_lengths(
+    mut conn: MultiplexedConnection,
+    keys: Arc<[String]>,
+    max_len: u64,
+    over_cap: Arc<[AtomicBool]>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let mut pipe = redis::pipe();
+        for key in keys.iter() {
+            pipe.cmd("XLEN").arg(key);
+        }
+        match pipe.query_async::<Vec<u64>>(&mut conn).await {
+            Ok(lengths) => {
+                for (p, len) in lengths.into_iter().enumerate() {
+                    over_cap[p].store(len >= max_len, Ordering::Relaxed);
+                    metrics::gauge!("analytics_edge_stream_length_entries", "partition" => p.to_string())
+                        .set(len as f64);
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot read stream lengths"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+}
