@@ -3,9 +3,8 @@
 use std::collections::{BTreeMap, HashSet};
 
 use clickhouse::Client;
-use serde::Serialize;
 
-use crate::rows::{EventRow, Row};
+use crate::rows::{EventRow, InsertRow};
 use crate::StoreError;
 
 /// Where ClickHouse is and how to log in.
@@ -52,10 +51,7 @@ impl Store {
     }
 
     /// Inserts `rows` into `table` as one INSERT.
-    pub async fn insert<T>(&self, table: &str, rows: &[T]) -> Result<(), StoreError>
-    where
-        T: Row + Serialize + for<'a> Row<Value<'a> = T> + clickhouse::RowWrite,
-    {
+    pub async fn insert<T: InsertRow>(&self, table: &str, rows: &[T]) -> Result<(), StoreError> {
         if rows.is_empty() {
             return Ok(());
         }

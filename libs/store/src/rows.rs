@@ -4,6 +4,17 @@ use serde::{Deserialize, Serialize};
 
 pub use clickhouse::Row;
 
+/// A row type that can be written with [`Store::insert`](crate::Store::insert).
+pub trait InsertRow:
+    Row + Serialize + clickhouse::RowWrite + for<'a> Row<Value<'a> = Self> + Send + Sync
+{
+}
+
+impl<T> InsertRow for T where
+    T: Row + Serialize + clickhouse::RowWrite + for<'a> Row<Value<'a> = T> + Send + Sync
+{
+}
+
 /// The tables the sink writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
+use redis::aio::ConnectionManager;
 use redis::streams::{StreamId, StreamPendingCountReply, StreamReadReply};
 use redis::{RedisResult, Value};
 
@@ -38,7 +38,7 @@ impl ReadBatch {
 
 /// Creates `group` on `key` (and the stream) unless it exists.
 pub async fn ensure_group(
-    conn: &mut MultiplexedConnection,
+    conn: &mut ConnectionManager,
     key: &str,
     group: &str,
 ) -> Result<(), StreamError> {
@@ -60,7 +60,7 @@ pub async fn ensure_group(
 /// first, then new ones with a blocking read. Owns its connection, since a
 /// blocking read holds the connection it runs on.
 pub struct GroupReader {
-    conn: MultiplexedConnection,
+    conn: ConnectionManager,
     key: String,
     group: String,
     consumer: String,
@@ -72,7 +72,7 @@ pub struct GroupReader {
 
 impl GroupReader {
     pub fn new(
-        conn: MultiplexedConnection,
+        conn: ConnectionManager,
         key: String,
         group: String,
         consumer: String,
@@ -156,7 +156,7 @@ fn split(ids: Vec<StreamId>, redelivered: bool) -> ReadBatch {
 
 /// Acknowledges entries of `group` on `key`.
 pub async fn ack(
-    conn: &mut MultiplexedConnection,
+    conn: &mut ConnectionManager,
     key: &str,
     group: &str,
     ids: &[String],
@@ -183,7 +183,7 @@ pub struct DeadLetter {
 /// Moves entries to `dead_key` with their reason and acknowledges them on
 /// `key`, atomically (both keys share a slot).
 pub async fn dead_letter(
-    conn: &mut MultiplexedConnection,
+    conn: &mut ConnectionManager,
     key: &str,
     dead_key: &str,
     group: &str,
@@ -229,7 +229,7 @@ pub async fn dead_letter(
 /// its own pending entries, which it may be holding in a batch that waits
 /// for ClickHouse.
 pub async fn claim_stale(
-    conn: &mut MultiplexedConnection,
+    conn: &mut ConnectionManager,
     key: &str,
     dead_key: &str,
     group: &str,

@@ -29,19 +29,42 @@ pub use maintenance::{StreamStats, stream_stats, trim_acknowledged};
 
 use std::time::Duration;
 
-use redis::AsyncConnectionConfig;
-use redis::aio::MultiplexedConnection;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-/// Opens a multiplexed connection whose replies may take up to `response_timeout`.
-/// Blocking reads need their own connection with a timeout longer than the block.
+/// Opens a connection that reconnects by itself after Redis restarts, whose
+/// replies may take up to `response_timeout`. Blocking reads need their own
+/// connection with a timeout longer than the block.
 pub async fn connect(
     client: &redis::Client,
     response_timeout: Duration,
-) -> Result<MultiplexedConnection, StreamError> {
-    let config = AsyncConnectionConfig::new()
+) -> Result<ConnectionManager, StreamError> {
+    let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(response_timeout));
-    Ok(client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await?)
+        .set_response_timeout(Some(response_timeout))
+        .set_number_of_retries(1);
+    Ok(ConnectionManager::new_with_config(client.clone(), config).await?)
+}
+
+/// Resets the idle time of entries this consumer holds, so that other
+/// consumers do not claim them while it waits (e.g. for ClickHouse).
+pub async fn touch(
+    conn: &mut ConnectionManager,
+    key: &str,
+    group: &str,
+    consumer: &str,
+    ids: &[String],
+) -> Result<(), StreamError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let _: redis::Value = redis::cmd("XCLAIM")
+        .arg(key)
+        .arg(group)
+        .arg(consumer)
+        .arg(0)
+        .arg(ids)
+        .arg("JUSTID")
+        .query_async(conn)
+        .await?;
+    Ok(())
 }

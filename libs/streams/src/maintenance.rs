@@ -1,6 +1,6 @@
 //! Stream lengths, pending counts and trimming behind acknowledged entries.
 
-use redis::aio::MultiplexedConnection;
+use redis::aio::ConnectionManager;
 use redis::streams::StreamInfoGroupsReply;
 
 use crate::StreamError;
@@ -13,7 +13,7 @@ pub struct StreamStats {
 }
 
 pub async fn stream_stats(
-    conn: &mut MultiplexedConnection,
+    conn: &mut ConnectionManager,
     key: &str,
 ) -> Result<StreamStats, StreamError> {
     let (length, info): (u64, Option<StreamInfoGroupsReply>) = redis::pipe()
@@ -45,7 +45,7 @@ pub async fn stream_stats(
 /// older than both the oldest pending entry and the last delivered one.
 /// Returns how many entries were removed. A stream without groups is left alone.
 pub async fn trim_acknowledged(
-    conn: &mut MultiplexedConnection,
+    conn: &mut ConnectionManager,
     key: &str,
 ) -> Result<u64, StreamError> {
     let info: StreamInfoGroupsReply = match redis::cmd("XINFO")

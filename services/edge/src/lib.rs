@@ -26,7 +26,7 @@ use analytics_http::{Body, health_route};
 use analytics_meta::Meta;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
-use redis::aio::MultiplexedConnection;
+use redis::aio::ConnectionManager;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -34,7 +34,7 @@ pub use error::ApiError;
 
 /// What the edge needs from outside.
 pub struct EdgeDeps {
-    pub redis: MultiplexedConnection,
+    pub redis: ConnectionManager,
     pub meta: Meta,
     /// Renders `/metrics`.
     pub metrics: Arc<dyn Fn() -> String + Send + Sync>,
@@ -46,7 +46,7 @@ pub struct Edge {
     auth: auth::Authenticator,
     writer: writer::Writer,
     salts: salt::SaltCache,
-    redis: MultiplexedConnection,
+    redis: ConnectionManager,
     metrics: Arc<dyn Fn() -> String + Send + Sync>,
 }
 

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use analytics_streams::{PAYLOAD_FIELD, StreamError, Topic, stream_key};
-use redis::aio::MultiplexedConnection;
+use redis::aio::ConnectionManager;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -46,7 +46,7 @@ pub struct Writer {
 impl Writer {
     /// Starts the collector and the stream-length monitor.
     pub fn start(
-        conn: MultiplexedConnection,
+        conn: ConnectionManager,
         prefix: String,
         partitions: u16,
         max_stream_len: u64,
@@ -90,7 +90,7 @@ impl Writer {
     }
 }
 
-async fn collect(conn: MultiplexedConnection, keys: Arc<[String]>, mut rx: mpsc::Receiver<Job>) {
+async fn collect(conn: ConnectionManager, keys: Arc<[String]>, mut rx: mpsc::Receiver<Job>) {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     while let Some(first) = rx.recv().await {
         let mut jobs = vec![first];
@@ -137,7 +137,7 @@ async fn collect(conn: MultiplexedConnection, keys: Arc<[String]>, mut rx: mpsc:
 }
 
 async fn monitor_lengths(
-    mut conn: MultiplexedConnection,
+    mut conn: ConnectionManager,
     keys: Arc<[String]>,
     max_len: u64,
     over_cap: Arc<[AtomicBool]>,

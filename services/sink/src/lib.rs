@@ -1,1 +1,78 @@
-//! analytics-sink
+//! The sink stage: consumer group `sink` on the enriched stream, writing
+//! batches to ClickHouse.
+//!
+//! Wire format in: JSON [`Record`]s; out: RowBinary inserts into `events`
+//! and `profiles`. A partition's batch is flushed when it holds `max_rows`
+//! rows or its oldest row is `max_age` old.
+//!
+//! Guarantee: entries are acknowledged only after ClickHouse accepted their
+//! rows. While ClickHouse is down the batch is retried with backoff and its
+//! entries stay pending (their idle time is refreshed so no other sink
+//! claims them). A batch that may already be stored (redelivered after a
+//! crash, or retried after an insert whose outcome is unknown) is checked
+//! against the stored ids first, so it is not counted twice. Rows that
+//! ClickHouse refuses, and entries that cannot be decoded, go to the
+//! dead-letter stream with the reason.
+
+mod batch;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use analytics_config::Config;
+use analytics_store::Store;
+use analytics_streams::{
+    GroupReader, StreamError, Topic, connect, ensure_group, stream_key,
+};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Consumer group name on the enriched stream.
+pub const GROUP: &str = "sink";
+
+/// What the sink needs from outside.
+pub struct SinkDeps {
+    pub redis: redis::Client,
+    pub store: Store,
+    /// This process's name in the consumer group.
+    pub consumer: String,
+}
+
+/// Runs one batching task per enriched partition until `shutdown`; each
+/// flushes and acknowledges its current batch before returning.
+pub async fn run(
+    config: Arc<Config>,
+    deps: SinkDeps,
+    shutdown: CancellationToken,
+) -> Result<(), StreamError> {
+    let mut conn = connect(&deps.redis, Duration::from_secs(5)).await?;
+    let prefix = &config.redis.key_prefix;
+    for p in 0..config.redis.partitions {
+        ensure_group(&mut conn, &stream_key(prefix, Topic::Enriched, p), GROUP).await?;
+    }
+    let block = Duration::from_millis(config.sink.max_age_ms.clamp(10, 1_000));
+    let tasks = TaskTracker::new();
+    for p in 0..config.redis.partitions {
+        let key = stream_key(prefix, Topic::Enriched, p);
+        let reader = GroupReader::new(
+            connect(&deps.redis, block + Duration::from_secs(5)).await?,
+            key.clone(),
+            GROUP.into(),
+            deps.consumer.clone(),
+            config.sink.max_rows.min(5_000),
+            block,
+        );
+        let partition = batch::Partition::new(
+            key,
+            stream_key(prefix, Topic::Dead, p),
+            deps.consumer.clone(),
+            conn.clone(),
+            deps.store.clone(),
+            config.clone(),
+        );
+        tasks.spawn(partition.run(reader, shutdown.clone()));
+    }
+    tasks.close();
+    tasks.wait().await;
+    Ok(())
+}

@@ -1,0 +1,289 @@
+//! One partition's batch: fill, flush to ClickHouse, acknowledge.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use analytics_config::Config;
+use analytics_enrich::Record;
+use analytics_store::{EventRow, InsertRow, ProfileRow, Store, StoreError};
+use analytics_streams::{
+    DeadLetter, Entry, GroupReader, ReadBatch, StreamError, ack, claim_stale, dead_letter, touch,
+    trim_acknowledged,
+};
+use redis::aio::ConnectionManager;
+use tokio_util::sync::CancellationToken;
+
+use crate::GROUP;
+
+const MAINTENANCE_EVERY: Duration = Duration::from_secs(5);
+
+/// Rows waiting for the next flush, with the entries they came from.
+#[derive(Default)]
+struct Buffer {
+    ids: Vec<String>,
+    events: Vec<(Entry, EventRow)>,
+    profiles: Vec<(Entry, ProfileRow)>,
+    /// Some rows may already be in ClickHouse: check before inserting.
+    maybe_stored: bool,
+    oldest: Option<Instant>,
+    /// Entries that cannot be decoded, dead-lettered with the flush.
+    letters: Vec<DeadLetter>,
+}
+
+impl Buffer {
+    fn rows(&self) -> usize {
+        self.events.len() + self.profiles.len()
+    }
+}
+
+pub struct Partition {
+    key: String,
+    dead: String,
+    consumer: String,
+    conn: ConnectionManager,
+    store: Store,
+    config: Arc<Config>,
+    buffer: Buffer,
+}
+
+impl Partition {
+    pub fn new(
+        key: String,
+        dead: String,
+        consumer: String,
+        conn: ConnectionManager,
+        store: Store,
+        config: Arc<Config>,
+    ) -> Self {
+        Partition {
+            key,
+            dead,
+            consumer,
+            conn,
+            store,
+            config,
+            buffer: Buffer::default(),
+        }
+    }
+
+    pub async fn run(mut self, mut reader: GroupReader, shutdown: CancellationToken) {
+        let max_age = Duration::from_millis(self.config.sink.max_age_ms);
+        let claim_every = Duration::from_millis((self.config.sink.claim_idle_ms / 2).max(500));
+        let mut last_claim = Instant::now();
+        let mut last_maintenance = Instant::now();
+        let mut failures = 0u32;
+        loop {
+            let read = if last_claim.elapsed() >= claim_every {
+                last_claim = Instant::now();
+                self.claim().await
+            } else {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    read = reader.read() => read,
+                }
+            };
+            match read.and_then(|batch| self.add(batch)) {
+                Ok(()) => failures = 0,
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(error = %e, stream = %self.key, "sink read failed; retrying");
+                    reader.rewind();
+                    if !pause(failures, &shutdown).await {
+                        break;
+                    }
+                }
+            }
+            let due = self.buffer.oldest.is_some_and(|t| t.elapsed() >= max_age);
+            if self.buffer.rows() >= self.config.sink.max_rows || due {
+                self.flush(&shutdown).await;
+            }
+            if last_maintenance.elapsed() >= MAINTENANCE_EVERY {
+                last_maintenance = Instant::now();
+                if let Err(e) = trim_acknowledged(&mut self.conn, &self.key).await {
+                    tracing::debug!(error = %e, "trim failed");
+                }
+            }
+        }
+        // Shutdown: the current batch is flushed and acknowledged before leaving.
+        self.flush(&shutdown).await;
+    }
+
+    async fn claim(&mut self) -> Result<ReadBatch, StreamError> {
+        claim_stale(
+            &mut self.conn,
+            &self.key,
+            &self.dead,
+            GROUP,
+            &self.consumer,
+            Duration::from_millis(self.config.sink.claim_idle_ms),
+            self.config.sink.max_rows.min(5_000),
+            self.config.sink.max_deliveries,
+        )
+        .await
+    }
+
+    /// Decodes a read into the buffer; undecodable entries are dead-lettered
+    /// with the next flush.
+    fn add(&mut self, batch: ReadBatch) -> Result<(), StreamError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.buffer.oldest.get_or_insert_with(Instant::now);
+        self.buffer.maybe_stored |= batch.redelivered;
+        self.buffer.ids.extend(batch.vanished);
+        for entry in batch.entries {
+            if self.buffer.ids.contains(&entry.id) && batch.redelivered {
+                continue;
+            }
+            self.buffer.ids.push(entry.id.clone());
+            match serde_json::from_slice::<Record>(&entry.payload) {
+                Ok(Record::Events(row)) => self.buffer.events.push((entry, row)),
+                Ok(Record::Profiles(row)) => self.buffer.profiles.push((entry, row)),
+                Err(e) => self.buffer.letters.push(DeadLetter {
+                    reason: format!("cannot decode enriched record: {e}"),
+                    entry,
+                }),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the buffer to ClickHouse, then acknowledges it. Retries while
+    /// ClickHouse is unreachable; gives up only at shutdown, leaving the
+    /// entries pending for the next run.
+    async fn flush(&mut self, shutdown: &CancellationToken) {
+        if self.buffer.ids.is_empty() {
+            return;
+        }
+        let buffer = std::mem::take(&mut self.buffer);
+        let started = Instant::now();
+        let rows = buffer.rows();
+        let mut letters = buffer.letters;
+        let mut events = buffer.events;
+        let mut profiles = buffer.profiles;
+        let mut maybe_stored = buffer.maybe_stored;
+        let mut failures = 0u32;
+        loop {
+            match self
+                .write(&mut events, &mut profiles, maybe_stored, &mut letters)
+                .await
+            {
+                Ok(()) => break,
+                Err(e) => {
+                    failures += 1;
+                    metrics::counter!("analytics_sink_insert_errors_total").increment(1);
+                    tracing::warn!(error = %e, rows, "insert failed; will retry");
+                    // The failed insert may have been applied: check before the next try.
+                    maybe_stored = true;
+                    let ids = buffer.ids.clone();
+                    if let Err(e) = touch(&mut self.conn, &self.key, GROUP, &self.consumer, &ids).await {
+                        tracing::debug!(error = %e, "cannot refresh pending entries");
+                    }
+                    if shutdown.is_cancelled() && failures >= 3 {
+                        tracing::warn!(rows, "shutting down with an unflushed batch; it stays pending");
+                        return;
+                    }
+                    let max = self.config.sink.max_backoff_ms;
+                    let pause = Duration::from_millis((100 * 2u64.pow(failures.min(10))).min(max));
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        }
+        metrics::histogram!("analytics_sink_flush_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("analytics_sink_batch_rows").record(rows as f64);
+        let mut failures = 0u32;
+        loop {
+            let result = match dead_letter(&mut self.conn, &self.key, &self.dead, GROUP, &letters).await {
+                Ok(()) => ack(&mut self.conn, &self.key, GROUP, &buffer.ids).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => break,
+                Err(e) => {
+                    // Unacknowledged entries come back as redeliveries and are
+                    // checked against ClickHouse then: nothing is counted twice.
+                    failures += 1;
+                    tracing::warn!(error = %e, "ack failed; will retry");
+                    if failures >= 5 || !pause(failures, shutdown).await {
+                        return;
+                    }
+                }
+            }
+            letters.clear();
+        }
+        metrics::counter!("analytics_sink_rows_total").increment(rows as u64);
+    }
+
+    /// Inserts what is left of the batch; rows are removed from the vectors
+    /// as soon as they are stored, so a retry never repeats them.
+    async fn write(
+        &mut self,
+        events: &mut Vec<(Entry, EventRow)>,
+        profiles: &mut Vec<(Entry, ProfileRow)>,
+        maybe_stored: bool,
+        letters: &mut Vec<DeadLetter>,
+    ) -> Result<(), StoreError> {
+        if maybe_stored && !events.is_empty() {
+            let rows: Vec<EventRow> = events.iter().map(|(_, r)| r.clone()).collect();
+            let existing = self.store.existing_event_ids(&rows).await?;
+            let before = events.len();
+            events.retain(|(_, r)| !existing.contains(&(r.project_id.clone(), r.id.clone())));
+            metrics::counter!("analytics_sink_duplicates_skipped_total")
+                .increment((before - events.len()) as u64);
+        }
+        insert_all(&self.store, "events", events, letters).await?;
+        insert_all(&self.store, "profiles", profiles, letters).await?;
+        Ok(())
+    }
+}
+
+/// Inserts `rows` as one batch. When ClickHouse refuses the batch itself
+/// (not an outage), rows are tried one by one and the refused ones become
+/// dead letters.
+async fn insert_all<T>(
+    store: &Store,
+    table: &str,
+    rows: &mut Vec<(Entry, T)>,
+    letters: &mut Vec<DeadLetter>,
+) -> Result<(), StoreError>
+where
+    T: InsertRow + Clone,
+{
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let batch: Vec<T> = rows.iter().map(|(_, r)| r.clone()).collect();
+    match store.insert(table, &batch).await {
+        Ok(()) => {
+            rows.clear();
+            Ok(())
+        }
+        Err(e) if e.is_unavailable() => Err(e),
+        Err(e) => {
+            tracing::warn!(error = %e, table, "batch refused; inserting rows one by one");
+            for (entry, row) in std::mem::take(rows) {
+                match store.insert(table, std::slice::from_ref(&row)).await {
+                    Ok(()) => {}
+                    Err(e) if e.is_unavailable() => {
+                        rows.push((entry, row));
+                        return Err(e);
+                    }
+                    Err(e) => letters.push(DeadLetter {
+                        entry,
+                        reason: format!("refused by ClickHouse: {e}"),
+                    }),
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Sleeps with exponential backoff; false when shutdown came first.
+async fn pause(failures: u32, shutdown: &CancellationToken) -> bool {
+    let pause = Duration::from_millis(100 * 2u64.pow(failures.min(5)));
+    tokio::select! {
+        _ = shutdown.cancelled() => false,
+        _ = tokio::time::sleep(pause) => true,
+    }
+}
