@@ -1,1 +1,305 @@
-fn main() {}
+//! `analytics`: the one binary. Parses configuration, wires the stages
+//! together and runs one stage, all of them (`up`), or an admin command.
+//! Stage logic lives in `services/*`, building blocks in `libs/*`.
+
+mod bootstrap;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use analytics_config::Config;
+use analytics_meta::{ClientKind, Meta};
+use analytics_store::{Store, StoreSettings};
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use hyper::body::Incoming;
+use hyper::Request;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "analytics", version, about = "High-volume product analytics pipeline")]
+struct Cli {
+    /// TOML configuration file; ANALYTICS_* variables override it.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Single-node mode: migrate, then run every stage in this process.
+    Up,
+    /// Run the ingestion edge.
+    Edge,
+    /// Run an enricher (consumer group member).
+    Enrich,
+    /// Run a ClickHouse sink (consumer group member).
+    Sink,
+    /// Apply ClickHouse and metadata migrations.
+    Migrate,
+    /// Manage projects.
+    #[command(subcommand)]
+    Project(ProjectCommand),
+    /// Manage API clients.
+    #[command(subcommand)]
+    Client(ClientCommand),
+}
+
+#[derive(Subcommand)]
+enum ProjectCommand {
+    /// Create a project and print it as JSON.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Browser origin allowed to send events with only a client id (repeatable).
+        #[arg(long = "origin")]
+        origins: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClientCommand {
+    /// Create a client and print its id and secret as JSON.
+    Create {
+        #[arg(long)]
+        project: String,
+        #[arg(long = "type", value_parser = ["write", "read", "root"])]
+        kind: String,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let env = std::env::vars().filter(|(k, _)| k.starts_with("ANALYTICS_") && k != "ANALYTICS_LOG");
+    let config = Arc::new(Config::load(cli.config.as_deref(), env).context("invalid configuration")?);
+    analytics_telemetry::init_logging(&std::env::var("ANALYTICS_LOG").unwrap_or_else(|_| "info".into()));
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(cli.command, config))
+}
+
+async fn run(command: Command, config: Arc<Config>) -> Result<()> {
+    match command {
+        Command::Migrate => {
+            let meta = open_meta(&config).await?;
+            meta.migrate().await?;
+            let applied = migrate_clickhouse(&config).await?;
+            println!("{}", serde_json::json!({"applied": applied}));
+            Ok(())
+        }
+        Command::Project(ProjectCommand::Create { name, origins }) => {
+            let meta = open_meta(&config).await?;
+            meta.migrate().await?;
+            let project = meta.create_project(&name, &origins).await?;
+            let out = serde_json::json!({"id": project.id, "name": project.name, "origins": project.allowed_origins});
+            println!("{out}");
+            Ok(())
+        }
+        Command::Client(ClientCommand::Create { project, kind }) => {
+            let meta = open_meta(&config).await?;
+            meta.migrate().await?;
+            let kind: ClientKind = kind.parse()?;
+            let client = meta.create_client(&project, kind).await?;
+            println!("{}", serde_json::to_string(&client)?);
+            Ok(())
+        }
+        Command::Up => up(config).await,
+        Command::Edge => {
+            let shutdown = shutdown_on_signal();
+            let meta = open_meta(&config).await?;
+            meta.migrate().await?;
+            serve_edge(&config, meta, shutdown).await
+        }
+        Command::Enrich => {
+            let shutdown = shutdown_on_signal();
+            let admin = tokio::spawn(serve_admin(config.clone(), shutdown.clone()));
+            run_enricher(&config, shutdown.clone()).await?;
+            shutdown.cancel();
+            admin.await??;
+            Ok(())
+        }
+        Command::Sink => {
+            let shutdown = shutdown_on_signal();
+            let admin = tokio::spawn(serve_admin(config.clone(), shutdown.clone()));
+            run_sink(&config, shutdown.clone()).await?;
+            shutdown.cancel();
+            admin.await??;
+            Ok(())
+        }
+    }
+}
+
+async fn up(config: Arc<Config>) -> Result<()> {
+    let shutdown = shutdown_on_signal();
+    let meta = open_meta(&config).await?;
+    meta.migrate().await?;
+    migrate_clickhouse(&config).await?;
+    let credentials = bootstrap::ensure(&config, &meta).await?;
+    bootstrap::print(&config, &credentials);
+    let edge = {
+        let (config, meta, shutdown) = (config.clone(), meta.clone(), shutdown.clone());
+        tokio::spawn(async move { serve_edge(&config, meta, shutdown).await })
+    };
+    let enricher = {
+        let (config, shutdown) = (config.clone(), shutdown.clone());
+        tokio::spawn(async move { run_enricher(&config, shutdown).await })
+    };
+    let sink = {
+        let (config, shutdown) = (config.clone(), shutdown.clone());
+        tokio::spawn(async move { run_sink(&config, shutdown).await })
+    };
+    // The first stage to stop (by error or by signal) stops the others.
+    let mut results = Vec::new();
+    for task in [edge, enricher, sink] {
+        let result = task.await.context("stage panicked").and_then(|r| r);
+        if let Err(e) = &result {
+            tracing::error!(error = %format!("{e:#}"), "stage failed; stopping");
+        }
+        shutdown.cancel();
+        results.push(result);
+    }
+    results.into_iter().collect::<Result<Vec<()>>>()?;
+    Ok(())
+}
+
+fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let trigger = token.clone();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+            _ = trigger.cancelled() => return,
+        }
+        tracing::info!("shutting down: finishing in-flight work");
+        trigger.cancel();
+    });
+    token
+}
+
+async fn open_meta(config: &Config) -> Result<Meta> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    let url = config.metadata_url();
+    Meta::connect(&url)
+        .await
+        .with_context(|| format!("cannot open metadata database {url}"))
+}
+
+fn store(config: &Config) -> Store {
+    Store::new(&StoreSettings {
+        url: config.clickhouse.url.clone(),
+        database: config.clickhouse.database.clone(),
+        user: config.clickhouse.user.clone(),
+        password: config.clickhouse.password.clone(),
+    })
+}
+
+/// Applies ClickHouse migrations, waiting up to a minute for the server to come up.
+async fn migrate_clickhouse(config: &Config) -> Result<Vec<u32>> {
+    let store = store(config);
+    let mut attempts = 0;
+    loop {
+        match store.migrate().await {
+            Ok(applied) => return Ok(applied),
+            Err(e) if e.is_unavailable() && attempts < 60 => {
+                attempts += 1;
+                if attempts == 1 {
+                    tracing::warn!(url = %config.clickhouse.url, "waiting for ClickHouse");
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e).context("ClickHouse migrations failed"),
+        }
+    }
+}
+
+fn redis_client(config: &Config) -> Result<redis::Client> {
+    redis::Client::open(config.redis.url.as_str()).context("invalid redis.url")
+}
+
+async fn bind(config: &Config) -> Result<TcpListener> {
+    TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))
+}
+
+fn consumer_name(config: &Config) -> String {
+    config.consumer_name.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "analytics".into())
+    })
+}
+
+async fn serve_edge(config: &Arc<Config>, meta: Meta, shutdown: CancellationToken) -> Result<()> {
+    let listener = bind(config).await?;
+    let redis = analytics_streams::connect(&redis_client(config)?, Duration::from_secs(5))
+        .await
+        .context("cannot connect to Redis")?;
+    let metrics = analytics_telemetry::metrics_handle();
+    let deps = analytics_edge::EdgeDeps {
+        redis,
+        meta,
+        metrics: Arc::new(move || metrics.render()),
+    };
+    tracing::info!(listen = %config.listen, "edge listening");
+    analytics_edge::run(config.clone(), deps, listener, shutdown).await;
+    Ok(())
+}
+
+async fn run_enricher(config: &Arc<Config>, shutdown: CancellationToken) -> Result<()> {
+    let deps = analytics_enricher::EnricherDeps {
+        redis: redis_client(config)?,
+        consumer: consumer_name(config),
+    };
+    analytics_enricher::run(config.clone(), deps, shutdown)
+        .await
+        .context("enricher failed")
+}
+
+async fn run_sink(config: &Arc<Config>, shutdown: CancellationToken) -> Result<()> {
+    let deps = analytics_sink::SinkDeps {
+        redis: redis_client(config)?,
+        store: store(config),
+        consumer: consumer_name(config),
+    };
+    analytics_sink::run(config.clone(), deps, shutdown)
+        .await
+        .context("sink failed")
+}
+
+/// Health and metrics for a stage that serves no API of its own.
+async fn serve_admin(config: Arc<Config>, shutdown: CancellationToken) -> Result<()> {
+    let listener = bind(&config).await?;
+    let redis = analytics_streams::connect(&redis_client(&config)?, Duration::from_secs(2))
+        .await
+        .context("cannot connect to Redis")?;
+    let metrics = analytics_telemetry::metrics_handle();
+    let handler = move |req: Request<Incoming>, _peer: SocketAddr| {
+        let (mut redis, metrics) = (redis.clone(), metrics.clone());
+        async move {
+            let ready = async move {
+                redis::cmd("PING")
+                    .query_async::<String>(&mut redis)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| format!("redis: {e}"))
+            };
+            analytics_http::health_route(req.uri().path(), ready, || metrics.render())
+                .await
+                .unwrap_or_else(|| analytics_edge::ApiError::NotFound.into_response())
+        }
+    };
+    analytics_http::serve(listener, handler, Duration::from_secs(10), shutdown).await;
+    Ok(())
+}
