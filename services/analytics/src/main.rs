@@ -76,7 +76,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let env = std::env::vars().filter(|(k, _)| k.starts_with("ANALYTICS_") && k != "ANALYTICS_LOG");
     let config = Arc::new(Config::load(cli.config.as_deref(), env).context("invalid configuration")?);
-    analytics_telemetry::init_logging(&std::env::var("ANALYTICS_LOG").unwrap_or_else(|_| "info".into()));
+    analytics_telemetry::init_logging(&std::env::var("ANALYTICS_LOG").unwrap_or_else(|_| "info,sqlx=warn".into()));
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?

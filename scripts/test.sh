@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The test command: installs what is missing, starts a private Redis and
+# ClickHouse on free loopback ports in a temporary directory, runs every
+# unit and integration test against them, and stops them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/servers.sh
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/analytics-target}"
+ensure_packages
+
+work=$(mktemp -d /tmp/analytics-test.XXXXXX)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+redis_port=$(free_port)
+ch_http=$(free_port)
+ch_tcp=$(free_port)
+pids+=("$(start_redis "$work/redis" "$redis_port" | head -1)")
+pids+=("$(start_clickhouse "$work/clickhouse" "$ch_http" "$ch_tcp" | head -1)")
+
+# The published OpenPanel SDK, for the end-to-end client test.
+sdk_dir="$CARGO_TARGET_DIR/openpanel-sdk"
+if [ ! -d "$sdk_dir/node_modules/@openpanel/sdk" ]; then
+  mkdir -p "$sdk_dir"
+  (cd "$sdk_dir" && npm init -y >/dev/null && npm install --no-audit --no-fund @openpanel/sdk@1 >/dev/null)
+fi
+
+export TEST_REDIS_URL="redis://127.0.0.1:$redis_port"
+export TEST_CLICKHOUSE_URL="http://127.0.0.1:$ch_http"
+export TEST_SDK_NODE_PATH="$sdk_dir/node_modules"
+export TEST_WORK_DIR="$work"
+
+cargo build --workspace --all-targets
+cargo nextest run --workspace --no-fail-fast --test-threads 2 "$@"

@@ -1,0 +1,267 @@
+//! Harness of the integration tests: the real `analytics` binary against
+//! the Redis and ClickHouse that `scripts/test.sh` started (URLs in
+//! `TEST_REDIS_URL` / `TEST_CLICKHOUSE_URL`). Each test gets its own
+//! ClickHouse database, Redis key prefix, data directory and port.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_analytics");
+
+pub fn var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the integration tests through scripts/test.sh")
+    })
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A name unique to this test run: database, key prefix, directory.
+pub fn unique(name: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("t_{name}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Settings of one isolated pipeline.
+#[derive(Clone)]
+pub struct Setup {
+    pub name: String,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    pub redis_url: String,
+    pub clickhouse_url: String,
+    pub extra: Vec<(String, String)>,
+}
+
+impl Setup {
+    pub fn new(name: &str) -> Setup {
+        let name = unique(name);
+        let data_dir = PathBuf::from(var("TEST_WORK_DIR")).join(&name);
+        std::fs::create_dir_all(&data_dir).unwrap();
+        Setup {
+            port: free_port(),
+            data_dir,
+            redis_url: var("TEST_REDIS_URL"),
+            clickhouse_url: var("TEST_CLICKHOUSE_URL"),
+            extra: Vec::new(),
+            name,
+        }
+    }
+
+    pub fn with(mut self, key: &str, value: &str) -> Setup {
+        self.extra.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("ANALYTICS_LOG", "warn")
+            .env("ANALYTICS_LISTEN", format!("127.0.0.1:{}", self.port))
+            .env("ANALYTICS_DATA_DIR", &self.data_dir)
+            .env("ANALYTICS_REDIS_URL", &self.redis_url)
+            .env("ANALYTICS_REDIS_KEY_PREFIX", &self.name)
+            .env("ANALYTICS_CLICKHOUSE_URL", &self.clickhouse_url)
+            .env("ANALYTICS_CLICKHOUSE_DATABASE", &self.name)
+            .env("ANALYTICS_SINK_MAX_AGE_MS", "200");
+        for (k, v) in &self.extra {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Runs an admin command and parses its JSON output.
+    pub fn admin(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.command(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Starts a long-running subcommand and waits until it answers `/healthz`.
+    pub fn spawn(&self, args: &[&str]) -> Proc {
+        let child = self
+            .command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let proc = Proc(child);
+        wait_until(Duration::from_secs(60), || {
+            http(self.port, "GET", "/healthz", &[], "").map(|r| r.0 == 200).unwrap_or(false)
+        });
+        proc
+    }
+
+    pub fn bootstrap(&self) -> Credentials {
+        let text = std::fs::read_to_string(self.data_dir.join("bootstrap.json")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        Credentials {
+            project_id: v["project_id"].as_str().unwrap().into(),
+            id: v["write"]["id"].as_str().unwrap().into(),
+            secret: v["write"]["secret"].as_str().unwrap().into(),
+        }
+    }
+
+    pub fn query(&self, sql: &str) -> String {
+        clickhouse(&self.clickhouse_url, &self.name, sql)
+    }
+
+    /// Total length of the raw stream partitions.
+    pub fn raw_len(&self) -> u64 {
+        let client = redis::Client::open(self.redis_url.as_str()).unwrap();
+        let mut conn = client.get_connection().unwrap();
+        (0..4)
+            .map(|p| {
+                redis::cmd("XLEN")
+                    .arg(format!("{}:raw:{{p{p}}}", self.name))
+                    .query::<u64>(&mut conn)
+                    .unwrap()
+            })
+            .sum()
+    }
+}
+
+pub struct Credentials {
+    pub project_id: String,
+    pub id: String,
+    pub secret: String,
+}
+
+impl Credentials {
+    pub fn headers(&self) -> Vec<(&str, &str)> {
+        vec![
+            ("openpanel-client-id", self.id.as_str()),
+            ("openpanel-client-secret", self.secret.as_str()),
+            ("content-type", "application/json"),
+        ]
+    }
+}
+
+/// A child process killed when dropped.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < timeout, "condition not met within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A keep-alive HTTP/1.1 connection.
+pub struct Conn {
+    reader: BufReader<TcpStream>,
+    port: u16,
+}
+
+impl Conn {
+    pub fn open(port: u16) -> std::io::Result<Conn> {
+        let stream = TcpStream::connect(("127.0.0.1", port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        Ok(Conn { reader: BufReader::new(stream), port })
+    }
+
+    /// Sends one request; returns status, lower-cased headers and body.
+    pub fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> std::io::Result<(u16, Vec<(String, String)>, String)> {
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1:{}\r\ncontent-length: {}\r\n",
+            self.port,
+            body.len()
+        );
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        let stream = self.reader.get_mut();
+        stream.write_all(head.as_bytes())?;
+        stream.write_all(body)?;
+        let mut status_line = String::new();
+        self.reader.read_line(&mut status_line)?;
+        let status: u16 = status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("bad status line {status_line:?}")))?;
+        let mut response_headers = Vec::new();
+        let mut length = 0usize;
+        loop {
+            let mut line = String::new();
+            self.reader.read_line(&mut line)?;
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_owned());
+                if k == "content-length" {
+                    length = v.parse().unwrap_or(0);
+                }
+                response_headers.push((k, v));
+            }
+        }
+        let mut body = vec![0u8; length];
+        self.reader.read_exact(&mut body)?;
+        Ok((status, response_headers, String::from_utf8_lossy(&body).into_owned()))
+    }
+}
+
+/// One request on a fresh connection.
+pub fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> std::io::Result<(u16, Vec<(String, String)>, String)> {
+    Conn::open(port)?.send(method, path, headers, body.as_bytes())
+}
+
+/// Runs `sql` on ClickHouse over HTTP and returns the trimmed TSV answer.
+pub fn clickhouse(url: &str, database: &str, sql: &str) -> String {
+    let port: u16 = url.rsplit(':').next().unwrap().trim_end_matches('/').parse().unwrap();
+    let path = format!("/?database={database}");
+    let (status, _, body) = http(port, "POST", &path, &[], sql).unwrap();
+    assert_eq!(status, 200, "{sql}: {body}");
+    body.trim().to_owned()
+}
+
+/// Writes a private ClickHouse config with the same helper the scripts use.
+pub fn clickhouse_config(dir: &Path, http_port: u16, tcp_port: u16) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/servers.sh");
+    let status = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source {} && clickhouse_config {} {http_port} {tcp_port}",
+            root.display(),
+            dir.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
