@@ -10,10 +10,13 @@ fn parse<T: FromStr>(key: &str, value: &str) -> Result<T, ConfigError>
 where
     T::Err: std::fmt::Display,
 {
-    value.trim().parse().map_err(|e: T::Err| ConfigError::Invalid {
-        key: key.into(),
-        message: format!("cannot parse {value:?}: {e}"),
-    })
+    value
+        .trim()
+        .parse()
+        .map_err(|e: T::Err| ConfigError::Invalid {
+            key: key.into(),
+            message: format!("cannot parse {value:?}: {e}"),
+        })
 }
 
 fn optional(value: &str) -> Option<String> {

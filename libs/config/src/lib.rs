@@ -365,7 +365,10 @@ mod tests {
         assert_eq!(c.listen.to_string(), "0.0.0.0:3002");
         assert_eq!(c.data_dir, PathBuf::from("./data"));
         assert_eq!(c.client_ip_header, None);
-        assert!(c.metadata_url().starts_with("sqlite://./data/metadata.sqlite"));
+        assert!(
+            c.metadata_url()
+                .starts_with("sqlite://./data/metadata.sqlite")
+        );
         assert_eq!(c.sink.max_rows, 10_000);
         assert_eq!(c.sink.max_age_ms, 1_000);
     }
@@ -407,8 +410,8 @@ mod tests {
         assert!(err.to_string().contains("ANALYTICS_LISTEN"), "{err}");
         let err = Config::load(None, env(&[("ANALYTICS_SINK_MAX_ROWS", "-1")])).unwrap_err();
         assert!(err.to_string().contains("ANALYTICS_SINK_MAX_ROWS"), "{err}");
-        let err = Config::load(None, env(&[("ANALYTICS_CLICKHOUSE_DATABASE", "a;drop")]))
-            .unwrap_err();
+        let err =
+            Config::load(None, env(&[("ANALYTICS_CLICKHOUSE_DATABASE", "a;drop")])).unwrap_err();
         assert!(err.to_string().contains("clickhouse.database"), "{err}");
         let err = Config::load(None, env(&[("ANALYTICS_REDIS_URL", "http://x")])).unwrap_err();
         assert!(err.to_string().contains("redis.url"), "{err}");

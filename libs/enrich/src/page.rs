@@ -35,7 +35,10 @@ pub fn parse_page(raw: &str) -> Page {
         return Page {
             origin: url.origin().ascii_serialization(),
             path: truncate(url.path(), MAX_PATH_LEN).to_owned(),
-            query: url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect(),
+            query: url
+                .query_pairs()
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
         };
     }
     let without_fragment = raw.split('#').next().unwrap_or("");

@@ -51,21 +51,29 @@ pub fn classify_referrer(referrer: &str, own_origin: &str, page: &Page) -> Refer
     let paid = ["gclid", "fbclid", "msclkid"]
         .iter()
         .any(|k| !page.utm(k).is_empty())
-        || matches!(page.utm("utm_medium").to_ascii_lowercase().as_str(), "cpc" | "ppc" | "paid");
-    let host = url::Url::parse(referrer)
-        .ok()
-        .and_then(|u| u.host_str().map(|h| h.trim_start_matches("www.").to_ascii_lowercase()));
+        || matches!(
+            page.utm("utm_medium").to_ascii_lowercase().as_str(),
+            "cpc" | "ppc" | "paid"
+        );
+    let host = url::Url::parse(referrer).ok().and_then(|u| {
+        u.host_str()
+            .map(|h| h.trim_start_matches("www.").to_ascii_lowercase())
+    });
     let Some(host) = host else {
         return ReferrerClass {
             name: String::new(),
             kind: if paid { "ad" } else { "direct" },
         };
     };
-    let own_host = url::Url::parse(own_origin)
-        .ok()
-        .and_then(|u| u.host_str().map(|h| h.trim_start_matches("www.").to_ascii_lowercase()));
+    let own_host = url::Url::parse(own_origin).ok().and_then(|u| {
+        u.host_str()
+            .map(|h| h.trim_start_matches("www.").to_ascii_lowercase())
+    });
     if own_host.as_deref() == Some(host.as_str()) {
-        return ReferrerClass { name: String::new(), kind: "internal" };
+        return ReferrerClass {
+            name: String::new(),
+            kind: "internal",
+        };
     }
     let known = KNOWN
         .iter()

@@ -6,7 +6,11 @@ fn raw(kind: EventKind, properties: Value) -> RawEvent {
         id: "ev1".into(),
         project_id: "p1".into(),
         kind,
-        name: if kind == EventKind::Track { "screen_view".into() } else { kind.as_str().into() },
+        name: if kind == EventKind::Track {
+            "screen_view".into()
+        } else {
+            kind.as_str().into()
+        },
         device_id: "d1".into(),
         profile_id: "u1".into(),
         session_id: String::new(),
@@ -67,15 +71,29 @@ fn referrer_types() {
     assert_eq!(classify_referrer("", "", &Page::default()).kind, "direct");
     assert_eq!(classify_referrer("", "", &page).kind, "ad");
     assert_eq!(
-        classify_referrer("https://shop.example/a", "https://www.shop.example", &Page::default()).kind,
+        classify_referrer(
+            "https://shop.example/a",
+            "https://www.shop.example",
+            &Page::default()
+        )
+        .kind,
         "internal"
     );
     let naver = classify_referrer("https://search.naver.com/x", "", &Page::default());
     assert_eq!((naver.name.as_str(), naver.kind), ("Naver", "search"));
-    assert_eq!(classify_referrer("https://t.co/abc", "", &Page::default()).kind, "social");
-    assert_eq!(classify_referrer("https://mail.google.com/", "", &Page::default()).kind, "email");
+    assert_eq!(
+        classify_referrer("https://t.co/abc", "", &Page::default()).kind,
+        "social"
+    );
+    assert_eq!(
+        classify_referrer("https://mail.google.com/", "", &Page::default()).kind,
+        "email"
+    );
     let other = classify_referrer("https://blog.example.org/post", "", &Page::default());
-    assert_eq!((other.name.as_str(), other.kind), ("blog.example.org", "other"));
+    assert_eq!(
+        (other.name.as_str(), other.kind),
+        ("blog.example.org", "other")
+    );
 }
 
 #[test]
@@ -84,7 +102,10 @@ fn bare_paths_drop_query_and_fragment() {
     assert_eq!(page.path, "/a/b");
     assert_eq!(page.origin, "");
     assert_eq!(page.utm("utm_medium"), "email");
-    assert_eq!(parse_page(&format!("/{}", "é".repeat(3000))).path.len(), 1999);
+    assert_eq!(
+        parse_page(&format!("/{}", "é".repeat(3000))).path.len(),
+        1999
+    );
 }
 
 #[test]
@@ -97,8 +118,13 @@ fn identify_adds_a_profile_row() {
     let records = enrich(&r);
     assert_eq!(records.len(), 2);
     assert_eq!(event_row(&records).name, "identify");
-    let Record::Profiles(p) = &records[1] else { panic!("expected a profile row") };
-    assert_eq!((p.id.as_str(), p.first_name.as_str(), p.email.as_str()), ("u1", "Ann", "a@b.c"));
+    let Record::Profiles(p) = &records[1] else {
+        panic!("expected a profile row")
+    };
+    assert_eq!(
+        (p.id.as_str(), p.first_name.as_str(), p.email.as_str()),
+        ("u1", "Ann", "a@b.c")
+    );
     let props: Value = serde_json::from_str(&p.properties).unwrap();
     assert_eq!(props, json!({"plan": "pro", "name": "Ann B"}));
     assert_eq!(p.version, 1_767_607_200_500);

@@ -14,6 +14,4 @@ mod validate;
 
 pub use raw::{EventKind, RawEvent};
 pub use time::{format_rfc3339_millis, parse_timestamp};
-pub use validate::{
-    Incoming, Limits, Route, ValidationError, max_json_depth, validate,
-};
+pub use validate::{Incoming, Limits, Route, ValidationError, max_json_depth, validate};

@@ -59,7 +59,10 @@ mod tests {
             parse_timestamp(&json!("2026-01-05 10:00:00")),
             Some(1_767_607_200_000)
         );
-        assert_eq!(parse_timestamp(&json!(1_767_607_200_000i64)), Some(1_767_607_200_000));
+        assert_eq!(
+            parse_timestamp(&json!(1_767_607_200_000i64)),
+            Some(1_767_607_200_000)
+        );
     }
 
     #[test]
@@ -72,6 +75,9 @@ mod tests {
 
     #[test]
     fn formats_with_milliseconds() {
-        assert_eq!(format_rfc3339_millis(1_767_607_200_250), "2026-01-05T10:00:00.250Z");
+        assert_eq!(
+            format_rfc3339_millis(1_767_607_200_250),
+            "2026-01-05T10:00:00.250Z"
+        );
     }
 }

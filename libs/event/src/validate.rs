@@ -109,7 +109,10 @@ pub fn validate(
         return Err(ValidationError::new("request body is empty", None));
     }
     if std::str::from_utf8(body).is_err() {
-        return Err(ValidationError::new("request body is not valid UTF-8", None));
+        return Err(ValidationError::new(
+            "request body is not valid UTF-8",
+            None,
+        ));
     }
     if max_json_depth(body) > limits.max_depth {
         return Err(ValidationError::new(
@@ -195,15 +198,19 @@ fn envelope(value: &Value, prefix: &str) -> Result<Incoming, ValidationError> {
             ));
         }
     };
-    let payload_value = obj.get("payload").ok_or_else(|| {
-        ValidationError::new("\"payload\" is required", Some(&field("payload")))
-    })?;
+    let payload_value = obj
+        .get("payload")
+        .ok_or_else(|| ValidationError::new("\"payload\" is required", Some(&field("payload"))))?;
     payload(kind, payload_value, &field("payload."))
 }
 
 fn payload(kind: EventKind, value: &Value, prefix: &str) -> Result<Incoming, ValidationError> {
     let Value::Object(obj) = value else {
-        let name = if prefix.is_empty() { None } else { Some(prefix.trim_end_matches('.')) };
+        let name = if prefix.is_empty() {
+            None
+        } else {
+            Some(prefix.trim_end_matches('.'))
+        };
         return Err(ValidationError::new("payload must be a JSON object", name));
     };
     let p = Fields { obj, prefix };
@@ -212,7 +219,9 @@ fn payload(kind: EventKind, value: &Value, prefix: &str) -> Result<Incoming, Val
         kind,
         name: kind.as_str().to_owned(),
         event_id: p.id("id")?.or(id_in(&properties, "__id", prefix)?),
-        device_id: p.id("deviceId")?.or(id_in(&properties, "__deviceId", prefix)?),
+        device_id: p
+            .id("deviceId")?
+            .or(id_in(&properties, "__deviceId", prefix)?),
         profile_id: p.id("profileId")?,
         session_id: p.id("sessionId")?,
         client_time_ms: p.timestamp("timestamp")?,
@@ -239,17 +248,19 @@ fn payload(kind: EventKind, value: &Value, prefix: &str) -> Result<Incoming, Val
         EventKind::Track => {
             let name = p.required_string("name")?;
             if name.len() > MAX_NAME_LEN {
-                return Err(p.error(
-                    "name",
-                    format!("must be at most {MAX_NAME_LEN} bytes"),
-                ));
+                return Err(p.error("name", format!("must be at most {MAX_NAME_LEN} bytes")));
             }
             incoming.name = name.to_owned();
         }
         EventKind::Identify => {
             p.require_id(&incoming.profile_id, "profileId")?;
             const KNOWN: &[&str] = &[
-                "profileId", "deviceId", "sessionId", "id", "timestamp", "properties",
+                "profileId",
+                "deviceId",
+                "sessionId",
+                "id",
+                "timestamp",
+                "properties",
             ];
             for (key, value) in obj {
                 if KNOWN.contains(&key.as_str()) || value.is_null() {

@@ -119,11 +119,7 @@ where
                 &serde_json::json!({"status": "not ready", "error": reason}),
             ),
         }),
-        "/metrics" => Some(text(
-            StatusCode::OK,
-            "text/plain; version=0.0.4",
-            metrics(),
-        )),
+        "/metrics" => Some(text(StatusCode::OK, "text/plain; version=0.0.4", metrics())),
         _ => None,
     }
 }

@@ -7,5 +7,8 @@ pub enum MetaError {
     #[error("project {0} does not exist")]
     NoSuchProject(String),
     #[error("invalid {field}: {message}")]
-    Invalid { field: &'static str, message: String },
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
 }

@@ -212,7 +212,10 @@ impl Meta {
 
     /// A client with its project, or `None` when the id is unknown.
     pub async fn client(&self, id: &str) -> Result<Option<ClientRecord>, MetaError> {
-        let Some(row) = client::Entity::find_by_id(id.to_owned()).one(&self.db).await? else {
+        let Some(row) = client::Entity::find_by_id(id.to_owned())
+            .one(&self.db)
+            .await?
+        else {
             return Ok(None);
         };
         let Some(project) = self.project(&row.project_id).await? else {
@@ -240,7 +243,11 @@ impl Meta {
             day: Set(day.to_owned()),
             salt: Set(random_hex(32)),
         })
-        .on_conflict(OnConflict::column(salt::Column::Day).do_nothing().to_owned())
+        .on_conflict(
+            OnConflict::column(salt::Column::Day)
+                .do_nothing()
+                .to_owned(),
+        )
         .try_insert()
         .exec(&self.db)
         .await?;
@@ -281,7 +288,10 @@ mod tests {
             .create_project("Shop", &["https://shop.example".into()])
             .await
             .unwrap();
-        let new = meta.create_client(&project.id, ClientKind::Write).await.unwrap();
+        let new = meta
+            .create_client(&project.id, ClientKind::Write)
+            .await
+            .unwrap();
         let record = meta.client(&new.id).await.unwrap().unwrap();
         assert_eq!(record.kind, ClientKind::Write);
         assert_eq!(record.project, project);
@@ -302,7 +312,11 @@ mod tests {
         ));
         assert!("admin".parse::<ClientKind>().is_err());
         assert!(meta.create_project("", &[]).await.is_err());
-        assert!(meta.create_project("x", &["not a url".into()]).await.is_err());
+        assert!(
+            meta.create_project("x", &["not a url".into()])
+                .await
+                .is_err()
+        );
     }
 
     #[tokio::test]

@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, HashSet};
 
 use clickhouse::Client;
 
-use crate::rows::{EventRow, InsertRow};
 use crate::StoreError;
+use crate::rows::{EventRow, InsertRow};
 
 /// Where ClickHouse is and how to log in.
 #[derive(Debug, Clone)]

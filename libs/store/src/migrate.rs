@@ -105,7 +105,11 @@ impl Store {
                 })
                 .await?;
             insert.end().await?;
-            tracing::info!(version = migration.version, name = migration.name, "migration applied");
+            tracing::info!(
+                version = migration.version,
+                name = migration.name,
+                "migration applied"
+            );
             applied.push(migration.version);
         }
         Ok(applied)

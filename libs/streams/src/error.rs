@@ -14,7 +14,10 @@ impl StreamError {
     pub fn is_unavailable(&self) -> bool {
         match self {
             StreamError::Redis(e) => {
-                e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_connection_refusal()
+                e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_timeout()
+                    || e.is_connection_refusal()
             }
             StreamError::MissingPayload { .. } => false,
         }

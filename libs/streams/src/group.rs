@@ -221,6 +221,17 @@ pub async fn dead_letter(
     Ok(())
 }
 
+/// When a pending entry counts as abandoned, and how often it may be tried.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimPolicy {
+    /// Idle time after which another consumer's entry is taken over.
+    pub min_idle: Duration,
+    /// Most entries taken over at once.
+    pub count: usize,
+    /// Deliveries after which an entry is dead-lettered instead.
+    pub max_deliveries: u64,
+}
+
 /// Takes over entries that other consumers left pending for `min_idle`
 /// (they died or hang). Entries already delivered `max_deliveries` times are
 /// dead-lettered instead of being handed out again.
@@ -234,10 +245,13 @@ pub async fn claim_stale(
     dead_key: &str,
     group: &str,
     consumer: &str,
-    min_idle: Duration,
-    count: usize,
-    max_deliveries: u64,
+    policy: &ClaimPolicy,
 ) -> Result<ReadBatch, StreamError> {
+    let ClaimPolicy {
+        min_idle,
+        count,
+        max_deliveries,
+    } = *policy;
     let min_idle_ms = min_idle.as_millis() as u64;
     let pending: StreamPendingCountReply = redis::cmd("XPENDING")
         .arg(key)

@@ -49,8 +49,9 @@ mod tests {
     #[test]
     fn partitions_are_stable_and_spread() {
         assert_eq!(partition_for("p", "d1", 8), partition_for("p", "d1", 8));
-        let used: std::collections::HashSet<u16> =
-            (0..200).map(|i| partition_for("p", &format!("device-{i}"), 8)).collect();
+        let used: std::collections::HashSet<u16> = (0..200)
+            .map(|i| partition_for("p", &format!("device-{i}"), 8))
+            .collect();
         assert_eq!(used.len(), 8);
         assert!(used.iter().all(|p| *p < 8));
         // The separator keeps ("ab", "c") and ("a", "bc") apart.

@@ -21,8 +21,8 @@ mod maintenance;
 
 pub use error::StreamError;
 pub use group::{
-    DeadLetter, Entry, GroupReader, PAYLOAD_FIELD, ReadBatch, ack, claim_stale, dead_letter,
-    ensure_group,
+    ClaimPolicy, DeadLetter, Entry, GroupReader, PAYLOAD_FIELD, ReadBatch, ack, claim_stale,
+    dead_letter, ensure_group,
 };
 pub use keys::{Topic, partition_for, stream_key};
 pub use maintenance::{StreamStats, stream_stats, trim_acknowledged};

@@ -26,7 +26,11 @@ pub async fn stream_stats(
         .await
         .or_else(|e: redis::RedisError| {
             // XINFO on a missing key is an error; the stream just does not exist yet.
-            if e.code() == Some("ERR") { Ok((0, None)) } else { Err(e) }
+            if e.code() == Some("ERR") {
+                Ok((0, None))
+            } else {
+                Err(e)
+            }
         })?;
     Ok(StreamStats {
         length,
@@ -62,11 +66,12 @@ pub async fn trim_acknowledged(
     for group in &info.groups {
         let mut oldest = StreamId::parse(&group.last_delivered_id);
         if group.pending > 0 {
-            let summary: (u64, Option<String>, Option<String>, redis::Value) = redis::cmd("XPENDING")
-                .arg(key)
-                .arg(&group.name)
-                .query_async(conn)
-                .await?;
+            let summary: (u64, Option<String>, Option<String>, redis::Value) =
+                redis::cmd("XPENDING")
+                    .arg(key)
+                    .arg(&group.name)
+                    .query_async(conn)
+                    .await?;
             if let Some(first) = summary.1.as_deref().and_then(StreamId::parse) {
                 oldest = Some(oldest.map_or(first, |o| o.min(first)));
             }

@@ -23,7 +23,10 @@ pub struct ClientPair {
 
 impl From<NewClient> for ClientPair {
     fn from(c: NewClient) -> Self {
-        ClientPair { id: c.id, secret: c.secret }
+        ClientPair {
+            id: c.id,
+            secret: c.secret,
+        }
     }
 }
 
@@ -35,17 +38,29 @@ fn path(config: &Config) -> PathBuf {
 pub async fn ensure(config: &Config, meta: &Meta) -> Result<Credentials> {
     let path = path(config);
     if let Ok(text) = std::fs::read_to_string(&path) {
-        let credentials: Credentials = serde_json::from_str(&text)
-            .with_context(|| format!("{} is damaged; remove it to create new credentials", path.display()))?;
+        let credentials: Credentials = serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{} is damaged; remove it to create new credentials",
+                path.display()
+            )
+        })?;
         if meta.client(&credentials.write.id).await?.is_some() {
             return Ok(credentials);
         }
-        tracing::warn!("bootstrap clients are missing from the metadata database; creating new ones");
+        tracing::warn!(
+            "bootstrap clients are missing from the metadata database; creating new ones"
+        );
     }
     let project = meta.create_project("Default", &[]).await?;
     let credentials = Credentials {
-        write: meta.create_client(&project.id, ClientKind::Write).await?.into(),
-        read: meta.create_client(&project.id, ClientKind::Read).await?.into(),
+        write: meta
+            .create_client(&project.id, ClientKind::Write)
+            .await?
+            .into(),
+        read: meta
+            .create_client(&project.id, ClientKind::Read)
+            .await?
+            .into(),
         project_id: project.id,
     };
     let text = serde_json::to_string_pretty(&credentials)?;

@@ -14,13 +14,17 @@ use analytics_meta::{ClientKind, Meta};
 use analytics_store::{Store, StoreSettings};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use hyper::body::Incoming;
 use hyper::Request;
+use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "analytics", version, about = "High-volume product analytics pipeline")]
+#[command(
+    name = "analytics",
+    version,
+    about = "High-volume product analytics pipeline"
+)]
 struct Cli {
     /// TOML configuration file; ANALYTICS_* variables override it.
     #[arg(long, global = true)]
@@ -75,8 +79,11 @@ enum ClientCommand {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let env = std::env::vars().filter(|(k, _)| k.starts_with("ANALYTICS_") && k != "ANALYTICS_LOG");
-    let config = Arc::new(Config::load(cli.config.as_deref(), env).context("invalid configuration")?);
-    analytics_telemetry::init_logging(&std::env::var("ANALYTICS_LOG").unwrap_or_else(|_| "info,sqlx=warn".into()));
+    let config =
+        Arc::new(Config::load(cli.config.as_deref(), env).context("invalid configuration")?);
+    analytics_telemetry::init_logging(
+        &std::env::var("ANALYTICS_LOG").unwrap_or_else(|_| "info,sqlx=warn".into()),
+    );
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?

@@ -9,7 +9,9 @@ use common::*;
 
 fn count(setup: &Setup, project: &str) -> u64 {
     setup
-        .query(&format!("SELECT count() FROM events WHERE project_id = '{project}'"))
+        .query(&format!(
+            "SELECT count() FROM events WHERE project_id = '{project}'"
+        ))
         .parse()
         .unwrap_or(0)
 }
@@ -55,21 +57,28 @@ fn ten_thousand_events_arrive_exactly_once() {
             });
         }
     });
-    wait_until(Duration::from_secs(90), || count(&setup, &creds.project_id) >= 10_000);
+    wait_until(Duration::from_secs(90), || {
+        count(&setup, &creds.project_id) >= 10_000
+    });
     std::thread::sleep(Duration::from_secs(1));
     let summary = setup.query(&format!(
         "SELECT count(), uniqExact(id), countIf(name = 'batched'), countIf(name LIKE 'single_%'), \
          sum(visitParamExtractUInt(properties, 'n')) FROM events WHERE project_id = '{}'",
         creds.project_id
     ));
-    // n runs 0..999 on each single connection and 0..1499 on each batch connection.
+    // n runs 0..999 on each single connection and 0..1499 on each batch connection;
+    // i % 3 gives 334/333/333 singles per connection.
     let expected_sum = 4 * (999 * 1000 / 2) + 4 * (1499 * 1500 / 2);
     assert_eq!(summary, format!("10000\t10000\t6000\t4000\t{expected_sum}"));
-    let names = setup.query("SELECT name, count() FROM events GROUP BY name ORDER BY name FORMAT TSV");
-    assert_eq!(names, "batched\t6000\nsingle_0\t1334\nsingle_1\t1333\nsingle_2\t1333");
+    let names =
+        setup.query("SELECT name, count() FROM events GROUP BY name ORDER BY name FORMAT TSV");
+    assert_eq!(
+        names,
+        "batched\t6000\nsingle_0\t1336\nsingle_1\t1332\nsingle_2\t1332"
+    );
 }
 
-fn error_body(response: &(u16, Vec<(String, String)>, String)) -> serde_json::Value {
+fn error_body(response: &Reply) -> serde_json::Value {
     serde_json::from_str(&response.2).unwrap_or_else(|_| panic!("not JSON: {:?}", response.2))
 }
 
@@ -78,48 +87,167 @@ fn every_error_status_answers_json_and_writes_nothing() {
     let setup = Setup::new("errors")
         .with("ANALYTICS_REDIS_MAX_STREAM_LEN", "1")
         .with("ANALYTICS_EDGE_MAX_BODY_BYTES", "4096");
-    let project = setup.admin(&["project", "create", "--name", "Web", "--origin", "https://shop.example"]);
+    let project = setup.admin(&[
+        "project",
+        "create",
+        "--name",
+        "Web",
+        "--origin",
+        "https://shop.example",
+    ]);
     let project_id = project["id"].as_str().unwrap();
-    let write = setup.admin(&["client", "create", "--project", project_id, "--type", "write"]);
-    let read = setup.admin(&["client", "create", "--project", project_id, "--type", "read"]);
-    let (wid, wsecret) = (write["id"].as_str().unwrap(), write["secret"].as_str().unwrap());
-    let (rid, rsecret) = (read["id"].as_str().unwrap(), read["secret"].as_str().unwrap());
+    let write = setup.admin(&[
+        "client",
+        "create",
+        "--project",
+        project_id,
+        "--type",
+        "write",
+    ]);
+    let read = setup.admin(&[
+        "client",
+        "create",
+        "--project",
+        project_id,
+        "--type",
+        "read",
+    ]);
+    let (wid, wsecret) = (
+        write["id"].as_str().unwrap(),
+        write["secret"].as_str().unwrap(),
+    );
+    let (rid, rsecret) = (
+        read["id"].as_str().unwrap(),
+        read["secret"].as_str().unwrap(),
+    );
     let _edge = setup.spawn(&["edge"]);
-    let auth = [("openpanel-client-id", wid), ("openpanel-client-secret", wsecret)];
+    let auth = [
+        ("openpanel-client-id", wid),
+        ("openpanel-client-secret", wsecret),
+    ];
     let valid = r#"{"type":"track","payload":{"name":"a"}}"#;
-    let big = format!(r#"{{"type":"track","payload":{{"name":"a","properties":{{"x":"{}"}}}}}}"#, "y".repeat(5000));
+    let big = format!(
+        r#"{{"type":"track","payload":{{"name":"a","properties":{{"x":"{}"}}}}}}"#,
+        "y".repeat(5000)
+    );
 
-    let cases: Vec<(Vec<(&str, &str)>, &str, String, u16, Option<&str>)> = vec![
+    // (headers, path, body, expected status, expected `field`)
+    type Case<'a> = (
+        Vec<(&'a str, &'a str)>,
+        &'a str,
+        String,
+        u16,
+        Option<&'a str>,
+    );
+    let cases: Vec<Case> = vec![
         (auth.to_vec(), "/track", "{not json".into(), 400, None),
-        (auth.to_vec(), "/track", r#"{"type":"launch","payload":{}}"#.into(), 400, Some("type")),
-        (auth.to_vec(), "/track", r#"{"type":"track","payload":{}}"#.into(), 400, Some("payload.name")),
-        (auth.to_vec(), "/identify", r#"{"email":"a@b.c"}"#.into(), 400, Some("profileId")),
-        (auth.to_vec(), "/batch", format!("[{valid},{{}}]"), 400, Some("[1].type")),
+        (
+            auth.to_vec(),
+            "/track",
+            r#"{"type":"launch","payload":{}}"#.into(),
+            400,
+            Some("type"),
+        ),
+        (
+            auth.to_vec(),
+            "/track",
+            r#"{"type":"track","payload":{}}"#.into(),
+            400,
+            Some("payload.name"),
+        ),
+        (
+            auth.to_vec(),
+            "/identify",
+            r#"{"email":"a@b.c"}"#.into(),
+            400,
+            Some("profileId"),
+        ),
+        (
+            auth.to_vec(),
+            "/batch",
+            format!("[{valid},{{}}]"),
+            400,
+            Some("[1].type"),
+        ),
         (auth.to_vec(), "/track", "".into(), 400, None),
         (vec![], "/track", valid.into(), 401, None),
-        (vec![("openpanel-client-id", wid), ("openpanel-client-secret", "sec_wrong")], "/track", valid.into(), 401, None),
-        (vec![("openpanel-client-id", "no-such-client")], "/track", valid.into(), 401, None),
-        (vec![("openpanel-client-id", wid), ("origin", "https://evil.example")], "/track", valid.into(), 403, None),
-        (vec![("openpanel-client-id", rid), ("openpanel-client-secret", rsecret)], "/track", valid.into(), 403, None),
+        (
+            vec![
+                ("openpanel-client-id", wid),
+                ("openpanel-client-secret", "sec_wrong"),
+            ],
+            "/track",
+            valid.into(),
+            401,
+            None,
+        ),
+        (
+            vec![("openpanel-client-id", "no-such-client")],
+            "/track",
+            valid.into(),
+            401,
+            None,
+        ),
+        (
+            vec![
+                ("openpanel-client-id", wid),
+                ("origin", "https://evil.example"),
+            ],
+            "/track",
+            valid.into(),
+            403,
+            None,
+        ),
+        (
+            vec![
+                ("openpanel-client-id", rid),
+                ("openpanel-client-secret", rsecret),
+            ],
+            "/track",
+            valid.into(),
+            403,
+            None,
+        ),
         (auth.to_vec(), "/track", big, 413, None),
     ];
     for (headers, path, body, status, field) in cases {
         let response = http(setup.port, "POST", path, &headers, &body).unwrap();
         assert_eq!(response.0, status, "{path} {body:.80}: {}", response.2);
         let json = error_body(&response);
-        assert!(json["error"].as_str().is_some_and(|e| !e.is_empty()), "{json}");
+        assert!(
+            json["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{json}"
+        );
         assert_eq!(json["field"].as_str(), field, "{json}");
     }
     assert_eq!(setup.raw_len(), 0, "a refused request reached the stream");
 
     // A browser on an allowed origin needs no secret; preflight is answered.
-    let browser = [("openpanel-client-id", wid), ("origin", "https://shop.example")];
-    let pre = http(setup.port, "OPTIONS", "/track", &[("origin", "https://shop.example")], "").unwrap();
+    let browser = [
+        ("openpanel-client-id", wid),
+        ("origin", "https://shop.example"),
+    ];
+    let pre = http(
+        setup.port,
+        "OPTIONS",
+        "/track",
+        &[("origin", "https://shop.example")],
+        "",
+    )
+    .unwrap();
     assert_eq!(pre.0, 204);
-    assert!(pre.1.iter().any(|(k, v)| k == "access-control-allow-origin" && v == "https://shop.example"));
+    assert!(
+        pre.1
+            .iter()
+            .any(|(k, v)| k == "access-control-allow-origin" && v == "https://shop.example")
+    );
     let ok = http(setup.port, "POST", "/track", &browser, valid).unwrap();
     assert_eq!(ok.0, 202, "{}", ok.2);
-    assert!(error_body(&ok)["deviceId"].as_str().is_some_and(|d| d.len() == 32));
+    assert!(
+        error_body(&ok)["deviceId"]
+            .as_str()
+            .is_some_and(|d| d.len() == 32)
+    );
     assert_eq!(setup.raw_len(), 1);
 
     // The partition cap is 1 and nothing consumes: the edge must push back.
@@ -144,20 +272,34 @@ fn redis_down_answers_503() {
     let port = free_port();
     let redis = Proc(
         Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
             .arg("--dir")
             .arg(&dir)
             .stdout(Stdio::null())
             .spawn()
             .unwrap(),
     );
-    wait_until(Duration::from_secs(10), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    wait_until(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
     let mut setup = Setup::new("redisdown");
     setup.redis_url = format!("redis://127.0.0.1:{port}");
     let _up = setup.spawn(&["up"]);
     let creds = setup.bootstrap();
     let valid = r#"{"type":"track","payload":{"name":"a"}}"#;
-    assert_eq!(http(setup.port, "POST", "/track", &creds.headers(), valid).unwrap().0, 202);
+    assert_eq!(
+        http(setup.port, "POST", "/track", &creds.headers(), valid)
+            .unwrap()
+            .0,
+        202
+    );
     drop(redis);
     let response = http(setup.port, "POST", "/track", &creds.headers(), valid).unwrap();
     assert_eq!(response.0, 503, "{}", response.2);
@@ -174,14 +316,19 @@ fn clickhouse_outage_loses_nothing() {
     let start = || {
         let proc = Proc(
             Command::new("clickhouse-server")
-                .arg(format!("--config-file={}", dir.join("config.xml").display()))
+                .arg(format!(
+                    "--config-file={}",
+                    dir.join("config.xml").display()
+                ))
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
                 .unwrap(),
         );
         wait_until(Duration::from_secs(30), || {
-            http(http_port, "GET", "/ping", &[], "").map(|r| r.0 == 200).unwrap_or(false)
+            http(http_port, "GET", "/ping", &[], "")
+                .map(|r| r.0 == 200)
+                .unwrap_or(false)
         });
         proc
     };
@@ -193,8 +340,11 @@ fn clickhouse_outage_loses_nothing() {
     let send = |from: u32| {
         let mut conn = Conn::open(setup.port).unwrap();
         for i in from..from + 500 {
-            let body = format!(r#"{{"type":"track","payload":{{"name":"o","properties":{{"n":{i}}}}}}}"#);
-            let (status, _, text) = conn.send("POST", "/track", &creds.headers(), body.as_bytes()).unwrap();
+            let body =
+                format!(r#"{{"type":"track","payload":{{"name":"o","properties":{{"n":{i}}}}}}}"#);
+            let (status, _, text) = conn
+                .send("POST", "/track", &creds.headers(), body.as_bytes())
+                .unwrap();
             assert_eq!(status, 202, "{text}");
         }
     };
@@ -205,7 +355,9 @@ fn clickhouse_outage_loses_nothing() {
     send(500);
     std::thread::sleep(Duration::from_secs(4));
     let _clickhouse = start();
-    wait_until(Duration::from_secs(90), || count(&setup, &creds.project_id) >= 1000);
+    wait_until(Duration::from_secs(90), || {
+        count(&setup, &creds.project_id) >= 1000
+    });
     std::thread::sleep(Duration::from_secs(2));
     let summary = setup.query(&format!(
         "SELECT count(), uniqExact(id), uniqExact(visitParamExtractUInt(properties, 'n')) FROM events WHERE project_id = '{}'",
@@ -228,8 +380,15 @@ fn openpanel_sdk_events_arrive() {
         .env("CLIENT_SECRET", &creds.secret)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    wait_until(Duration::from_secs(30), || count(&setup, &creds.project_id) >= 4);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_until(Duration::from_secs(30), || {
+        count(&setup, &creds.project_id) >= 4
+    });
     std::thread::sleep(Duration::from_millis(500));
     let events = setup.query(&format!(
         "SELECT name, profile_id, sdk_name, visitParamExtractRaw(properties, 'amount') FROM events \
@@ -240,6 +399,7 @@ fn openpanel_sdk_events_arrive() {
         events,
         "decrement\tsdk-user\tnode\t\nidentify\tsdk-user\tnode\t\nincrement\tsdk-user\tnode\t\nsdk_purchase\tsdk-user\tnode\t42"
     );
-    let profile = setup.query("SELECT first_name, email FROM profiles WHERE id = 'sdk-user' FORMAT TSV");
+    let profile =
+        setup.query("SELECT first_name, email FROM profiles WHERE id = 'sdk-user' FORMAT TSV");
     assert_eq!(profile, "Ada\tada@example.com");
 }

@@ -16,8 +16,11 @@ const MAX_CACHED: usize = 100_000;
 pub struct Authenticator {
     meta: Meta,
     ttl: Duration,
-    cache: RwLock<HashMap<String, (Instant, Option<Arc<ClientRecord>>)>>,
+    cache: RwLock<HashMap<String, CachedLookup>>,
 }
+
+/// When a client id was looked up, and what was found (misses are cached too).
+type CachedLookup = (Instant, Option<Arc<ClientRecord>>);
 
 /// Who is calling.
 #[derive(Debug, Clone)]
@@ -80,7 +83,10 @@ impl Authenticator {
             .ok_or(ApiError::Unauthorized("unknown client"))?;
         if let Some(secret) = header(headers, "openpanel-client-secret") {
             return if client.verify_secret(secret) {
-                Ok(Caller { client, origin: None })
+                Ok(Caller {
+                    client,
+                    origin: None,
+                })
             } else {
                 Err(ApiError::Unauthorized("invalid client secret"))
             };
@@ -91,7 +97,9 @@ impl Authenticator {
                 origin: Some(origin.to_owned()),
             }),
             Some(_) => Err(ApiError::Forbidden("origin not allowed for this project")),
-            None => Err(ApiError::Unauthorized("missing openpanel-client-secret header")),
+            None => Err(ApiError::Unauthorized(
+                "missing openpanel-client-secret header",
+            )),
         }
     }
 }

@@ -70,14 +70,18 @@ impl ApiError {
             tracing::error!(error = %source, "request failed");
         }
         let mut body = json!({"error": self.to_string()});
-        if let ApiError::BadRequest { field: Some(field), .. } = &self {
+        if let ApiError::BadRequest {
+            field: Some(field), ..
+        } = &self
+        {
             body["field"] = json!(field);
         }
         let mut response = json(self.status(), &body);
         if matches!(self, ApiError::Unavailable { .. }) {
-            response
-                .headers_mut()
-                .insert(hyper::header::RETRY_AFTER, hyper::header::HeaderValue::from_static("1"));
+            response.headers_mut().insert(
+                hyper::header::RETRY_AFTER,
+                hyper::header::HeaderValue::from_static("1"),
+            );
         }
         response
     }

@@ -12,10 +12,10 @@ use hyper::header::{HeaderMap, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use serde_json::json;
 
+use crate::Edge;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::writer::WriteError;
-use crate::Edge;
 
 const ALLOWED_HEADERS: &str = "content-type, openpanel-client-id, openpanel-client-secret, \
                                openpanel-sdk-name, openpanel-sdk-version";
@@ -37,8 +37,14 @@ pub fn preflight(headers: &HeaderMap) -> Response<Body> {
     let mut response = with_cors(headers, Response::new(Body::default()));
     *response.status_mut() = StatusCode::NO_CONTENT;
     let h = response.headers_mut();
-    h.insert("access-control-allow-methods", HeaderValue::from_static("POST, OPTIONS"));
-    h.insert("access-control-allow-headers", HeaderValue::from_static(ALLOWED_HEADERS));
+    h.insert(
+        "access-control-allow-methods",
+        HeaderValue::from_static("POST, OPTIONS"),
+    );
+    h.insert(
+        "access-control-allow-headers",
+        HeaderValue::from_static(ALLOWED_HEADERS),
+    );
     h.insert("access-control-max-age", HeaderValue::from_static("86400"));
     response
 }
@@ -72,7 +78,12 @@ fn utc_day(ms: i64) -> String {
     let date = time::OffsetDateTime::from_unix_timestamp(ms / 1000)
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
         .date();
-    format!("{:04}-{:02}-{:02}", date.year(), u8::from(date.month()), date.day())
+    format!(
+        "{:04}-{:02}-{:02}",
+        date.year(),
+        u8::from(date.month()),
+        date.day()
+    )
 }
 
 impl Edge {
@@ -142,19 +153,20 @@ impl Edge {
         }
         let (parts, body) = req.into_parts();
         let timeout = Duration::from_millis(self.config.edge.request_timeout_ms);
-        let mut bytes = match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
-            Err(_) => return Err(ApiError::Timeout),
-            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-                return Err(ApiError::TooLarge { limit });
-            }
-            Ok(Err(e)) => {
-                return Err(ApiError::BadRequest {
-                    message: format!("cannot read request body: {e}"),
-                    field: None,
-                });
-            }
-            Ok(Ok(collected)) => collected.to_bytes().to_vec(),
-        };
+        let mut bytes =
+            match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
+                Err(_) => return Err(ApiError::Timeout),
+                Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                    return Err(ApiError::TooLarge { limit });
+                }
+                Ok(Err(e)) => {
+                    return Err(ApiError::BadRequest {
+                        message: format!("cannot read request body: {e}"),
+                        field: None,
+                    });
+                }
+                Ok(Ok(collected)) => collected.to_bytes().to_vec(),
+            };
         let limits = Limits {
             max_batch_events: self.config.edge.max_batch_events,
             ..Limits::default()
@@ -173,8 +185,11 @@ impl Edge {
         let mut last = None;
         for event in incoming {
             let raw = self.stamp(&caller, event, &stamp).await?;
-            let partition =
-                partition_for(&raw.project_id, &raw.device_id, self.config.redis.partitions);
+            let partition = partition_for(
+                &raw.project_id,
+                &raw.device_id,
+                self.config.redis.partitions,
+            );
             let payload = serde_json::to_vec(&raw).map_err(|e| ApiError::Internal(Box::new(e)))?;
             entries.push((partition, payload));
             last = Some(raw);
@@ -182,14 +197,20 @@ impl Edge {
         match self.writer.write(entries).await {
             Ok(()) => {}
             Err(WriteError::OverCap) => {
-                return Err(ApiError::Unavailable { reason: "ingest queue is full, retry later" });
+                return Err(ApiError::Unavailable {
+                    reason: "ingest queue is full, retry later",
+                });
             }
             Err(WriteError::Saturated) => {
-                return Err(ApiError::Unavailable { reason: "server is busy, retry later" });
+                return Err(ApiError::Unavailable {
+                    reason: "server is busy, retry later",
+                });
             }
             Err(WriteError::Redis(e)) => {
                 tracing::warn!(error = %e, "raw stream write failed");
-                return Err(ApiError::Unavailable { reason: "event queue unavailable, retry later" });
+                return Err(ApiError::Unavailable {
+                    reason: "event queue unavailable, retry later",
+                });
             }
         }
         metrics::counter!("analytics_edge_accepted_events_total").increment(count as u64);
@@ -247,7 +268,10 @@ impl Edge {
             received_at_ms: stamp.received_at_ms,
             ip: stamp.ip.clone(),
             user_agent: stamp.user_agent.clone(),
-            origin: caller.origin.clone().unwrap_or_else(|| stamp.origin.clone()),
+            origin: caller
+                .origin
+                .clone()
+                .unwrap_or_else(|| stamp.origin.clone()),
             sdk_name: stamp.sdk_name.clone(),
             sdk_version: stamp.sdk_version.clone(),
             properties: event.properties,

@@ -124,7 +124,8 @@ async fn collect(conn: ConnectionManager, keys: Arc<[String]>, mut rx: mpsc::Rec
             }
             let started = Instant::now();
             let result: Result<(), redis::RedisError> = pipe.query_async(&mut conn).await;
-            metrics::histogram!("analytics_edge_xadd_seconds").record(started.elapsed().as_secs_f64());
+            metrics::histogram!("analytics_edge_xadd_seconds")
+                .record(started.elapsed().as_secs_f64());
             metrics::histogram!("analytics_edge_xadd_batch_entries").record(count as f64);
             let result = result.map_err(|e| Arc::new(StreamError::from(e)));
             for job in jobs {

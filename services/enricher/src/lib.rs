@@ -17,8 +17,8 @@ use analytics_config::Config;
 use analytics_enrich::enrich;
 use analytics_event::RawEvent;
 use analytics_streams::{
-    DeadLetter, GroupReader, PAYLOAD_FIELD, ReadBatch, StreamError, Topic, claim_stale, connect,
-    dead_letter, ensure_group, stream_key, trim_acknowledged,
+    ClaimPolicy, DeadLetter, GroupReader, PAYLOAD_FIELD, ReadBatch, StreamError, Topic,
+    claim_stale, connect, dead_letter, ensure_group, stream_key, trim_acknowledged,
 };
 use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
@@ -99,9 +99,11 @@ impl Partition {
                     &self.dead,
                     GROUP,
                     &self.consumer,
-                    Duration::from_millis(self.config.enricher.claim_idle_ms),
-                    self.config.enricher.read_count,
-                    self.config.enricher.max_deliveries,
+                    &ClaimPolicy {
+                        min_idle: Duration::from_millis(self.config.enricher.claim_idle_ms),
+                        count: self.config.enricher.read_count,
+                        max_deliveries: self.config.enricher.max_deliveries,
+                    },
                 )
                 .await
             } else {
@@ -169,7 +171,11 @@ impl Partition {
             }
         }
         if !acked.is_empty() {
-            pipe.cmd("XACK").arg(&self.raw).arg(GROUP).arg(&acked).ignore();
+            pipe.cmd("XACK")
+                .arg(&self.raw)
+                .arg(GROUP)
+                .arg(&acked)
+                .ignore();
         }
         let _: () = pipe.query_async(&mut self.conn).await?;
         dead_letter(&mut self.conn, &self.raw, &self.dead, GROUP, &letters).await?;

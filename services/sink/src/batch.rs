@@ -7,8 +7,8 @@ use analytics_config::Config;
 use analytics_enrich::Record;
 use analytics_store::{EventRow, InsertRow, ProfileRow, Store, StoreError};
 use analytics_streams::{
-    DeadLetter, Entry, GroupReader, ReadBatch, StreamError, ack, claim_stale, dead_letter, touch,
-    trim_acknowledged,
+    ClaimPolicy, DeadLetter, Entry, GroupReader, ReadBatch, StreamError, ack, claim_stale,
+    dead_letter, touch, trim_acknowledged,
 };
 use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
@@ -115,9 +115,11 @@ impl Partition {
             &self.dead,
             GROUP,
             &self.consumer,
-            Duration::from_millis(self.config.sink.claim_idle_ms),
-            self.config.sink.max_rows.min(5_000),
-            self.config.sink.max_deliveries,
+            &ClaimPolicy {
+                min_idle: Duration::from_millis(self.config.sink.claim_idle_ms),
+                count: self.config.sink.max_rows.min(5_000),
+                max_deliveries: self.config.sink.max_deliveries,
+            },
         )
         .await
     }
@@ -176,11 +178,16 @@ impl Partition {
                     // The failed insert may have been applied: check before the next try.
                     maybe_stored = true;
                     let ids = buffer.ids.clone();
-                    if let Err(e) = touch(&mut self.conn, &self.key, GROUP, &self.consumer, &ids).await {
+                    if let Err(e) =
+                        touch(&mut self.conn, &self.key, GROUP, &self.consumer, &ids).await
+                    {
                         tracing::debug!(error = %e, "cannot refresh pending entries");
                     }
                     if shutdown.is_cancelled() && failures >= 3 {
-                        tracing::warn!(rows, "shutting down with an unflushed batch; it stays pending");
+                        tracing::warn!(
+                            rows,
+                            "shutting down with an unflushed batch; it stays pending"
+                        );
                         return;
                     }
                     let max = self.config.sink.max_backoff_ms;
@@ -193,10 +200,11 @@ impl Partition {
         metrics::histogram!("analytics_sink_batch_rows").record(rows as f64);
         let mut failures = 0u32;
         loop {
-            let result = match dead_letter(&mut self.conn, &self.key, &self.dead, GROUP, &letters).await {
-                Ok(()) => ack(&mut self.conn, &self.key, GROUP, &buffer.ids).await,
-                Err(e) => Err(e),
-            };
+            let result =
+                match dead_letter(&mut self.conn, &self.key, &self.dead, GROUP, &letters).await {
+                    Ok(()) => ack(&mut self.conn, &self.key, GROUP, &buffer.ids).await,
+                    Err(e) => Err(e),
+                };
             match result {
                 Ok(()) => break,
                 Err(e) => {

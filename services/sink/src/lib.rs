@@ -21,9 +21,7 @@ use std::time::Duration;
 
 use analytics_config::Config;
 use analytics_store::Store;
-use analytics_streams::{
-    GroupReader, StreamError, Topic, connect, ensure_group, stream_key,
-};
+use analytics_streams::{GroupReader, StreamError, Topic, connect, ensure_group, stream_key};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 

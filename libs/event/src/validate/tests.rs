@@ -51,15 +51,51 @@ fn every_required_field_is_named_when_missing() {
     let cases = [
         (Route::Envelope, r#"{"payload":{"name":"a"}}"#, "type"),
         (Route::Envelope, r#"{"type":"track"}"#, "payload"),
-        (Route::Envelope, r#"{"type":"track","payload":{}}"#, "payload.name"),
-        (Route::Envelope, r#"{"type":"track","payload":{"name":""}}"#, "payload.name"),
-        (Route::Envelope, r#"{"type":"identify","payload":{"email":"a@b"}}"#, "payload.profileId"),
-        (Route::Envelope, r#"{"type":"increment","payload":{"property":"x"}}"#, "payload.profileId"),
-        (Route::Envelope, r#"{"type":"decrement","payload":{"profileId":"u"}}"#, "payload.property"),
-        (Route::Envelope, r#"{"type":"alias","payload":{"profileId":"u"}}"#, "payload.alias"),
-        (Route::Direct(EventKind::Identify), r#"{"email":"a@b"}"#, "profileId"),
-        (Route::Direct(EventKind::Increment), r#"{"profileId":"u"}"#, "property"),
-        (Route::Batch, r#"[{"type":"track","payload":{"name":"a"}},{"type":"track","payload":{}}]"#, "[1].payload.name"),
+        (
+            Route::Envelope,
+            r#"{"type":"track","payload":{}}"#,
+            "payload.name",
+        ),
+        (
+            Route::Envelope,
+            r#"{"type":"track","payload":{"name":""}}"#,
+            "payload.name",
+        ),
+        (
+            Route::Envelope,
+            r#"{"type":"identify","payload":{"email":"a@b"}}"#,
+            "payload.profileId",
+        ),
+        (
+            Route::Envelope,
+            r#"{"type":"increment","payload":{"property":"x"}}"#,
+            "payload.profileId",
+        ),
+        (
+            Route::Envelope,
+            r#"{"type":"decrement","payload":{"profileId":"u"}}"#,
+            "payload.property",
+        ),
+        (
+            Route::Envelope,
+            r#"{"type":"alias","payload":{"profileId":"u"}}"#,
+            "payload.alias",
+        ),
+        (
+            Route::Direct(EventKind::Identify),
+            r#"{"email":"a@b"}"#,
+            "profileId",
+        ),
+        (
+            Route::Direct(EventKind::Increment),
+            r#"{"profileId":"u"}"#,
+            "property",
+        ),
+        (
+            Route::Batch,
+            r#"[{"type":"track","payload":{"name":"a"}},{"type":"track","payload":{}}]"#,
+            "[1].payload.name",
+        ),
     ];
     for (route, body, field) in cases {
         assert_eq!(field_of(route, body).as_deref(), Some(field), "{body}");
@@ -72,17 +108,39 @@ fn wrong_types_are_named() {
         (r#"{"type":7,"payload":{"name":"a"}}"#, "type"),
         (r#"{"type":"track","payload":[1]}"#, "payload"),
         (r#"{"type":"track","payload":{"name":5}}"#, "payload.name"),
-        (r#"{"type":"track","payload":{"name":"a","properties":"x"}}"#, "payload.properties"),
-        (r#"{"type":"track","payload":{"name":"a","profileId":{"a":1}}}"#, "payload.profileId"),
-        (r#"{"type":"track","payload":{"name":"a","timestamp":"soon"}}"#, "payload.timestamp"),
-        (r#"{"type":"track","payload":{"name":"a","properties":{"__timestamp":false}}}"#, "payload.properties.__timestamp"),
-        (r#"{"type":"increment","payload":{"profileId":"u","property":"p","value":"3"}}"#, "payload.value"),
-        (r#"{"type":"identify","payload":{"profileId":"u","email":3}}"#, "payload.email"),
+        (
+            r#"{"type":"track","payload":{"name":"a","properties":"x"}}"#,
+            "payload.properties",
+        ),
+        (
+            r#"{"type":"track","payload":{"name":"a","profileId":{"a":1}}}"#,
+            "payload.profileId",
+        ),
+        (
+            r#"{"type":"track","payload":{"name":"a","timestamp":"soon"}}"#,
+            "payload.timestamp",
+        ),
+        (
+            r#"{"type":"track","payload":{"name":"a","properties":{"__timestamp":false}}}"#,
+            "payload.properties.__timestamp",
+        ),
+        (
+            r#"{"type":"increment","payload":{"profileId":"u","property":"p","value":"3"}}"#,
+            "payload.value",
+        ),
+        (
+            r#"{"type":"identify","payload":{"profileId":"u","email":3}}"#,
+            "payload.email",
+        ),
         (r#"{"type":"launch","payload":{}}"#, "type"),
         (r#"{"type":"group","payload":{"id":"g"}}"#, "type"),
     ];
     for (body, field) in cases {
-        assert_eq!(field_of(Route::Envelope, body).as_deref(), Some(field), "{body}");
+        assert_eq!(
+            field_of(Route::Envelope, body).as_deref(),
+            Some(field),
+            "{body}"
+        );
     }
 }
 
@@ -90,16 +148,25 @@ fn wrong_types_are_named() {
 fn oversize_names_and_ids_are_refused() {
     let long = "x".repeat(MAX_NAME_LEN + 1);
     let body = format!(r#"{{"type":"track","payload":{{"name":"{long}"}}}}"#);
-    assert_eq!(field_of(Route::Envelope, &body).as_deref(), Some("payload.name"));
+    assert_eq!(
+        field_of(Route::Envelope, &body).as_deref(),
+        Some("payload.name")
+    );
     let body = format!(r#"{{"type":"track","payload":{{"name":"a","profileId":"{long}"}}}}"#);
-    assert_eq!(field_of(Route::Envelope, &body).as_deref(), Some("payload.profileId"));
+    assert_eq!(
+        field_of(Route::Envelope, &body).as_deref(),
+        Some("payload.profileId")
+    );
 }
 
 #[test]
 fn batch_limits_apply() {
     let one = r#"{"type":"track","payload":{"name":"a"}}"#;
-    let body = format!("[{}]", vec![one; 3].join(","));
-    let limits = Limits { max_batch_events: 2, max_depth: 32 };
+    let body = format!("[{}]", [one; 3].join(","));
+    let limits = Limits {
+        max_batch_events: 2,
+        max_depth: 32,
+    };
     let err = validate(&mut body.into_bytes(), Route::Batch, &limits).unwrap_err();
     assert!(err.message.contains("more than the limit of 2"), "{err}");
     assert!(run(Route::Batch, "[]").is_err());
@@ -111,10 +178,23 @@ fn non_utf8_empty_and_malformed_bodies_are_refused() {
     let mut bytes = b"{\"type\":\"track\",\"payload\":{\"name\":\"\xff\xfe\"}}".to_vec();
     let err = validate(&mut bytes, Route::Envelope, &Limits::default()).unwrap_err();
     assert!(err.message.contains("UTF-8"), "{err}");
-    for body in ["", "   \n", "{", "{\"type\":\"track\",}", "nul", "{\"a\":NaN}", "[Infinity]"] {
+    for body in [
+        "",
+        "   \n",
+        "{",
+        "{\"type\":\"track\",}",
+        "nul",
+        "{\"a\":NaN}",
+        "[Infinity]",
+    ] {
         assert!(run(Route::Envelope, body).is_err(), "{body:?}");
     }
-    assert!(run(Route::Envelope, "").unwrap_err().message.contains("empty"));
+    assert!(
+        run(Route::Envelope, "")
+            .unwrap_err()
+            .message
+            .contains("empty")
+    );
 }
 
 #[test]

@@ -30,7 +30,11 @@ pub fn free_port() -> u16 {
 /// A name unique to this test run: database, key prefix, directory.
 pub fn unique(name: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("t_{name}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "t_{name}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Settings of one isolated pipeline.
@@ -86,7 +90,11 @@ impl Setup {
     /// Runs an admin command and parses its JSON output.
     pub fn admin(&self, args: &[&str]) -> serde_json::Value {
         let out = self.command(args).output().unwrap();
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
@@ -100,7 +108,9 @@ impl Setup {
             .unwrap();
         let proc = Proc(child);
         wait_until(Duration::from_secs(60), || {
-            http(self.port, "GET", "/healthz", &[], "").map(|r| r.0 == 200).unwrap_or(false)
+            http(self.port, "GET", "/healthz", &[], "")
+                .map(|r| r.0 == 200)
+                .unwrap_or(false)
         });
         proc
     }
@@ -163,10 +173,16 @@ impl Drop for Proc {
 pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
     while !done() {
-        assert!(start.elapsed() < timeout, "condition not met within {timeout:?}");
+        assert!(
+            start.elapsed() < timeout,
+            "condition not met within {timeout:?}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Status, lower-cased headers and body of a response.
+pub type Reply = (u16, Vec<(String, String)>, String);
 
 /// A keep-alive HTTP/1.1 connection.
 pub struct Conn {
@@ -178,7 +194,10 @@ impl Conn {
     pub fn open(port: u16) -> std::io::Result<Conn> {
         let stream = TcpStream::connect(("127.0.0.1", port))?;
         stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-        Ok(Conn { reader: BufReader::new(stream), port })
+        Ok(Conn {
+            reader: BufReader::new(stream),
+            port,
+        })
     }
 
     /// Sends one request; returns status, lower-cased headers and body.
@@ -188,7 +207,7 @@ impl Conn {
         path: &str,
         headers: &[(&str, &str)],
         body: &[u8],
-    ) -> std::io::Result<(u16, Vec<(String, String)>, String)> {
+    ) -> std::io::Result<Reply> {
         let mut head = format!(
             "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1:{}\r\ncontent-length: {}\r\n",
             self.port,
@@ -225,9 +244,31 @@ impl Conn {
                 response_headers.push((k, v));
             }
         }
-        let mut body = vec![0u8; length];
-        self.reader.read_exact(&mut body)?;
-        Ok((status, response_headers, String::from_utf8_lossy(&body).into_owned()))
+        let chunked = response_headers
+            .iter()
+            .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+        let mut body = Vec::new();
+        if chunked {
+            loop {
+                let mut size = String::new();
+                self.reader.read_line(&mut size)?;
+                let size = usize::from_str_radix(size.trim(), 16).map_err(std::io::Error::other)?;
+                let mut chunk = vec![0u8; size + 2];
+                self.reader.read_exact(&mut chunk)?;
+                if size == 0 {
+                    break;
+                }
+                body.extend_from_slice(&chunk[..size]);
+            }
+        } else {
+            body.resize(length, 0);
+            self.reader.read_exact(&mut body)?;
+        }
+        Ok((
+            status,
+            response_headers,
+            String::from_utf8_lossy(&body).into_owned(),
+        ))
     }
 }
 
@@ -238,13 +279,19 @@ pub fn http(
     path: &str,
     headers: &[(&str, &str)],
     body: &str,
-) -> std::io::Result<(u16, Vec<(String, String)>, String)> {
+) -> std::io::Result<Reply> {
     Conn::open(port)?.send(method, path, headers, body.as_bytes())
 }
 
 /// Runs `sql` on ClickHouse over HTTP and returns the trimmed TSV answer.
 pub fn clickhouse(url: &str, database: &str, sql: &str) -> String {
-    let port: u16 = url.rsplit(':').next().unwrap().trim_end_matches('/').parse().unwrap();
+    let port: u16 = url
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
     let path = format!("/?database={database}");
     let (status, _, body) = http(port, "POST", &path, &[], sql).unwrap();
     assert_eq!(status, 200, "{sql}: {body}");
