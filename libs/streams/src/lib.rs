@@ -25,7 +25,7 @@ pub use group::{
     dead_letter, ensure_group,
 };
 pub use keys::{Topic, partition_for, stream_key};
-pub use maintenance::{StreamStats, stream_stats, trim_acknowledged};
+pub use maintenance::{StreamStats, maintain, stream_stats, trim_acknowledged};
 
 use std::time::Duration;
 

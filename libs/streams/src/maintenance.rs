@@ -12,6 +12,23 @@ pub struct StreamStats {
     pub groups: Vec<(String, u64)>,
 }
 
+/// Periodic upkeep of a stream its consumers run: publishes its length and
+/// pending counts as gauges, then trims what every group acknowledged.
+pub async fn maintain(conn: &mut ConnectionManager, key: &str) -> Result<(), StreamError> {
+    let stats = stream_stats(conn, key).await?;
+    metrics::gauge!("analytics_streams_length_entries", "stream" => key.to_owned())
+        .set(stats.length as f64);
+    for (group, pending) in &stats.groups {
+        metrics::gauge!("analytics_streams_pending_entries",
+            "stream" => key.to_owned(), "group" => group.clone())
+        .set(*pending as f64);
+    }
+    let removed = trim_acknowledged(conn, key).await?;
+    metrics::counter!("analytics_streams_trimmed_total", "stream" => key.to_owned())
+        .increment(removed);
+    Ok(())
+}
+
 pub async fn stream_stats(
     conn: &mut ConnectionManager,
     key: &str,

@@ -18,7 +18,7 @@ use analytics_enrich::enrich;
 use analytics_event::RawEvent;
 use analytics_streams::{
     ClaimPolicy, DeadLetter, GroupReader, PAYLOAD_FIELD, ReadBatch, StreamError, Topic,
-    claim_stale, connect, dead_letter, ensure_group, stream_key, trim_acknowledged,
+    claim_stale, connect, dead_letter, ensure_group, maintain, stream_key,
 };
 use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
@@ -133,8 +133,8 @@ impl Partition {
             }
             if last_maintenance.elapsed() >= MAINTENANCE_EVERY {
                 last_maintenance = Instant::now();
-                if let Err(e) = trim_acknowledged(&mut self.conn, &self.raw).await {
-                    tracing::debug!(error = %e, "trim failed");
+                if let Err(e) = maintain(&mut self.conn, &self.raw).await {
+                    tracing::debug!(error = %e, "stream upkeep failed");
                 }
             }
         }

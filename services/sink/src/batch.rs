@@ -8,7 +8,7 @@ use analytics_enrich::Record;
 use analytics_store::{EventRow, InsertRow, ProfileRow, Store, StoreError};
 use analytics_streams::{
     ClaimPolicy, DeadLetter, Entry, GroupReader, ReadBatch, StreamError, ack, claim_stale,
-    dead_letter, touch, trim_acknowledged,
+    dead_letter, maintain, touch,
 };
 use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
@@ -99,8 +99,8 @@ impl Partition {
             }
             if last_maintenance.elapsed() >= MAINTENANCE_EVERY {
                 last_maintenance = Instant::now();
-                if let Err(e) = trim_acknowledged(&mut self.conn, &self.key).await {
-                    tracing::debug!(error = %e, "trim failed");
+                if let Err(e) = maintain(&mut self.conn, &self.key).await {
+                    tracing::debug!(error = %e, "stream upkeep failed");
                 }
             }
         }

@@ -1,0 +1,208 @@
+//! Stages run as separate processes: consumer groups share the work, take
+//! over a dead member's entries, and dead-letter what cannot be processed.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+/// Project and write client created with the admin commands.
+fn credentials(setup: &Setup) -> Credentials {
+    let project = setup.admin(&["project", "create", "--name", "Stages"]);
+    let project_id = project["id"].as_str().unwrap().to_owned();
+    let client = setup.admin(&[
+        "client",
+        "create",
+        "--project",
+        &project_id,
+        "--type",
+        "write",
+    ]);
+    Credentials {
+        project_id,
+        id: client["id"].as_str().unwrap().into(),
+        secret: client["secret"].as_str().unwrap().into(),
+    }
+}
+
+/// The same pipeline settings for another process: its own port and consumer name.
+fn member(setup: &Setup, consumer: &str) -> Setup {
+    let mut other = setup.clone().with("ANALYTICS_CONSUMER_NAME", consumer);
+    other.port = free_port();
+    other
+}
+
+fn send(setup: &Setup, creds: &Credentials, n: u32) {
+    let mut conn = Conn::open(setup.port).unwrap();
+    for i in 0..n {
+        let body = format!(
+            r#"{{"type":"track","payload":{{"name":"s","deviceId":"dev-{}","properties":{{"n":{i}}}}}}}"#,
+            i % 50
+        );
+        let (status, _, text) = conn
+            .send("POST", "/track", &creds.headers(), body.as_bytes())
+            .unwrap();
+        assert_eq!(status, 202, "{text}");
+    }
+}
+
+fn stored(setup: &Setup, creds: &Credentials) -> String {
+    setup.query(&format!(
+        "SELECT count(), uniqExact(id) FROM events WHERE project_id = '{}'",
+        creds.project_id
+    ))
+}
+
+fn metric(setup: &Setup, name: &str) -> f64 {
+    let (_, _, text) = http(setup.port, "GET", "/metrics", &[], "").unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn redis(setup: &Setup) -> redis::Connection {
+    redis::Client::open(setup.redis_url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap()
+}
+
+#[test]
+fn two_enrichers_and_two_sinks_share_the_work() {
+    let setup = Setup::new("share");
+    setup.admin(&["migrate"]);
+    let creds = credentials(&setup);
+    let _edge = setup.spawn(&["edge"]);
+    let members: Vec<(Setup, Proc)> = [
+        ("enrich", "e1"),
+        ("enrich", "e2"),
+        ("sink", "s1"),
+        ("sink", "s2"),
+    ]
+    .into_iter()
+    .map(|(stage, name)| {
+        let m = member(&setup, name);
+        let p = m.spawn(&[stage]);
+        (m, p)
+    })
+    .collect();
+    send(&setup, &creds, 2_000);
+    wait_until(Duration::from_secs(60), || {
+        stored(&setup, &creds) == "2000\t2000"
+    });
+    for (m, _) in &members[2..] {
+        assert!(
+            metric(m, "analytics_sink_rows_total") > 0.0,
+            "a sink did no work"
+        );
+    }
+    for (m, _) in &members[..2] {
+        assert!(
+            metric(m, "analytics_enricher_events_total") > 0.0,
+            "an enricher did no work"
+        );
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(stored(&setup, &creds), "2000\t2000");
+}
+
+#[test]
+fn a_dead_sinks_entries_are_taken_over() {
+    let setup = Setup::new("takeover")
+        .with("ANALYTICS_SINK_CLAIM_IDLE_MS", "2000")
+        .with("ANALYTICS_SINK_MAX_BACKOFF_MS", "200");
+    setup.admin(&["migrate"]);
+    let creds = credentials(&setup);
+    let _edge = setup.spawn(&["edge"]);
+    let enricher = member(&setup, "e1");
+    let _enricher = enricher.spawn(&["enrich"]);
+    // This sink reads entries but can never store them: its ClickHouse is unreachable.
+    let mut stuck = member(&setup, "stuck");
+    stuck.clickhouse_url = format!("http://127.0.0.1:{}", free_port());
+    let mut stuck_proc = stuck.spawn(&["sink"]);
+    send(&setup, &creds, 300);
+    let mut conn = redis(&setup);
+    let pending = |conn: &mut redis::Connection| -> u64 {
+        (0..4)
+            .map(|p| {
+                let summary: (u64, redis::Value, redis::Value, redis::Value) =
+                    redis::cmd("XPENDING")
+                        .arg(format!("{}:enriched:{{p{p}}}", setup.name))
+                        .arg("sink")
+                        .query(conn)
+                        .unwrap();
+                summary.0
+            })
+            .sum()
+    };
+    // It holds one batch per partition while it retries, and reads no further.
+    wait_until(Duration::from_secs(30), || pending(&mut conn) > 0);
+    // kill -9: no flush, no goodbye; its entries stay pending under its name.
+    stuck_proc.0.kill().unwrap();
+    stuck_proc.0.wait().unwrap();
+    let abandoned = pending(&mut conn);
+    assert!(abandoned > 0);
+    let rescuer = member(&setup, "rescuer");
+    let _rescuer = rescuer.spawn(&["sink"]);
+    wait_until(Duration::from_secs(60), || {
+        stored(&setup, &creds) == "300\t300"
+    });
+    wait_until(Duration::from_secs(10), || pending(&mut conn) == 0);
+    assert!(metric(&rescuer, "analytics_streams_claimed_total") >= abandoned as f64);
+}
+
+#[test]
+fn undecodable_entries_go_to_the_dead_letter_stream() {
+    let setup = Setup::new("poison").with("ANALYTICS_CONSUMER_NAME", "only");
+    let _up = setup.spawn(&["up"]);
+    let creds = setup.bootstrap();
+    let mut conn = redis(&setup);
+    let raw = format!("{}:raw:{{p1}}", setup.name);
+    let enriched = format!("{}:enriched:{{p2}}", setup.name);
+    let _: String = redis::cmd("XADD")
+        .arg(&raw)
+        .arg("*")
+        .arg("e")
+        .arg("{not json")
+        .query(&mut conn)
+        .unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg(&enriched)
+        .arg("*")
+        .arg("e")
+        .arg("[1,2]")
+        .query(&mut conn)
+        .unwrap();
+    send(&setup, &creds, 10);
+    let dead_reasons = |conn: &mut redis::Connection| -> Vec<String> {
+        [1, 2]
+            .iter()
+            .flat_map(|p| {
+                let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+                    .arg(format!("{}:dead:{{p{p}}}", setup.name))
+                    .arg("-")
+                    .arg("+")
+                    .query(conn)
+                    .unwrap();
+                entries
+                    .ids
+                    .into_iter()
+                    .map(|e| e.get::<String>("reason").unwrap_or_default())
+            })
+            .collect()
+    };
+    wait_until(Duration::from_secs(30), || {
+        dead_reasons(&mut conn).len() == 2
+    });
+    let reasons = dead_reasons(&mut conn).join(" | ");
+    assert!(reasons.contains("cannot decode raw event"), "{reasons}");
+    assert!(
+        reasons.contains("cannot decode enriched record"),
+        "{reasons}"
+    );
+    wait_until(Duration::from_secs(30), || {
+        stored(&setup, &creds) == "10\t10"
+    });
+}
