@@ -122,22 +122,8 @@ async fn run(command: Command, config: Arc<Config>) -> Result<()> {
             meta.migrate().await?;
             serve_edge(&config, meta, shutdown).await
         }
-        Command::Enrich => {
-            let shutdown = shutdown_on_signal();
-            let admin = tokio::spawn(serve_admin(config.clone(), shutdown.clone()));
-            run_enricher(&config, shutdown.clone()).await?;
-            shutdown.cancel();
-            admin.await??;
-            Ok(())
-        }
-        Command::Sink => {
-            let shutdown = shutdown_on_signal();
-            let admin = tokio::spawn(serve_admin(config.clone(), shutdown.clone()));
-            run_sink(&config, shutdown.clone()).await?;
-            shutdown.cancel();
-            admin.await??;
-            Ok(())
-        }
+        Command::Enrich => with_admin(&config, |shutdown| run_enricher(&config, shutdown)).await,
+        Command::Sink => with_admin(&config, |shutdown| run_sink(&config, shutdown)).await,
     }
 }
 
@@ -283,6 +269,20 @@ async fn run_sink(config: &Arc<Config>, shutdown: CancellationToken) -> Result<(
     analytics_sink::run(config.clone(), deps, shutdown)
         .await
         .context("sink failed")
+}
+
+/// Runs a consumer stage beside its health and metrics server.
+async fn with_admin<F, Fut>(config: &Arc<Config>, stage: F) -> Result<()>
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let shutdown = shutdown_on_signal();
+    let admin = tokio::spawn(serve_admin(config.clone(), shutdown.clone()));
+    let result = stage(shutdown.clone()).await;
+    shutdown.cancel();
+    admin.await??;
+    result
 }
 
 /// Health and metrics for a stage that serves no API of its own.
