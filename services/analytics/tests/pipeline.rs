@@ -23,14 +23,14 @@ fn ten_thousand_events_arrive_exactly_once() {
     let creds = setup.bootstrap();
     let headers = creds.headers();
     std::thread::scope(|s| {
-        // Four connections send 1,000 single events, four send 60 batches of 100.
-        for t in 0..8u32 {
+        // Ten connections send 400 single events each, ten send 6 batches of 100 each.
+        for t in 0..20u32 {
             let headers = headers.clone();
             let port = setup.port;
             s.spawn(move || {
                 let mut conn = Conn::open(port).unwrap();
-                if t < 4 {
-                    for i in 0..1000u32 {
+                if t < 10 {
+                    for i in 0..400u32 {
                         let body = format!(
                             r#"{{"type":"track","payload":{{"name":"single_{}","properties":{{"n":{i},"t":{t}}}}}}}"#,
                             i % 3
@@ -39,7 +39,7 @@ fn ten_thousand_events_arrive_exactly_once() {
                         assert_eq!(status, 202, "{text}");
                     }
                 } else {
-                    for b in 0..15u32 {
+                    for b in 0..6u32 {
                         let events: Vec<String> = (0..100u32)
                             .map(|i| {
                                 format!(
@@ -66,15 +66,15 @@ fn ten_thousand_events_arrive_exactly_once() {
          sum(visitParamExtractUInt(properties, 'n')) FROM events WHERE project_id = '{}'",
         creds.project_id
     ));
-    // n runs 0..999 on each single connection and 0..1499 on each batch connection;
-    // i % 3 gives 334/333/333 singles per connection.
-    let expected_sum = 4 * (999 * 1000 / 2) + 4 * (1499 * 1500 / 2);
+    // n runs 0..399 on each single connection and 0..599 on each batch connection;
+    // i % 3 gives 134/133/133 singles per connection.
+    let expected_sum = 10 * (399 * 400 / 2) + 10 * (599 * 600 / 2);
     assert_eq!(summary, format!("10000\t10000\t6000\t4000\t{expected_sum}"));
     let names =
         setup.query("SELECT name, count() FROM events GROUP BY name ORDER BY name FORMAT TSV");
     assert_eq!(
         names,
-        "batched\t6000\nsingle_0\t1336\nsingle_1\t1332\nsingle_2\t1332"
+        "batched\t6000\nsingle_0\t1340\nsingle_1\t1330\nsingle_2\t1330"
     );
 }
 
