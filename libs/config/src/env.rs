@@ -43,6 +43,8 @@ setters! {
     "ANALYTICS_METADATA_URL" => |c, k, v| c.metadata_url = optional(v);
     "ANALYTICS_CLIENT_IP_HEADER" => |c, k, v| c.client_ip_header = optional(v).map(|h| h.to_ascii_lowercase());
     "ANALYTICS_CONSUMER_NAME" => |c, k, v| c.consumer_name = optional(v);
+    "ANALYTICS_GEOIP_DB" => |c, k, v| c.geoip_db = v.split(',').map(str::trim).filter(|p| !p.is_empty()).map(Into::into).collect();
+    "ANALYTICS_UA_REGEXES" => |c, k, v| c.ua_regexes = optional(v).map(Into::into);
     "ANALYTICS_REDIS_URL" => |c, k, v| c.redis.url = v.trim().to_owned();
     "ANALYTICS_REDIS_PARTITIONS" => |c, k, v| c.redis.partitions = parse(k, v)?;
     "ANALYTICS_REDIS_MAX_STREAM_LEN" => |c, k, v| c.redis.max_stream_len = parse(k, v)?;
@@ -60,6 +62,9 @@ setters! {
     "ANALYTICS_ENRICHER_READ_COUNT" => |c, k, v| c.enricher.read_count = parse(k, v)?;
     "ANALYTICS_ENRICHER_CLAIM_IDLE_MS" => |c, k, v| c.enricher.claim_idle_ms = parse(k, v)?;
     "ANALYTICS_ENRICHER_MAX_DELIVERIES" => |c, k, v| c.enricher.max_deliveries = parse(k, v)?;
+    "ANALYTICS_ENRICHER_SESSION_TIMEOUT_MS" => |c, k, v| c.enricher.session_timeout_ms = parse(k, v)?;
+    "ANALYTICS_ENRICHER_SESSION_GRACE_MS" => |c, k, v| c.enricher.session_grace_ms = parse(k, v)?;
+    "ANALYTICS_ENRICHER_DEDUPE_WINDOW_MS" => |c, k, v| c.enricher.dedupe_window_ms = parse(k, v)?;
     "ANALYTICS_SINK_MAX_ROWS" => |c, k, v| c.sink.max_rows = parse(k, v)?;
     "ANALYTICS_SINK_MAX_AGE_MS" => |c, k, v| c.sink.max_age_ms = parse(k, v)?;
     "ANALYTICS_SINK_CLAIM_IDLE_MS" => |c, k, v| c.sink.claim_idle_ms = parse(k, v)?;

@@ -35,6 +35,12 @@ pub struct Config {
     /// Name of this process in its consumer groups; the host name when unset.
     #[serde(default)]
     pub consumer_name: Option<String>,
+    /// MaxMind-format GeoIP files; `*.mmdb` under `<data_dir>/geoip` when empty.
+    #[serde(default)]
+    pub geoip_db: Vec<PathBuf>,
+    /// uap-core `regexes.yaml`; `<data_dir>/regexes.yaml` when unset.
+    #[serde(default)]
+    pub ua_regexes: Option<PathBuf>,
     #[serde(default)]
     pub redis: RedisConfig,
     #[serde(default)]
@@ -112,6 +118,15 @@ pub struct EnricherConfig {
     /// Deliveries after which an entry goes to the dead-letter stream.
     #[serde(default = "defaults::max_deliveries")]
     pub max_deliveries: u64,
+    /// Inactivity that ends a session.
+    #[serde(default = "defaults::session_timeout_ms")]
+    pub session_timeout_ms: u64,
+    /// How far an event may arrive out of order and still join its session.
+    #[serde(default = "defaults::session_grace_ms")]
+    pub session_grace_ms: u64,
+    /// How long a client event id is remembered to drop retries.
+    #[serde(default = "defaults::dedupe_window_ms")]
+    pub dedupe_window_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -189,6 +204,15 @@ mod defaults {
     }
     pub fn max_deliveries() -> u64 {
         5
+    }
+    pub fn session_timeout_ms() -> u64 {
+        30 * 60 * 1000
+    }
+    pub fn session_grace_ms() -> u64 {
+        5 * 60 * 1000
+    }
+    pub fn dedupe_window_ms() -> u64 {
+        60 * 60 * 1000
     }
     pub fn max_rows() -> usize {
         10_000
@@ -319,6 +343,12 @@ impl Config {
                 "must be at least edge.max_body_bytes, which must be at least 64",
             );
         }
+        if self.enricher.session_timeout_ms < 1000 {
+            return invalid("enricher.session_timeout_ms", "must be at least 1000");
+        }
+        if self.enricher.dedupe_window_ms < 60_000 {
+            return invalid("enricher.dedupe_window_ms", "must be at least 60000");
+        }
         if self.enricher.max_deliveries == 0 || self.sink.max_deliveries == 0 {
             return invalid("max_deliveries", "must be at least 1");
         }
@@ -331,6 +361,30 @@ impl Config {
             return invalid("client_ip_header", "must be a valid header name");
         }
         Ok(())
+    }
+
+    /// The GeoIP files to open: the configured ones, else the `*.mmdb`
+    /// files the run command placed in `<data_dir>/geoip`.
+    pub fn geoip_files(&self) -> Vec<PathBuf> {
+        if !self.geoip_db.is_empty() {
+            return self.geoip_db.clone();
+        }
+        let mut found: Vec<PathBuf> = std::fs::read_dir(self.data_dir.join("geoip"))
+            .map(|dir| {
+                dir.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "mmdb"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        found.sort();
+        found
+    }
+
+    /// The user-agent rules file to load.
+    pub fn ua_regexes_file(&self) -> PathBuf {
+        self.ua_regexes
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("regexes.yaml"))
     }
 
     /// The metadata database URL, SQLite in the data directory by default.

@@ -6,8 +6,14 @@
 //! row was made.
 
 mod device;
+mod error;
+mod geo;
 mod page;
+mod profile;
 mod referrer;
+mod ua;
+
+use std::net::IpAddr;
 
 use analytics_event::{EventKind, RawEvent};
 use analytics_store::{EventRow, ProfileRow, Table};
@@ -15,8 +21,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 pub use device::cookieless_device_id;
+pub use error::EnrichError;
+pub use geo::{GeoIp, Location, is_public};
 pub use page::{Page, parse_page};
+pub use profile::{ProfileState, profile_row};
 pub use referrer::{ReferrerClass, classify_referrer};
+pub use ua::{UaParser, UserAgent};
 
 /// One row for one table, as carried on the enriched stream.
 // Records live one at a time between decode and insert; boxing buys nothing.
@@ -26,6 +36,7 @@ pub use referrer::{ReferrerClass, classify_referrer};
 pub enum Record {
     Events(EventRow),
     Profiles(ProfileRow),
+    ProfileAliases(AliasRow),
 }
 
 impl Record {
@@ -33,43 +44,127 @@ impl Record {
         match self {
             Record::Events(_) => Table::Events,
             Record::Profiles(_) => Table::Profiles,
+            Record::ProfileAliases(_) => Table::ProfileAliases,
         }
     }
+}
+
+pub use analytics_store::AliasRow;
+
+/// Identity decided by the enricher stage from shared state (sessions,
+/// identified devices, aliases) before the row is built.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    pub device_id: String,
+    pub profile_id: String,
+    pub session_id: String,
 }
 
 /// Properties the SDKs use to override what the server would infer; they
 /// become columns and are removed from `properties`.
 const CONSUMED_PROPERTIES: &[&str] = &["__path", "__referrer"];
 
-/// Turns one raw event into its rows: always an `events` row (profile
-/// operations are kept as events named after their type, for audit and
-/// replay), plus a `profiles` row for `identify`.
-pub fn enrich(raw: &RawEvent) -> Vec<Record> {
-    let received_s = (raw.received_at_ms / 1000).max(0) as u32;
-    // Events dated in the future are clamped to the receive time.
-    let created_ms = raw
-        .client_time_ms
-        .filter(|t| *t <= raw.received_at_ms)
-        .unwrap_or(raw.received_at_ms);
-    let page = parse_page(
-        raw.properties
-            .get("__path")
-            .and_then(Value::as_str)
-            .unwrap_or(""),
-    );
-    let referrer = raw
-        .properties
-        .get("__referrer")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_owned();
-    let own_origin = if page.origin.is_empty() {
-        raw.origin.as_str()
-    } else {
-        page.origin.as_str()
-    };
-    let class = classify_referrer(&referrer, own_origin, &page);
+/// The lookups of enrichment. Each is optional: a missing data file
+/// disables that enrichment, never the pipeline.
+#[derive(Default)]
+pub struct Enrichment {
+    pub ua: Option<UaParser>,
+    pub geo: Option<GeoIp>,
+}
 
+/// When the event happened, by the server's clock: the client's time moved
+/// by the skew between the client's send time and our receive time, and
+/// never later than the receive time.
+pub fn event_time_ms(raw: &RawEvent) -> i64 {
+    let skew = raw
+        .client_sent_at_ms
+        .map(|sent| raw.received_at_ms - sent)
+        .unwrap_or(0);
+    raw.client_time_ms
+        .map(|t| t.saturating_add(skew))
+        .filter(|t| *t <= raw.received_at_ms)
+        .unwrap_or(raw.received_at_ms)
+        .max(0)
+}
+
+impl Enrichment {
+    /// The parsed user agent (cached), or an empty one without rules.
+    pub fn user_agent(&self, raw: &RawEvent) -> UserAgent {
+        match &self.ua {
+            Some(parser) => (*parser.parse(&raw.user_agent)).clone(),
+            None => UserAgent {
+                device: "",
+                ..UserAgent::default()
+            },
+        }
+    }
+
+    /// The `events` row of a raw event.
+    pub fn event_row(&self, raw: &RawEvent, ua: &UserAgent, identity: &Identity) -> EventRow {
+        let created_ms = event_time_ms(raw);
+        let page = parse_page(
+            raw.properties
+                .get("__path")
+                .and_then(Value::as_str)
+                .unwrap_or(""),
+        );
+        let referrer = raw
+            .properties
+            .get("__referrer")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        let own_origin = if page.origin.is_empty() {
+            raw.origin.as_str()
+        } else {
+            page.origin.as_str()
+        };
+        let class = classify_referrer(&referrer, own_origin, &page);
+        let location = match (&self.geo, raw.ip.parse::<IpAddr>()) {
+            (Some(geo), Ok(ip)) => geo.lookup(ip).unwrap_or_default(),
+            _ => Location::default(),
+        };
+        EventRow {
+            id: raw.id.clone(),
+            project_id: raw.project_id.clone(),
+            name: raw.name.clone(),
+            device_id: identity.device_id.clone(),
+            profile_id: identity.profile_id.clone(),
+            session_id: identity.session_id.clone(),
+            created_at: (created_ms / 1000) as u32,
+            received_at: (raw.received_at_ms / 1000).max(0) as u32,
+            path: page.path.clone(),
+            origin: page.origin.clone(),
+            referrer,
+            referrer_name: class.name,
+            referrer_type: class.kind.to_owned(),
+            utm_source: page.utm("utm_source"),
+            utm_medium: page.utm("utm_medium"),
+            utm_campaign: page.utm("utm_campaign"),
+            utm_term: page.utm("utm_term"),
+            utm_content: page.utm("utm_content"),
+            country: location.country,
+            region: location.region,
+            city: location.city,
+            latitude: location.latitude,
+            longitude: location.longitude,
+            os: ua.os.clone(),
+            os_version: ua.os_version.clone(),
+            browser: ua.browser.clone(),
+            browser_version: ua.browser_version.clone(),
+            device: ua.device.to_owned(),
+            brand: ua.brand.clone(),
+            model: ua.model.clone(),
+            properties: Value::Object(stored_properties(raw)).to_string(),
+            sdk_name: raw.sdk_name.clone(),
+            sdk_version: raw.sdk_version.clone(),
+        }
+    }
+}
+
+/// The event's properties as stored: SDK overrides that became columns are
+/// dropped; profile operations keep what they did, for audit and replay.
+fn stored_properties(raw: &RawEvent) -> Map<String, Value> {
     let mut properties: Map<String, Value> = raw
         .properties
         .iter()
@@ -89,63 +184,7 @@ pub fn enrich(raw: &RawEvent) -> Vec<Record> {
             properties.insert("alias".into(), raw.alias.clone().into());
         }
     }
-
-    let event = EventRow {
-        id: raw.id.clone(),
-        project_id: raw.project_id.clone(),
-        name: raw.name.clone(),
-        device_id: raw.device_id.clone(),
-        profile_id: raw.profile_id.clone(),
-        session_id: raw.session_id.clone(),
-        created_at: (created_ms / 1000).max(0) as u32,
-        received_at: received_s,
-        path: page.path.clone(),
-        origin: page.origin.clone(),
-        referrer,
-        referrer_name: class.name,
-        referrer_type: class.kind.to_owned(),
-        utm_source: page.utm("utm_source"),
-        utm_medium: page.utm("utm_medium"),
-        utm_campaign: page.utm("utm_campaign"),
-        utm_term: page.utm("utm_term"),
-        utm_content: page.utm("utm_content"),
-        properties: Value::Object(properties).to_string(),
-        sdk_name: raw.sdk_name.clone(),
-        sdk_version: raw.sdk_version.clone(),
-        ..EventRow::default()
-    };
-    let mut records = vec![Record::Events(event)];
-    if raw.kind == EventKind::Identify {
-        records.push(Record::Profiles(profile_of(raw, created_ms)));
-    }
-    records
-}
-
-fn profile_of(raw: &RawEvent, created_ms: i64) -> ProfileRow {
-    let trait_str = |key: &str| {
-        raw.traits
-            .get(key)
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned()
-    };
-    let mut properties = raw.properties.clone();
-    for (key, value) in &raw.traits {
-        if !matches!(key.as_str(), "firstName" | "lastName" | "email" | "avatar") {
-            properties.insert(key.clone(), value.clone());
-        }
-    }
-    ProfileRow {
-        id: raw.profile_id.clone(),
-        project_id: raw.project_id.clone(),
-        first_name: trait_str("firstName"),
-        last_name: trait_str("lastName"),
-        email: trait_str("email"),
-        avatar: trait_str("avatar"),
-        properties: Value::Object(properties).to_string(),
-        created_at: (created_ms / 1000).max(0) as u32,
-        version: raw.received_at_ms.max(0) as u64,
-    }
+    properties
 }
 
 #[cfg(test)]

@@ -3,6 +3,9 @@ use serde_json::json;
 
 fn raw(kind: EventKind, properties: Value) -> RawEvent {
     RawEvent {
+        client_sent_at_ms: None,
+        id_from_client: false,
+        previous_device_id: String::new(),
         id: "ev1".into(),
         project_id: "p1".into(),
         kind,
@@ -29,22 +32,23 @@ fn raw(kind: EventKind, properties: Value) -> RawEvent {
     }
 }
 
-fn event_row(records: &[Record]) -> &EventRow {
-    match &records[0] {
-        Record::Events(row) => row,
-        other => panic!("expected an event row, got {other:?}"),
-    }
+fn row(raw: &RawEvent) -> EventRow {
+    let identity = Identity {
+        device_id: raw.device_id.clone(),
+        profile_id: raw.profile_id.clone(),
+        session_id: "s1".into(),
+    };
+    Enrichment::default().event_row(raw, &UserAgent::default(), &identity)
 }
 
 #[test]
 fn track_becomes_an_event_row_with_page_and_campaign() {
-    let records = enrich(&raw(
+    let row = row(&raw(
         EventKind::Track,
         json!({"__path": "https://shop.example/p/1?utm_source=news&utm_campaign=spring#x",
                "__referrer": "https://www.google.com/search?q=a", "plan": "pro"}),
     ));
-    assert_eq!(records.len(), 1);
-    let row = event_row(&records);
+    assert_eq!(row.session_id, "s1");
     assert_eq!(row.origin, "https://shop.example");
     assert_eq!(row.path, "/p/1");
     assert_eq!(row.utm_source, "news");
@@ -60,9 +64,24 @@ fn track_becomes_an_event_row_with_page_and_campaign() {
 fn future_client_times_are_clamped_and_past_ones_kept() {
     let mut r = raw(EventKind::Track, json!({}));
     r.client_time_ms = Some(r.received_at_ms + 3_600_000);
-    assert_eq!(event_row(&enrich(&r)).created_at, 1_767_607_200);
+    assert_eq!(row(&r).created_at, 1_767_607_200);
     r.client_time_ms = Some(r.received_at_ms - 60_000);
-    assert_eq!(event_row(&enrich(&r)).created_at, 1_767_607_140);
+    assert_eq!(row(&r).created_at, 1_767_607_140);
+    assert_eq!(row(&r).received_at, 1_767_607_200);
+}
+
+#[test]
+fn client_clock_skew_is_corrected_by_its_send_time() {
+    let mut r = raw(EventKind::Track, json!({}));
+    // The client's clock is 10 minutes fast: it stamped the event at +9 min
+    // (a minute before it sent it, at +10 min by its clock).
+    r.client_time_ms = Some(r.received_at_ms + 540_000);
+    r.client_sent_at_ms = Some(r.received_at_ms + 600_000);
+    assert_eq!(event_time_ms(&r), r.received_at_ms - 60_000);
+    // Slow clock: skew pushes the time forward, never past receipt.
+    r.client_time_ms = Some(r.received_at_ms - 3_600_000);
+    r.client_sent_at_ms = Some(r.received_at_ms - 3_500_000);
+    assert_eq!(event_time_ms(&r), r.received_at_ms - 100_000);
 }
 
 #[test]
@@ -109,25 +128,41 @@ fn bare_paths_drop_query_and_fragment() {
 }
 
 #[test]
-fn identify_adds_a_profile_row() {
-    let mut r = raw(EventKind::Identify, json!({"plan": "pro"}));
-    r.traits = json!({"firstName": "Ann", "email": "a@b.c", "name": "Ann B"})
-        .as_object()
-        .cloned()
-        .unwrap();
-    let records = enrich(&r);
-    assert_eq!(records.len(), 2);
-    assert_eq!(event_row(&records).name, "identify");
-    let Record::Profiles(p) = &records[1] else {
-        panic!("expected a profile row")
-    };
+fn profile_state_becomes_a_profile_row() {
+    let state = ProfileState::from_hash(
+        [
+            ("fn", "Ann"),
+            ("em", "a@b.c"),
+            ("p:plan", "\"pro\""),
+            ("p:logins", "3"),
+            ("p:odd", "not json"),
+            ("created", "1767607200500"),
+            ("version", "4"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
+    let p = profile_row("p1", "u1", &state);
     assert_eq!(
         (p.id.as_str(), p.first_name.as_str(), p.email.as_str()),
         ("u1", "Ann", "a@b.c")
     );
     let props: Value = serde_json::from_str(&p.properties).unwrap();
-    assert_eq!(props, json!({"plan": "pro", "name": "Ann B"}));
-    assert_eq!(p.version, 1_767_607_200_500);
+    assert_eq!(
+        props,
+        json!({"plan": "pro", "logins": 3, "odd": "not json"})
+    );
+    assert_eq!((p.created_at, p.version), (1_767_607_200, 4));
+}
+
+#[test]
+fn identify_rows_keep_their_traits() {
+    let mut r = raw(EventKind::Identify, json!({"plan": "pro"}));
+    r.traits = json!({"firstName": "Ann"}).as_object().cloned().unwrap();
+    let props: Value = serde_json::from_str(&row(&r).properties).unwrap();
+    assert_eq!(
+        props,
+        json!({"plan": "pro", "traits": {"firstName": "Ann"}})
+    );
 }
 
 #[test]
@@ -135,16 +170,16 @@ fn increment_keeps_its_operation() {
     let mut r = raw(EventKind::Increment, json!({}));
     r.property = Some("credits".into());
     r.value = Some(5.0);
-    let props: Value = serde_json::from_str(&event_row(&enrich(&r)).properties).unwrap();
+    let props: Value = serde_json::from_str(&row(&r).properties).unwrap();
     assert_eq!(props, json!({"property": "credits", "value": 5.0}));
 }
 
 #[test]
 fn records_round_trip_as_tagged_json() {
-    let records = enrich(&raw(EventKind::Track, json!({})));
-    let text = serde_json::to_string(&records[0]).unwrap();
+    let record = Record::Events(row(&raw(EventKind::Track, json!({}))));
+    let text = serde_json::to_string(&record).unwrap();
     assert!(text.starts_with(r#"{"t":"events","r":{"#), "{text}");
-    assert_eq!(serde_json::from_str::<Record>(&text).unwrap(), records[0]);
+    assert_eq!(serde_json::from_str::<Record>(&text).unwrap(), record);
 }
 
 #[test]

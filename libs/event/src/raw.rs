@@ -43,7 +43,17 @@ pub struct RawEvent {
     /// The client's own event time, epoch milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_time_ms: Option<i64>,
+    /// The client's clock when it sent the event, for skew correction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_sent_at_ms: Option<i64>,
     pub received_at_ms: i64,
+    /// Whether `id` came from the client (so a retry carries it again).
+    #[serde(default)]
+    pub id_from_client: bool,
+    /// For a cookieless device: its id under the previous day's salt, so a
+    /// visit across midnight can keep its device.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub previous_device_id: String,
     #[serde(default)]
     pub ip: String,
     #[serde(default)]

@@ -48,6 +48,8 @@ pub struct Incoming {
     pub profile_id: Option<String>,
     pub session_id: Option<String>,
     pub client_time_ms: Option<i64>,
+    /// The client's clock when it sent the event (`sentAt` / `__sentAt`).
+    pub client_sent_at_ms: Option<i64>,
     pub properties: Map<String, Value>,
     pub traits: Map<String, Value>,
     pub property: Option<String>,
@@ -225,6 +227,7 @@ fn payload(kind: EventKind, value: &Value, prefix: &str) -> Result<Incoming, Val
         profile_id: p.id("profileId")?,
         session_id: p.id("sessionId")?,
         client_time_ms: p.timestamp("timestamp")?,
+        client_sent_at_ms: p.timestamp("sentAt")?,
         properties: Map::new(),
         traits: Map::new(),
         property: None,
@@ -241,7 +244,18 @@ fn payload(kind: EventKind, value: &Value, prefix: &str) -> Result<Incoming, Val
             )
         })?);
     }
+    if incoming.client_sent_at_ms.is_none()
+        && let Some(ts) = properties.get("__sentAt")
+    {
+        incoming.client_sent_at_ms = Some(parse_timestamp(ts).ok_or_else(|| {
+            ValidationError::new(
+                "must be an RFC 3339 date-time or epoch milliseconds",
+                Some(&format!("{prefix}properties.__sentAt")),
+            )
+        })?);
+    }
     properties.remove("__timestamp");
+    properties.remove("__sentAt");
     properties.remove("__id");
     properties.remove("__deviceId");
     match kind {

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::MetaError;
-use crate::entity::{client, project, salt};
+use crate::entity::{client, project, project_setting, salt};
 
 /// What a client may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,6 +134,7 @@ impl Meta {
             schema.create_table_from_entity(project::Entity),
             schema.create_table_from_entity(client::Entity),
             schema.create_table_from_entity(salt::Entity),
+            schema.create_table_from_entity(project_setting::Entity),
         ] {
             self.db.execute(statement.if_not_exists()).await?;
         }
@@ -236,6 +237,33 @@ impl Meta {
         }))
     }
 
+    /// Whether the project drops crawler traffic (default: keep it, tagged `bot`).
+    pub async fn drop_bots(&self, project_id: &str) -> Result<bool, MetaError> {
+        Ok(project_setting::Entity::find_by_id(project_id.to_owned())
+            .one(&self.db)
+            .await?
+            .is_some_and(|s| s.drop_bots))
+    }
+
+    /// Sets whether the project drops crawler traffic.
+    pub async fn set_drop_bots(&self, project_id: &str, drop_bots: bool) -> Result<(), MetaError> {
+        if self.project(project_id).await?.is_none() {
+            return Err(MetaError::NoSuchProject(project_id.to_owned()));
+        }
+        project_setting::Entity::insert(project_setting::ActiveModel {
+            project_id: Set(project_id.to_owned()),
+            drop_bots: Set(drop_bots),
+        })
+        .on_conflict(
+            OnConflict::column(project_setting::Column::ProjectId)
+                .update_column(project_setting::Column::DropBots)
+                .to_owned(),
+        )
+        .exec(&self.db)
+        .await?;
+        Ok(())
+    }
+
     /// The salt of `day` (`YYYY-MM-DD`), created on first use. Concurrent
     /// first uses agree: the first insert wins and everyone reads it back.
     pub async fn daily_salt(&self, day: &str) -> Result<String, MetaError> {
@@ -317,6 +345,18 @@ mod tests {
                 .await
                 .is_err()
         );
+    }
+
+    #[tokio::test]
+    async fn bot_policy_defaults_to_keep_and_can_be_changed() {
+        let meta = meta().await;
+        let project = meta.create_project("Bots", &[]).await.unwrap();
+        assert!(!meta.drop_bots(&project.id).await.unwrap());
+        meta.set_drop_bots(&project.id, true).await.unwrap();
+        assert!(meta.drop_bots(&project.id).await.unwrap());
+        meta.set_drop_bots(&project.id, false).await.unwrap();
+        assert!(!meta.drop_bots(&project.id).await.unwrap());
+        assert!(meta.set_drop_bots("missing", true).await.is_err());
     }
 
     #[tokio::test]

@@ -14,4 +14,4 @@ mod rows;
 pub use client::{Store, StoreSettings};
 pub use error::StoreError;
 pub use migrate::{MIGRATIONS, Migration};
-pub use rows::{EventRow, InsertRow, ProfileRow, Row, Table};
+pub use rows::{AliasRow, EventRow, InsertRow, ProfileRow, Row, Table};

@@ -30,6 +30,8 @@ macro_rules! migrations {
 migrations! {
     1 => "0001_events",
     2 => "0002_profiles",
+    3 => "0003_profile_aliases",
+    4 => "0004_sessions",
 }
 
 #[derive(Row, Serialize)]

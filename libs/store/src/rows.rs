@@ -21,6 +21,7 @@ impl<T> InsertRow for T where
 pub enum Table {
     Events,
     Profiles,
+    ProfileAliases,
 }
 
 impl Table {
@@ -28,6 +29,7 @@ impl Table {
         match self {
             Table::Events => "events",
             Table::Profiles => "profiles",
+            Table::ProfileAliases => "profile_aliases",
         }
     }
 }
@@ -85,4 +87,13 @@ pub struct ProfileRow {
     pub created_at: u32,
     /// Epoch milliseconds of the change.
     pub version: u64,
+}
+
+/// Another id of a person (from `alias`).
+#[derive(Debug, Clone, Default, PartialEq, Row, Serialize, Deserialize)]
+pub struct AliasRow {
+    pub project_id: String,
+    pub alias: String,
+    pub profile_id: String,
+    pub created_at: u32,
 }

@@ -251,13 +251,47 @@ async fn serve_edge(config: &Arc<Config>, meta: Meta, shutdown: CancellationToke
 }
 
 async fn run_enricher(config: &Arc<Config>, shutdown: CancellationToken) -> Result<()> {
+    let meta = open_meta(config).await?;
+    meta.migrate().await?;
     let deps = analytics_enricher::EnricherDeps {
         redis: redis_client(config)?,
+        meta,
+        enrichment: load_enrichment(config),
         consumer: consumer_name(config),
     };
     analytics_enricher::run(config.clone(), deps, shutdown)
         .await
         .context("enricher failed")
+}
+
+/// Opens the user-agent rules and GeoIP files; what is missing or broken
+/// is disabled with one warning and the pipeline runs on without it.
+fn load_enrichment(config: &Config) -> analytics_enrich::Enrichment {
+    let rules = config.ua_regexes_file();
+    let ua = match analytics_enrich::UaParser::load(&rules) {
+        Ok(parser) => Some(parser),
+        Err(e) => {
+            tracing::warn!(error = %e, "user-agent parsing disabled (set ANALYTICS_UA_REGEXES)");
+            None
+        }
+    };
+    let files = config.geoip_files();
+    let geo = if files.is_empty() {
+        tracing::warn!(
+            dir = %config.data_dir.join("geoip").display(),
+            "no GeoIP database found; geo enrichment disabled (set ANALYTICS_GEOIP_DB)"
+        );
+        None
+    } else {
+        match analytics_enrich::GeoIp::open(&files) {
+            Ok(geo) => Some(geo),
+            Err(e) => {
+                tracing::warn!(error = %e, "geo enrichment disabled");
+                None
+            }
+        }
+    };
+    analytics_enrich::Enrichment { ua, geo }
 }
 
 async fn run_sink(config: &Arc<Config>, shutdown: CancellationToken) -> Result<()> {

@@ -399,7 +399,14 @@ fn openpanel_sdk_events_arrive() {
         events,
         "decrement\tsdk-user\tnode\t\nidentify\tsdk-user\tnode\t\nincrement\tsdk-user\tnode\t\nsdk_purchase\tsdk-user\tnode\t42"
     );
-    let profile =
-        setup.query("SELECT first_name, email FROM profiles WHERE id = 'sdk-user' FORMAT TSV");
-    assert_eq!(profile, "Ada\tada@example.com");
+    let profile = setup.query(
+        "SELECT argMax(first_name, version), argMax(email, version), \
+         argMax(properties, version) FROM profiles WHERE id = 'sdk-user' FORMAT TSV",
+    );
+    let fields: Vec<&str> = profile.split('\t').collect();
+    assert_eq!(fields[..2], ["Ada", "ada@example.com"], "{profile}");
+    // TSV escapes backslashes only; these properties have none.
+    let properties: serde_json::Value = serde_json::from_str(fields[2]).unwrap();
+    assert_eq!(properties["logins"], 2, "{profile}");
+    assert_eq!(properties["credits"], -1, "{profile}");
 }

@@ -243,21 +243,32 @@ impl Edge {
         stamp: &Stamp,
     ) -> Result<RawEvent, ApiError> {
         let project_id = caller.client.project.id.clone();
-        let device_id = match event.device_id {
-            Some(id) => id,
+        let (device_id, previous_device_id) = match event.device_id {
+            Some(id) => (id, String::new()),
             None => {
-                let salt = self
+                let today = self
                     .salts
                     .get(&utc_day(stamp.received_at_ms))
                     .await
                     .map_err(|e| ApiError::Internal(Box::new(e)))?;
-                cookieless_device_id(&salt, &project_id, &stamp.ip, &stamp.user_agent)
+                let yesterday = self
+                    .salts
+                    .get(&utc_day(stamp.received_at_ms - 86_400_000))
+                    .await
+                    .map_err(|e| ApiError::Internal(Box::new(e)))?;
+                let id = |salt: &str| {
+                    cookieless_device_id(salt, &project_id, &stamp.ip, &stamp.user_agent)
+                };
+                (id(&today), id(&yesterday))
             }
         };
         Ok(RawEvent {
+            id_from_client: event.event_id.is_some(),
             id: event
                 .event_id
                 .unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
+            previous_device_id,
+            client_sent_at_ms: event.client_sent_at_ms,
             project_id,
             kind: event.kind,
             name: event.name,

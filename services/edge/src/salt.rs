@@ -1,33 +1,37 @@
-//! The daily salt of cookieless device ids, cached for the current day.
+//! The daily salts of cookieless device ids, cached per day.
 
+use std::collections::BTreeMap;
 use std::sync::RwLock;
 
 use analytics_meta::{Meta, MetaError};
 
+/// Days kept cached: today, yesterday and one spare around midnight.
+const DAYS_CACHED: usize = 3;
+
 pub struct SaltCache {
     meta: Meta,
-    current: RwLock<Option<(String, String)>>,
+    days: RwLock<BTreeMap<String, String>>,
 }
 
 impl SaltCache {
     pub fn new(meta: Meta) -> Self {
         SaltCache {
             meta,
-            current: RwLock::new(None),
+            days: RwLock::new(BTreeMap::new()),
         }
     }
 
     /// The salt of `day` (`YYYY-MM-DD`, UTC).
     pub async fn get(&self, day: &str) -> Result<String, MetaError> {
-        if let Ok(current) = self.current.read()
-            && let Some((d, salt)) = current.as_ref()
-            && d == day
-        {
-            return Ok(salt.clone());
+        if let Some(salt) = self.days.read().ok().and_then(|d| d.get(day).cloned()) {
+            return Ok(salt);
         }
         let salt = self.meta.daily_salt(day).await?;
-        if let Ok(mut current) = self.current.write() {
-            *current = Some((day.to_owned(), salt.clone()));
+        if let Ok(mut days) = self.days.write() {
+            days.insert(day.to_owned(), salt.clone());
+            while days.len() > DAYS_CACHED {
+                days.pop_first();
+            }
         }
         Ok(salt)
     }

@@ -1,28 +1,45 @@
 //! The enricher stage: consumer group `enricher` on the raw stream.
 //!
-//! Wire format in: a JSON [`RawEvent`] per raw entry. Out: JSON
-//! [`Record`](analytics_enrich::Record)s on the enriched partition with the
-//! same number (same cluster slot).
+//! Wire format in: a JSON [`RawEvent`](analytics_event::RawEvent) per raw
+//! entry. Out: JSON [`Record`](analytics_enrich::Record)s (event rows,
+//! profile versions, aliases) on the enriched partition with the same
+//! number (same cluster slot).
 //!
-//! Guarantee: exactly once from raw to enriched. The `XADD`s of a batch's
-//! output and the `XACK` of its input run in one `MULTI`, so an entry is
-//! either still pending (and will be processed again) or acknowledged with
-//! its output written; never both, never neither. Entries that cannot be
-//! decoded, or that failed too many deliveries, go to the dead-letter stream.
+//! Per batch: parse user agents (bots dropped or tagged per project),
+//! resolve identities (aliases, devices identified earlier, devices carried
+//! over midnight), assign sessions and apply profile operations through Lua
+//! scripts on shared Redis state (so several enricher processes agree), build
+//! the rows, then commit.
+//!
+//! Guarantee: exactly once from raw to enriched. The commit is one Lua
+//! script that drops duplicates (client retries with the same event id
+//! within the dedupe window; identical events without an id from the same
+//! client within a second), appends the outputs and acknowledges the input,
+//! atomically. Session and profile steps are idempotent per event, so a
+//! batch that is processed again after a crash gives the same result.
+//! Undecodable entries and entries that failed too many deliveries go to the
+//! dead-letter stream.
+
+mod keys;
+mod process;
+mod scripts;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use analytics_config::Config;
-use analytics_enrich::enrich;
-use analytics_event::RawEvent;
+use analytics_enrich::Enrichment;
+use analytics_meta::Meta;
 use analytics_streams::{
-    ClaimPolicy, DeadLetter, GroupReader, PAYLOAD_FIELD, ReadBatch, StreamError, Topic,
-    claim_stale, connect, dead_letter, ensure_group, maintain, stream_key,
+    ClaimPolicy, GroupReader, StreamError, claim_stale, connect, ensure_group, maintain,
 };
 use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use crate::keys::Keys;
+use crate::process::{ProcessError, Shared};
+use crate::scripts::Scripts;
 
 /// Consumer group name on the raw stream.
 pub const GROUP: &str = "enricher";
@@ -33,12 +50,23 @@ const MAINTENANCE_EVERY: Duration = Duration::from_secs(5);
 /// What the enricher needs from outside.
 pub struct EnricherDeps {
     pub redis: redis::Client,
+    pub meta: Meta,
+    /// User-agent and GeoIP lookups (either may be absent).
+    pub enrichment: Enrichment,
     /// This process's name in the consumer group.
     pub consumer: String,
 }
 
+/// Session and dedupe settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub session_timeout_ms: u64,
+    pub session_grace_ms: u64,
+    pub dedupe_window_ms: u64,
+}
+
 /// Runs one task per raw partition until `shutdown`; in-flight batches are
-/// finished (written and acknowledged) before it returns.
+/// finished (committed) before it returns.
 pub async fn run(
     config: Arc<Config>,
     deps: EnricherDeps,
@@ -47,27 +75,33 @@ pub async fn run(
     let mut conn = connect(&deps.redis, Duration::from_secs(5)).await?;
     let prefix = &config.redis.key_prefix;
     for p in 0..config.redis.partitions {
-        ensure_group(&mut conn, &stream_key(prefix, Topic::Raw, p), GROUP).await?;
+        ensure_group(&mut conn, &Keys::new(prefix, p).raw, GROUP).await?;
     }
+    let scripts = Scripts::load(&mut conn).await?;
+    let settings = Settings {
+        session_timeout_ms: config.enricher.session_timeout_ms,
+        session_grace_ms: config.enricher.session_grace_ms,
+        dedupe_window_ms: config.enricher.dedupe_window_ms,
+    };
+    let shared = Arc::new(Shared::new(deps.enrichment, deps.meta, settings, scripts));
     let tasks = TaskTracker::new();
     for p in 0..config.redis.partitions {
-        let reader_conn = connect(&deps.redis, BLOCK + Duration::from_secs(5)).await?;
-        let worker = Partition {
-            raw: stream_key(prefix, Topic::Raw, p),
-            enriched: stream_key(prefix, Topic::Enriched, p),
-            dead: stream_key(prefix, Topic::Dead, p),
-            consumer: deps.consumer.clone(),
-            conn: conn.clone(),
-            config: config.clone(),
-        };
+        let keys = Keys::new(prefix, p);
         let reader = GroupReader::new(
-            reader_conn,
-            worker.raw.clone(),
+            connect(&deps.redis, BLOCK + Duration::from_secs(5)).await?,
+            keys.raw.clone(),
             GROUP.into(),
             deps.consumer.clone(),
             config.enricher.read_count,
             BLOCK,
         );
+        let worker = Partition {
+            keys,
+            consumer: deps.consumer.clone(),
+            conn: conn.clone(),
+            config: config.clone(),
+            shared: shared.clone(),
+        };
         tasks.spawn(worker.run(reader, shutdown.clone()));
     }
     tasks.close();
@@ -76,12 +110,11 @@ pub async fn run(
 }
 
 struct Partition {
-    raw: String,
-    enriched: String,
-    dead: String,
+    keys: Keys,
     consumer: String,
     conn: ConnectionManager,
     config: Arc<Config>,
+    shared: Arc<Shared>,
 }
 
 impl Partition {
@@ -93,17 +126,18 @@ impl Partition {
         while !shutdown.is_cancelled() {
             let batch = if last_claim.elapsed() >= claim_every {
                 last_claim = Instant::now();
+                let policy = ClaimPolicy {
+                    min_idle: Duration::from_millis(self.config.enricher.claim_idle_ms),
+                    count: self.config.enricher.read_count,
+                    max_deliveries: self.config.enricher.max_deliveries,
+                };
                 claim_stale(
                     &mut self.conn,
-                    &self.raw,
-                    &self.dead,
+                    &self.keys.raw,
+                    &self.keys.dead,
                     GROUP,
                     &self.consumer,
-                    &ClaimPolicy {
-                        min_idle: Duration::from_millis(self.config.enricher.claim_idle_ms),
-                        count: self.config.enricher.read_count,
-                        max_deliveries: self.config.enricher.max_deliveries,
-                    },
+                    &policy,
                 )
                 .await
             } else {
@@ -113,15 +147,21 @@ impl Partition {
                 }
             };
             let outcome = match batch {
+                Ok(batch) if batch.is_empty() => Ok(()),
                 Ok(batch) => self.process(batch).await,
-                Err(e) => Err(e),
+                Err(e) => Err(ProcessError::from(e)),
             };
             match outcome {
                 Ok(()) => failures = 0,
                 Err(e) => {
                     failures += 1;
                     metrics::counter!("analytics_enricher_errors_total").increment(1);
-                    tracing::warn!(error = %e, stream = %self.raw, "enricher batch failed; retrying");
+                    tracing::warn!(error = %e, stream = %self.keys.raw, "enricher batch failed; retrying");
+                    if e.is_noscript()
+                        && let Ok(scripts) = Scripts::load(&mut self.conn).await
+                    {
+                        *self.shared.scripts.write().await = scripts;
+                    }
                     // Whatever was read stays pending for us: read it again.
                     reader.rewind();
                     let pause = Duration::from_millis(100 * 2u64.pow(failures.min(5)));
@@ -133,56 +173,24 @@ impl Partition {
             }
             if last_maintenance.elapsed() >= MAINTENANCE_EVERY {
                 last_maintenance = Instant::now();
-                if let Err(e) = maintain(&mut self.conn, &self.raw).await {
+                if let Err(e) = maintain(&mut self.conn, &self.keys.raw).await {
                     tracing::debug!(error = %e, "stream upkeep failed");
                 }
             }
         }
     }
 
-    async fn process(&mut self, batch: ReadBatch) -> Result<(), StreamError> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        let mut letters = Vec::new();
-        let mut acked = batch.vanished.clone();
-        let mut outputs = 0usize;
-        for entry in batch.entries {
-            match serde_json::from_slice::<RawEvent>(&entry.payload) {
-                Ok(raw) => {
-                    for record in enrich(&raw) {
-                        let payload = serde_json::to_vec(&record).unwrap_or_default();
-                        pipe.cmd("XADD")
-                            .arg(&self.enriched)
-                            .arg("*")
-                            .arg(PAYLOAD_FIELD)
-                            .arg(payload)
-                            .ignore();
-                        outputs += 1;
-                    }
-                    acked.push(entry.id);
-                }
-                Err(e) => letters.push(DeadLetter {
-                    reason: format!("cannot decode raw event: {e}"),
-                    entry,
-                }),
-            }
-        }
-        if !acked.is_empty() {
-            pipe.cmd("XACK")
-                .arg(&self.raw)
-                .arg(GROUP)
-                .arg(&acked)
-                .ignore();
-        }
-        let _: () = pipe.query_async(&mut self.conn).await?;
-        dead_letter(&mut self.conn, &self.raw, &self.dead, GROUP, &letters).await?;
-        metrics::counter!("analytics_enricher_events_total").increment(acked.len() as u64);
-        metrics::counter!("analytics_enricher_records_total").increment(outputs as u64);
-        if batch.redelivered {
-            metrics::counter!("analytics_enricher_redelivered_total").increment(acked.len() as u64);
+    async fn process(&mut self, batch: analytics_streams::ReadBatch) -> Result<(), ProcessError> {
+        let redelivered = batch.redelivered;
+        let started = Instant::now();
+        let outcome = process::process(&self.shared, &self.keys, &mut self.conn, batch).await?;
+        metrics::histogram!("analytics_enricher_batch_seconds")
+            .record(started.elapsed().as_secs_f64());
+        metrics::counter!("analytics_enricher_events_total").increment(outcome.stored);
+        metrics::counter!("analytics_enricher_duplicates_total").increment(outcome.duplicates);
+        metrics::counter!("analytics_enricher_bots_dropped_total").increment(outcome.dropped_bots);
+        if redelivered {
+            metrics::counter!("analytics_enricher_redelivered_batches_total").increment(1);
         }
         Ok(())
     }

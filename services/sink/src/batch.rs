@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use analytics_config::Config;
 use analytics_enrich::Record;
-use analytics_store::{EventRow, InsertRow, ProfileRow, Store, StoreError};
+use analytics_store::{AliasRow, EventRow, InsertRow, ProfileRow, Store, StoreError};
 use analytics_streams::{
     ClaimPolicy, DeadLetter, Entry, GroupReader, ReadBatch, StreamError, ack, claim_stale,
     dead_letter, maintain, touch,
@@ -23,6 +23,7 @@ struct Buffer {
     ids: Vec<String>,
     events: Vec<(Entry, EventRow)>,
     profiles: Vec<(Entry, ProfileRow)>,
+    aliases: Vec<(Entry, AliasRow)>,
     /// Some rows may already be in ClickHouse: check before inserting.
     maybe_stored: bool,
     oldest: Option<Instant>,
@@ -32,7 +33,7 @@ struct Buffer {
 
 impl Buffer {
     fn rows(&self) -> usize {
-        self.events.len() + self.profiles.len()
+        self.events.len() + self.profiles.len() + self.aliases.len()
     }
 }
 
@@ -141,6 +142,7 @@ impl Partition {
             match serde_json::from_slice::<Record>(&entry.payload) {
                 Ok(Record::Events(row)) => self.buffer.events.push((entry, row)),
                 Ok(Record::Profiles(row)) => self.buffer.profiles.push((entry, row)),
+                Ok(Record::ProfileAliases(row)) => self.buffer.aliases.push((entry, row)),
                 Err(e) => self.buffer.letters.push(DeadLetter {
                     reason: format!("cannot decode enriched record: {e}"),
                     entry,
@@ -163,11 +165,20 @@ impl Partition {
         let mut letters = buffer.letters;
         let mut events = buffer.events;
         let mut profiles = buffer.profiles;
+        let mut aliases = buffer.aliases;
         let mut maybe_stored = buffer.maybe_stored;
         let mut failures = 0u32;
         loop {
             match self
-                .write(&mut events, &mut profiles, maybe_stored, &mut letters)
+                .write(
+                    Pending {
+                        events: &mut events,
+                        profiles: &mut profiles,
+                        aliases: &mut aliases,
+                    },
+                    maybe_stored,
+                    &mut letters,
+                )
                 .await
             {
                 Ok(()) => break,
@@ -226,11 +237,15 @@ impl Partition {
     /// as soon as they are stored, so a retry never repeats them.
     async fn write(
         &mut self,
-        events: &mut Vec<(Entry, EventRow)>,
-        profiles: &mut Vec<(Entry, ProfileRow)>,
+        pending: Pending<'_>,
         maybe_stored: bool,
         letters: &mut Vec<DeadLetter>,
     ) -> Result<(), StoreError> {
+        let Pending {
+            events,
+            profiles,
+            aliases,
+        } = pending;
         if maybe_stored && !events.is_empty() {
             let rows: Vec<EventRow> = events.iter().map(|(_, r)| r.clone()).collect();
             let existing = self.store.existing_event_ids(&rows).await?;
@@ -241,8 +256,17 @@ impl Partition {
         }
         insert_all(&self.store, "events", events, letters).await?;
         insert_all(&self.store, "profiles", profiles, letters).await?;
+        insert_all(&self.store, "profile_aliases", aliases, letters).await?;
         Ok(())
     }
+}
+
+/// What is left to insert of a batch, per table. Profile versions and
+/// aliases are idempotent (ReplacingMergeTree), events are checked.
+struct Pending<'a> {
+    events: &'a mut Vec<(Entry, EventRow)>,
+    profiles: &'a mut Vec<(Entry, ProfileRow)>,
+    aliases: &'a mut Vec<(Entry, AliasRow)>,
 }
 
 /// Inserts `rows` as one batch. When ClickHouse refuses the batch itself

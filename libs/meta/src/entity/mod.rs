@@ -2,4 +2,5 @@
 
 pub mod client;
 pub mod project;
+pub mod project_setting;
 pub mod salt;

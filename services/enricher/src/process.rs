@@ -1,0 +1,519 @@
+//! One batch of raw entries → identities, sessions, profile changes and
+//! rows, committed atomically with the batch's acknowledgement.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use analytics_enrich::{Enrichment, Identity, ProfileState, Record, UserAgent, profile_row};
+use analytics_event::{EventKind, RawEvent};
+use analytics_meta::Meta;
+use analytics_store::AliasRow;
+use analytics_streams::{DeadLetter, ReadBatch, StreamError, dead_letter};
+use redis::Value;
+use redis::aio::ConnectionManager;
+use serde_json::Value as Json;
+use sha2::{Digest, Sha256};
+
+use crate::keys::Keys;
+use crate::scripts::Scripts;
+use crate::{GROUP, Settings};
+
+/// How long a device stays linked to the profile that identified it.
+const DEVICE_PROFILE_TTL_S: u64 = 30 * 24 * 3600;
+const BOT_POLICY_TTL: Duration = Duration::from_secs(30);
+
+/// What every partition task of one process shares.
+pub struct Shared {
+    pub enrichment: Enrichment,
+    pub meta: Meta,
+    pub settings: Settings,
+    pub scripts: tokio::sync::RwLock<Scripts>,
+    bot_policy: Mutex<HashMap<String, (Instant, bool)>>,
+}
+
+impl Shared {
+    pub fn new(enrichment: Enrichment, meta: Meta, settings: Settings, scripts: Scripts) -> Self {
+        Shared {
+            enrichment,
+            meta,
+            settings,
+            scripts: tokio::sync::RwLock::new(scripts),
+            bot_policy: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn drops_bots(&self, project: &str) -> bool {
+        if let Some((at, drop)) = self
+            .bot_policy
+            .lock()
+            .ok()
+            .and_then(|c| c.get(project).copied())
+            && at.elapsed() < BOT_POLICY_TTL
+        {
+            return drop;
+        }
+        let drop = match self.meta.drop_bots(project).await {
+            Ok(drop) => drop,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read bot policy; keeping bot events");
+                false
+            }
+        };
+        if let Ok(mut cache) = self.bot_policy.lock() {
+            cache.insert(project.to_owned(), (Instant::now(), drop));
+        }
+        drop
+    }
+}
+
+/// One raw entry on its way through the batch.
+struct Item {
+    entry_id: String,
+    raw: RawEvent,
+    ua: UserAgent,
+    identity: Identity,
+    records: Vec<Record>,
+}
+
+/// Counts of a committed batch.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub stored: u64,
+    pub duplicates: u64,
+    pub dropped_bots: u64,
+}
+
+/// Why a batch could not be committed; it stays pending and is retried.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error(transparent)]
+    Stream(#[from] StreamError),
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("unexpected reply from redis: {0}")]
+    Reply(String),
+}
+
+impl ProcessError {
+    /// Redis forgot the scripts (it restarted): load them and retry.
+    pub fn is_noscript(&self) -> bool {
+        match self {
+            ProcessError::Redis(e) => e.code() == Some("NOSCRIPT"),
+            ProcessError::Stream(StreamError::Redis(e)) => e.code() == Some("NOSCRIPT"),
+            _ => false,
+        }
+    }
+}
+
+fn reply<T: redis::FromRedisValue>(value: Option<Value>) -> Result<T, ProcessError> {
+    let value = value.ok_or_else(|| ProcessError::Reply("missing reply".into()))?;
+    redis::from_redis_value(value).map_err(|e| ProcessError::Reply(e.to_string()))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Processes and commits one batch of `keys.raw`.
+pub async fn process(
+    shared: &Shared,
+    keys: &Keys,
+    conn: &mut ConnectionManager,
+    batch: ReadBatch,
+) -> Result<Outcome, ProcessError> {
+    let mut outcome = Outcome::default();
+    let mut letters = Vec::new();
+    let mut items = Vec::with_capacity(batch.entries.len());
+    let mut dropped: Vec<String> = batch.vanished;
+    for entry in batch.entries {
+        match serde_json::from_slice::<RawEvent>(&entry.payload) {
+            Ok(raw) => {
+                let ua = shared.enrichment.user_agent(&raw);
+                if ua.is_bot() && shared.drops_bots(&raw.project_id).await {
+                    outcome.dropped_bots += 1;
+                    dropped.push(entry.id);
+                    continue;
+                }
+                items.push(Item {
+                    entry_id: entry.id,
+                    identity: Identity {
+                        device_id: raw.device_id.clone(),
+                        profile_id: raw.profile_id.clone(),
+                        session_id: raw.session_id.clone(),
+                    },
+                    raw,
+                    ua,
+                    records: Vec::new(),
+                });
+            }
+            Err(e) => letters.push(DeadLetter {
+                reason: format!("cannot decode raw event: {e}"),
+                entry,
+            }),
+        }
+    }
+    resolve_identities(keys, conn, &mut items).await?;
+    apply_state(shared, keys, conn, &mut items).await?;
+    for item in &mut items {
+        let row = shared
+            .enrichment
+            .event_row(&item.raw, &item.ua, &item.identity);
+        item.records.insert(0, Record::Events(row));
+    }
+    let (stored, duplicates) = commit(shared, keys, conn, &items, &dropped).await?;
+    outcome.stored = stored;
+    outcome.duplicates = duplicates;
+    dead_letter(conn, &keys.raw, &keys.dead, GROUP, &letters).await?;
+    Ok(outcome)
+}
+
+/// Profiles behind aliases, profiles of identified devices, and devices
+/// that carry over from yesterday's salt: read in one round trip.
+async fn resolve_identities(
+    keys: &Keys,
+    conn: &mut ConnectionManager,
+    items: &mut [Item],
+) -> Result<(), ProcessError> {
+    let mut pipe = redis::pipe();
+    for item in items.iter() {
+        let raw = &item.raw;
+        if raw.profile_id.is_empty() {
+            pipe.cmd("GET")
+                .arg(keys.device_profile(&raw.project_id, &raw.device_id));
+        } else {
+            pipe.cmd("GET")
+                .arg(keys.alias(&raw.project_id, &raw.profile_id));
+        }
+        if !raw.previous_device_id.is_empty() {
+            pipe.cmd("EXISTS")
+                .arg(keys.session(&raw.project_id, &raw.previous_device_id));
+        }
+    }
+    if items.is_empty() {
+        return Ok(());
+    }
+    let mut replies = pipe.query_async::<Vec<Value>>(conn).await?.into_iter();
+    for item in items.iter_mut() {
+        let found: Option<String> = reply(replies.next())?;
+        if let Some(profile) = found {
+            item.identity.profile_id = profile;
+        }
+        if !item.raw.previous_device_id.is_empty() {
+            let open: bool = reply(replies.next())?;
+            // A visit that started before midnight keeps yesterday's device id.
+            if open {
+                item.identity.device_id = item.raw.previous_device_id.clone();
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sessions, device → profile links and profile operations, in one round trip.
+async fn apply_state(
+    shared: &Shared,
+    keys: &Keys,
+    conn: &mut ConnectionManager,
+    items: &mut [Item],
+) -> Result<(), ProcessError> {
+    let settings = &shared.settings;
+    let scripts = shared.scripts.read().await.clone();
+    let mut pipe = redis::pipe();
+    let mut expects = Vec::with_capacity(items.len());
+    for item in items.iter() {
+        let (raw, identity) = (&item.raw, &item.identity);
+        let project = raw.project_id.as_str();
+        let opens_session =
+            raw.kind == EventKind::Track && !item.ua.is_bot() && identity.session_id.is_empty();
+        if opens_session {
+            let at = analytics_enrich::event_time_ms(raw);
+            pipe.cmd("EVALSHA")
+                .arg(&scripts.session)
+                .arg(1)
+                .arg(keys.session(project, &identity.device_id))
+                .arg(at)
+                .arg(settings.session_timeout_ms)
+                .arg(settings.session_grace_ms)
+                .arg(session_id(project, &identity.device_id, at))
+                .arg(settings.session_timeout_ms + settings.session_grace_ms + 60_000);
+        }
+        if !identity.profile_id.is_empty() && !item.ua.is_bot() {
+            pipe.cmd("SET")
+                .arg(keys.device_profile(project, &identity.device_id))
+                .arg(&identity.profile_id)
+                .arg("EX")
+                .arg(DEVICE_PROFILE_TTL_S)
+                .ignore();
+        }
+        let profile_op = profile_operation(raw);
+        if let Some(args) = &profile_op {
+            let (hash, applied) = keys.profile(project, &identity.profile_id);
+            pipe.cmd("EVALSHA")
+                .arg(&scripts.profile)
+                .arg(2)
+                .arg(hash)
+                .arg(applied)
+                .arg(&raw.id)
+                .arg(args);
+        }
+        if let (EventKind::Alias, Some(alias)) = (raw.kind, &raw.alias) {
+            pipe.cmd("SET")
+                .arg(keys.alias(project, alias))
+                .arg(&identity.profile_id)
+                .ignore();
+        }
+        expects.push((opens_session, profile_op.is_some()));
+    }
+    if items.is_empty() {
+        return Ok(());
+    }
+    let mut replies = pipe.query_async::<Vec<Value>>(conn).await?.into_iter();
+    for (item, (opens_session, changes_profile)) in items.iter_mut().zip(expects) {
+        if opens_session {
+            item.identity.session_id = reply(replies.next())?;
+        }
+        let raw = &item.raw;
+        if changes_profile {
+            let pairs: Vec<(String, String)> = reply(replies.next())?;
+            let state = ProfileState::from_hash(pairs);
+            item.records.push(Record::Profiles(profile_row(
+                &raw.project_id,
+                &item.identity.profile_id,
+                &state,
+            )));
+        }
+        if let (EventKind::Alias, Some(alias)) = (raw.kind, &raw.alias) {
+            item.records.push(Record::ProfileAliases(AliasRow {
+                project_id: raw.project_id.clone(),
+                alias: alias.clone(),
+                profile_id: item.identity.profile_id.clone(),
+                created_at: (raw.received_at_ms / 1000).max(0) as u32,
+            }));
+        }
+    }
+    Ok(())
+}
+
+/// A new session's id: derived from device and first event time, so a
+/// redelivered batch that starts the same session names it the same.
+fn session_id(project: &str, device: &str, at_ms: i64) -> String {
+    let digest = Sha256::new()
+        .chain_update(project)
+        .chain_update([0])
+        .chain_update(device)
+        .chain_update([0])
+        .chain_update(at_ms.to_be_bytes())
+        .finalize();
+    hex::encode(&digest[..16])
+}
+
+/// The profile script's arguments after the event id, for profile events.
+fn profile_operation(raw: &RawEvent) -> Option<Vec<String>> {
+    let time = raw.received_at_ms.to_string();
+    match raw.kind {
+        EventKind::Identify => {
+            let mut args = vec!["set".to_owned(), time];
+            for (key, value) in &raw.traits {
+                let field = match key.as_str() {
+                    "firstName" => "fn".to_owned(),
+                    "lastName" => "ln".to_owned(),
+                    "email" => "em".to_owned(),
+                    "avatar" => "av".to_owned(),
+                    other => format!("p:{other}"),
+                };
+                let text = match (field.starts_with("p:"), value) {
+                    (false, Json::String(s)) => s.clone(),
+                    _ => value.to_string(),
+                };
+                args.extend([field, text]);
+            }
+            for (key, value) in &raw.properties {
+                args.extend([format!("p:{key}"), value.to_string()]);
+            }
+            Some(args)
+        }
+        EventKind::Increment | EventKind::Decrement => {
+            let amount = raw.value.unwrap_or(1.0);
+            let signed = if raw.kind == EventKind::Decrement {
+                -amount
+            } else {
+                amount
+            };
+            let property = raw.property.clone().unwrap_or_default();
+            Some(vec![
+                "add".to_owned(),
+                time,
+                format!("p:{property}"),
+                signed.to_string(),
+            ])
+        }
+        EventKind::Track | EventKind::Alias => None,
+    }
+}
+
+/// The key under which an event is remembered for dedupe, and for events
+/// without a client id the key of the same content one second earlier.
+fn dedupe_keys(raw: &RawEvent) -> (String, String) {
+    let hash = |parts: &[&[u8]]| {
+        let mut h = Sha256::new();
+        for part in parts {
+            h.update(part);
+            h.update([0]);
+        }
+        hex::encode(&h.finalize()[..12])
+    };
+    if raw.id_from_client {
+        return (
+            hash(&[b"id", raw.project_id.as_bytes(), raw.id.as_bytes()]),
+            String::new(),
+        );
+    }
+    let content = serde_json::to_vec(&(
+        &raw.kind,
+        &raw.name,
+        &raw.device_id,
+        &raw.profile_id,
+        &raw.properties,
+        &raw.traits,
+        &raw.property,
+        &raw.value,
+        &raw.alias,
+        &raw.client_time_ms,
+    ))
+    .unwrap_or_default();
+    let second = raw.received_at_ms / 1000;
+    let key = |s: i64| {
+        hash(&[
+            b"content",
+            raw.project_id.as_bytes(),
+            raw.ip.as_bytes(),
+            raw.user_agent.as_bytes(),
+            &content,
+            &s.to_be_bytes(),
+        ])
+    };
+    (key(second), key(second - 1))
+}
+
+async fn commit(
+    shared: &Shared,
+    keys: &Keys,
+    conn: &mut ConnectionManager,
+    items: &[Item],
+    dropped: &[String],
+) -> Result<(u64, u64), ProcessError> {
+    if items.is_empty() && dropped.is_empty() {
+        return Ok((0, 0));
+    }
+    let window = shared.settings.dedupe_window_ms;
+    let bucket_ms = (window / 6).max(1);
+    let buckets = keys.dedupe_buckets(now_ms().max(0) as u64 / bucket_ms, 7);
+    let scripts = shared.scripts.read().await.clone();
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(&scripts.commit)
+        .arg(2 + buckets.len())
+        .arg(&keys.raw)
+        .arg(&keys.enriched)
+        .arg(&buckets)
+        .arg(GROUP)
+        .arg(window + bucket_ms);
+    for item in items {
+        let (key, alt) = dedupe_keys(&item.raw);
+        cmd.arg(&item.entry_id)
+            .arg(key)
+            .arg(alt)
+            .arg(item.records.len());
+        for record in &item.records {
+            cmd.arg(serde_json::to_vec(record).unwrap_or_default());
+        }
+    }
+    // Dropped entries (bots, vanished) are only acknowledged: no records, a
+    // key that cannot collide with a real one.
+    for id in dropped {
+        cmd.arg(id).arg(format!("dropped:{id}")).arg("").arg(0);
+    }
+    let (stored, duplicates): (u64, u64) = cmd.query_async(conn).await?;
+    Ok((stored.saturating_sub(dropped.len() as u64), duplicates))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw() -> RawEvent {
+        serde_json::from_value(serde_json::json!({
+            "id": "e1", "project_id": "p", "kind": "track", "name": "a", "device_id": "d",
+            "received_at_ms": 1_767_607_200_500i64, "ip": "1.2.3.4", "user_agent": "ua"
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn client_ids_dedupe_on_the_id_alone() {
+        let mut a = raw();
+        a.id_from_client = true;
+        let mut b = a.clone();
+        b.received_at_ms += 1_800_000;
+        b.properties.insert("x".into(), 1.into());
+        assert_eq!(dedupe_keys(&a), dedupe_keys(&b));
+        assert_eq!(dedupe_keys(&a).1, "");
+        b.id = "e2".into();
+        assert_ne!(dedupe_keys(&a).0, dedupe_keys(&b).0);
+    }
+
+    #[test]
+    fn identical_content_within_a_second_shares_a_key() {
+        let a = raw();
+        let mut b = a.clone();
+        b.id = "server-assigned-2".into();
+        b.received_at_ms += 700; // next second
+        let (ka, _) = dedupe_keys(&a);
+        let (kb, alt_b) = dedupe_keys(&b);
+        assert_ne!(ka, kb);
+        assert_eq!(ka, alt_b, "the later event must find the earlier one");
+        let mut c = a.clone();
+        c.ip = "5.6.7.8".into();
+        assert_ne!(dedupe_keys(&c).0, ka);
+        let mut d = a.clone();
+        d.received_at_ms += 2_000;
+        assert_ne!(dedupe_keys(&d).1, ka);
+    }
+
+    #[test]
+    fn profile_operations_map_traits_and_amounts() {
+        let mut r = raw();
+        r.kind = EventKind::Decrement;
+        r.property = Some("credits".into());
+        r.value = Some(2.5);
+        assert_eq!(
+            profile_operation(&r).unwrap()[1..],
+            [
+                "1767607200500".to_owned(),
+                "p:credits".into(),
+                "-2.5".into()
+            ]
+        );
+        r.kind = EventKind::Identify;
+        r.traits = serde_json::json!({"firstName": "Ada", "plan": "pro"})
+            .as_object()
+            .cloned()
+            .unwrap();
+        let args = profile_operation(&r).unwrap();
+        assert_eq!(args[0], "set");
+        assert!(args.windows(2).any(|w| w == ["fn", "Ada"]));
+        assert!(args.windows(2).any(|w| w == ["p:plan", "\"pro\""]));
+        r.kind = EventKind::Track;
+        assert!(profile_operation(&r).is_none());
+    }
+
+    #[test]
+    fn session_ids_are_deterministic() {
+        assert_eq!(session_id("p", "d", 5), session_id("p", "d", 5));
+        assert_ne!(session_id("p", "d", 5), session_id("p", "d", 6));
+        assert_eq!(session_id("p", "d", 5).len(), 32);
+    }
+}
