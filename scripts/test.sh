@@ -31,6 +31,10 @@ if [ ! -d "$sdk_dir/node_modules/@openpanel/sdk" ]; then
   (cd "$sdk_dir" && npm init -y >/dev/null && npm install --no-audit --no-fund @openpanel/sdk@1 >/dev/null)
 fi
 
+# uap-core's user-agent rules, for the user-agent tests.
+fetch_npm_files uap-core "$CARGO_TARGET_DIR/uap-core" regexes.yaml
+
+export TEST_UA_REGEXES="$CARGO_TARGET_DIR/uap-core/regexes.yaml"
 export TEST_REDIS_URL="redis://127.0.0.1:$redis_port"
 export TEST_CLICKHOUSE_URL="http://127.0.0.1:$ch_http"
 export TEST_SDK_NODE_PATH="$sdk_dir/node_modules"
