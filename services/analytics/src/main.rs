@@ -63,6 +63,13 @@ enum ProjectCommand {
         #[arg(long = "origin")]
         origins: Vec<String>,
     },
+    /// Keep crawler traffic (tagged `device = 'bot'`, the default) or drop it.
+    Bots {
+        #[arg(long)]
+        project: String,
+        #[arg(long, value_parser = ["keep", "drop"])]
+        policy: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -105,6 +112,16 @@ async fn run(command: Command, config: Arc<Config>) -> Result<()> {
             let project = meta.create_project(&name, &origins).await?;
             let out = serde_json::json!({"id": project.id, "name": project.name, "origins": project.allowed_origins});
             println!("{out}");
+            Ok(())
+        }
+        Command::Project(ProjectCommand::Bots { project, policy }) => {
+            let meta = open_meta(&config).await?;
+            meta.migrate().await?;
+            meta.set_drop_bots(&project, policy == "drop").await?;
+            println!(
+                "{}",
+                serde_json::json!({"project": project, "bots": policy})
+            );
             Ok(())
         }
         Command::Client(ClientCommand::Create { project, kind }) => {

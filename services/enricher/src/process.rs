@@ -193,7 +193,7 @@ async fn resolve_identities(
                 .arg(keys.session(&raw.project_id, &raw.previous_device_id));
         }
     }
-    if items.is_empty() {
+    if pipe.cmd_iter().next().is_none() {
         return Ok(());
     }
     let mut replies = pipe.query_async::<Vec<Value>>(conn).await?.into_iter();
@@ -268,7 +268,8 @@ async fn apply_state(
         }
         expects.push((opens_session, profile_op.is_some()));
     }
-    if items.is_empty() {
+    // An empty pipeline gets no reply from redis-rs; skip the round trip.
+    if pipe.cmd_iter().next().is_none() {
         return Ok(());
     }
     let mut replies = pipe.query_async::<Vec<Value>>(conn).await?.into_iter();

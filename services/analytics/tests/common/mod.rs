@@ -81,6 +81,9 @@ impl Setup {
             .env("ANALYTICS_CLICKHOUSE_URL", &self.clickhouse_url)
             .env("ANALYTICS_CLICKHOUSE_DATABASE", &self.name)
             .env("ANALYTICS_SINK_MAX_AGE_MS", "200");
+        if let Ok(rules) = std::env::var("TEST_UA_REGEXES") {
+            cmd.env("ANALYTICS_UA_REGEXES", rules);
+        }
         for (k, v) in &self.extra {
             cmd.env(k, v);
         }
