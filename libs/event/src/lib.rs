@@ -13,5 +13,5 @@ mod time;
 mod validate;
 
 pub use raw::{EventKind, RawEvent};
-pub use time::{format_rfc3339_millis, parse_timestamp};
+pub use time::{format_rfc3339_millis, now_ms, parse_timestamp};
 pub use validate::{Incoming, Limits, Route, ValidationError, max_json_depth, validate};

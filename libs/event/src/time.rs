@@ -24,6 +24,14 @@ pub fn parse_timestamp(value: &Value) -> Option<i64> {
     (0..=MAX_MS).contains(&ms).then_some(ms)
 }
 
+/// The system clock in epoch milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 /// `2026-01-05T10:00:00.123Z`.
 pub fn format_rfc3339_millis(ms: i64) -> String {
     let t = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)

@@ -234,25 +234,21 @@ fn payload(kind: EventKind, value: &Value, prefix: &str) -> Result<Incoming, Val
         value: None,
         alias: None,
     };
-    if incoming.client_time_ms.is_none()
-        && let Some(ts) = properties.get("__timestamp")
-    {
-        incoming.client_time_ms = Some(parse_timestamp(ts).ok_or_else(|| {
-            ValidationError::new(
-                "must be an RFC 3339 date-time or epoch milliseconds",
-                Some(&format!("{prefix}properties.__timestamp")),
-            )
-        })?);
-    }
-    if incoming.client_sent_at_ms.is_none()
-        && let Some(ts) = properties.get("__sentAt")
-    {
-        incoming.client_sent_at_ms = Some(parse_timestamp(ts).ok_or_else(|| {
-            ValidationError::new(
-                "must be an RFC 3339 date-time or epoch milliseconds",
-                Some(&format!("{prefix}properties.__sentAt")),
-            )
-        })?);
+    // The SDKs may put times in properties instead of the payload.
+    for (slot, key) in [
+        (&mut incoming.client_time_ms, "__timestamp"),
+        (&mut incoming.client_sent_at_ms, "__sentAt"),
+    ] {
+        if slot.is_none()
+            && let Some(ts) = properties.get(key)
+        {
+            *slot = Some(parse_timestamp(ts).ok_or_else(|| {
+                ValidationError::new(
+                    "must be an RFC 3339 date-time or epoch milliseconds",
+                    Some(&format!("{prefix}properties.{key}")),
+                )
+            })?);
+        }
     }
     properties.remove("__timestamp");
     properties.remove("__sentAt");

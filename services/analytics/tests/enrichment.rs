@@ -100,30 +100,15 @@ fn a_device_keeps_its_session_for_30_minutes_of_activity() {
 fn two_enrichers_give_the_same_sessions_as_one() {
     let setup = Setup::new("twoenrich");
     setup.admin(&["migrate"]);
-    let project = setup.admin(&["project", "create", "--name", "Two"]);
-    let project_id = project["id"].as_str().unwrap().to_owned();
-    let client_json = setup.admin(&[
-        "client",
-        "create",
-        "--project",
-        &project_id,
-        "--type",
-        "write",
-    ]);
+    let creds = setup.create_client("Two");
     let _edge = setup.spawn(&["edge"]);
     let mut members = Vec::new();
     for (stage, name) in [("enrich", "e1"), ("enrich", "e2"), ("sink", "s1")] {
-        let mut m = setup.clone().with("ANALYTICS_CONSUMER_NAME", name);
-        m.port = free_port();
-        members.push(m.spawn(&[stage]));
+        members.push(setup.member(name).spawn(&[stage]));
     }
     let client = Client {
         port: setup.port,
-        creds: Credentials {
-            project_id,
-            id: client_json["id"].as_str().unwrap().into(),
-            secret: client_json["secret"].as_str().unwrap().into(),
-        },
+        creds,
     };
     // 20 devices, each: 5 events a minute apart, 40 minutes of silence, 3 more.
     let t0 = base_ms() - 3_600_000;

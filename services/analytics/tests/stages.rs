@@ -7,32 +7,6 @@ use std::time::Duration;
 
 use common::*;
 
-/// Project and write client created with the admin commands.
-fn credentials(setup: &Setup) -> Credentials {
-    let project = setup.admin(&["project", "create", "--name", "Stages"]);
-    let project_id = project["id"].as_str().unwrap().to_owned();
-    let client = setup.admin(&[
-        "client",
-        "create",
-        "--project",
-        &project_id,
-        "--type",
-        "write",
-    ]);
-    Credentials {
-        project_id,
-        id: client["id"].as_str().unwrap().into(),
-        secret: client["secret"].as_str().unwrap().into(),
-    }
-}
-
-/// The same pipeline settings for another process: its own port and consumer name.
-fn member(setup: &Setup, consumer: &str) -> Setup {
-    let mut other = setup.clone().with("ANALYTICS_CONSUMER_NAME", consumer);
-    other.port = free_port();
-    other
-}
-
 fn send(setup: &Setup, creds: &Credentials, n: u32) {
     let mut conn = Conn::open(setup.port).unwrap();
     for i in 0..n {
@@ -73,7 +47,7 @@ fn redis(setup: &Setup) -> redis::Connection {
 fn two_enrichers_and_two_sinks_share_the_work() {
     let setup = Setup::new("share");
     setup.admin(&["migrate"]);
-    let creds = credentials(&setup);
+    let creds = setup.create_client("Stages");
     let _edge = setup.spawn(&["edge"]);
     let members: Vec<(Setup, Proc)> = [
         ("enrich", "e1"),
@@ -83,7 +57,7 @@ fn two_enrichers_and_two_sinks_share_the_work() {
     ]
     .into_iter()
     .map(|(stage, name)| {
-        let m = member(&setup, name);
+        let m = setup.member(name);
         let p = m.spawn(&[stage]);
         (m, p)
     })
@@ -114,12 +88,12 @@ fn a_dead_sinks_entries_are_taken_over() {
         .with("ANALYTICS_SINK_CLAIM_IDLE_MS", "2000")
         .with("ANALYTICS_SINK_MAX_BACKOFF_MS", "200");
     setup.admin(&["migrate"]);
-    let creds = credentials(&setup);
+    let creds = setup.create_client("Stages");
     let _edge = setup.spawn(&["edge"]);
-    let enricher = member(&setup, "e1");
+    let enricher = setup.member("e1");
     let _enricher = enricher.spawn(&["enrich"]);
     // This sink reads entries but can never store them: its ClickHouse is unreachable.
-    let mut stuck = member(&setup, "stuck");
+    let mut stuck = setup.member("stuck");
     stuck.clickhouse_url = format!("http://127.0.0.1:{}", free_port());
     let mut stuck_proc = stuck.spawn(&["sink"]);
     send(&setup, &creds, 300);
@@ -144,7 +118,7 @@ fn a_dead_sinks_entries_are_taken_over() {
     stuck_proc.0.wait().unwrap();
     let abandoned = pending(&mut conn);
     assert!(abandoned > 0);
-    let rescuer = member(&setup, "rescuer");
+    let rescuer = setup.member("rescuer");
     let _rescuer = rescuer.spawn(&["sink"]);
     wait_until(Duration::from_secs(60), || {
         stored(&setup, &creds) == "300\t300"

@@ -4,7 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use analytics_enrich::cookieless_device_id;
-use analytics_event::{EventKind, Incoming, Limits, RawEvent, Route, validate};
+use analytics_event::{EventKind, Incoming, Limits, RawEvent, Route, now_ms, validate};
 use analytics_http::{Body, json};
 use analytics_streams::partition_for;
 use http_body_util::{BodyExt, Limited};
@@ -65,13 +65,6 @@ fn header_str(headers: &HeaderMap, name: &str, max: usize) -> String {
         .and_then(|v| v.to_str().ok())
         .map(|v| v.chars().take(max).collect())
         .unwrap_or_default()
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 fn utc_day(ms: i64) -> String {

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use analytics_enrich::{Enrichment, Identity, ProfileState, Record, UserAgent, profile_row};
-use analytics_event::{EventKind, RawEvent};
+use analytics_event::{EventKind, RawEvent, now_ms};
 use analytics_meta::Meta;
 use analytics_store::AliasRow;
 use analytics_streams::{DeadLetter, ReadBatch, StreamError, dead_letter};
@@ -109,13 +109,6 @@ impl ProcessError {
 fn reply<T: redis::FromRedisValue>(value: Option<Value>) -> Result<T, ProcessError> {
     let value = value.ok_or_else(|| ProcessError::Reply("missing reply".into()))?;
     redis::from_redis_value(value).map_err(|e| ProcessError::Reply(e.to_string()))
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// Processes and commits one batch of `keys.raw`.

@@ -118,6 +118,32 @@ impl Setup {
         proc
     }
 
+    /// A new project and write client, made with the admin commands.
+    pub fn create_client(&self, project_name: &str) -> Credentials {
+        let project = self.admin(&["project", "create", "--name", project_name]);
+        let project_id = project["id"].as_str().unwrap().to_owned();
+        let client = self.admin(&[
+            "client",
+            "create",
+            "--project",
+            &project_id,
+            "--type",
+            "write",
+        ]);
+        Credentials {
+            project_id,
+            id: client["id"].as_str().unwrap().into(),
+            secret: client["secret"].as_str().unwrap().into(),
+        }
+    }
+
+    /// Another process of the same pipeline: its own port and consumer name.
+    pub fn member(&self, consumer: &str) -> Setup {
+        let mut other = self.clone().with("ANALYTICS_CONSUMER_NAME", consumer);
+        other.port = free_port();
+        other
+    }
+
     pub fn bootstrap(&self) -> Credentials {
         let text = std::fs::read_to_string(self.data_dir.join("bootstrap.json")).unwrap();
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
