@@ -12,28 +12,71 @@ pub struct ReferrerClass {
 
 /// Known sources: a host suffix, its display name and type.
 const KNOWN: &[(&str, &str, &str)] = &[
+    // Search engines, global and regional.
     ("google.", "Google", "search"),
     ("bing.com", "Bing", "search"),
     ("duckduckgo.com", "DuckDuckGo", "search"),
     ("search.yahoo.com", "Yahoo", "search"),
+    ("search.yahoo.co.jp", "Yahoo Japan", "search"),
     ("yandex.", "Yandex", "search"),
+    ("ya.ru", "Yandex", "search"),
     ("baidu.com", "Baidu", "search"),
     ("naver.com", "Naver", "search"),
+    ("daum.net", "Daum", "search"),
+    ("sogou.com", "Sogou", "search"),
+    ("so.com", "360 Search", "search"),
+    ("seznam.cz", "Seznam", "search"),
     ("ecosia.org", "Ecosia", "search"),
+    ("qwant.com", "Qwant", "search"),
+    ("startpage.com", "Startpage", "search"),
+    ("search.brave.com", "Brave Search", "search"),
+    ("ask.com", "Ask", "search"),
+    ("aol.com", "AOL", "search"),
+    ("perplexity.ai", "Perplexity", "search"),
+    ("chatgpt.com", "ChatGPT", "search"),
+    // Social networks and messengers.
     ("facebook.com", "Facebook", "social"),
+    ("fb.com", "Facebook", "social"),
+    ("m.me", "Messenger", "social"),
     ("instagram.com", "Instagram", "social"),
+    ("threads.net", "Threads", "social"),
     ("t.co", "Twitter", "social"),
     ("twitter.com", "Twitter", "social"),
     ("x.com", "Twitter", "social"),
     ("linkedin.com", "LinkedIn", "social"),
+    ("lnkd.in", "LinkedIn", "social"),
     ("reddit.com", "Reddit", "social"),
     ("youtube.com", "YouTube", "social"),
+    ("youtu.be", "YouTube", "social"),
     ("tiktok.com", "TikTok", "social"),
+    ("pinterest.", "Pinterest", "social"),
+    ("snapchat.com", "Snapchat", "social"),
     ("kakao.com", "Kakao", "social"),
+    ("kakaocorp.com", "Kakao", "social"),
+    ("band.us", "Naver Band", "social"),
+    ("blog.naver.com", "Naver Blog", "social"),
+    ("line.me", "LINE", "social"),
+    ("weibo.com", "Weibo", "social"),
     ("vk.com", "VK", "social"),
+    ("ok.ru", "Odnoklassniki", "social"),
+    ("whatsapp.com", "WhatsApp", "social"),
+    ("t.me", "Telegram", "social"),
+    ("discord.com", "Discord", "social"),
+    ("discord.gg", "Discord", "social"),
+    ("news.ycombinator.com", "Hacker News", "social"),
+    ("quora.com", "Quora", "social"),
+    ("tumblr.com", "Tumblr", "social"),
+    ("mastodon.social", "Mastodon", "social"),
+    ("bsky.app", "Bluesky", "social"),
+    // Webmail.
     ("mail.google.com", "Gmail", "email"),
     ("outlook.live.com", "Outlook", "email"),
+    ("outlook.office.com", "Outlook", "email"),
     ("mail.yahoo.com", "Yahoo Mail", "email"),
+    ("mail.naver.com", "Naver Mail", "email"),
+    ("mail.daum.net", "Daum Mail", "email"),
+    ("mail.yandex.ru", "Yandex Mail", "email"),
+    ("mail.proton.me", "Proton Mail", "email"),
 ];
 
 fn host_matches(host: &str, pattern: &str) -> bool {
@@ -59,10 +102,16 @@ pub fn classify_referrer(referrer: &str, own_origin: &str, page: &Page) -> Refer
         u.host_str()
             .map(|h| h.trim_start_matches("www.").to_ascii_lowercase())
     });
+    let emailed = page.utm("utm_medium").eq_ignore_ascii_case("email");
     let Some(host) = host else {
+        let kind = match (paid, emailed) {
+            (true, _) => "ad",
+            (_, true) => "email",
+            _ => "direct",
+        };
         return ReferrerClass {
             name: String::new(),
-            kind: if paid { "ad" } else { "direct" },
+            kind,
         };
     };
     let own_host = url::Url::parse(own_origin).ok().and_then(|u| {

@@ -89,6 +89,27 @@ fn referrer_types() {
     let page = parse_page("/x?gclid=abc");
     assert_eq!(classify_referrer("", "", &Page::default()).kind, "direct");
     assert_eq!(classify_referrer("", "", &page).kind, "ad");
+    let newsletter = parse_page("/x?utm_source=weekly&utm_medium=email");
+    assert_eq!(classify_referrer("", "", &newsletter).kind, "email");
+    for (url, name, kind) in [
+        ("https://www.baidu.com/s?wd=a", "Baidu", "search"),
+        ("https://yandex.ru/search/?text=a", "Yandex", "search"),
+        ("https://www.google.co.kr/", "Google", "search"),
+        (
+            "https://m.search.naver.com/search.naver?query=a",
+            "Naver",
+            "search",
+        ),
+        ("https://blog.naver.com/some/post", "Naver Blog", "social"),
+        ("https://story.kakao.com/x", "Kakao", "social"),
+        ("https://l.facebook.com/l.php?u=x", "Facebook", "social"),
+        ("https://www.linkedin.com/feed/", "LinkedIn", "social"),
+        ("https://outlook.live.com/mail/0/", "Outlook", "email"),
+        ("https://www.pinterest.co.uk/pin/1", "Pinterest", "social"),
+    ] {
+        let class = classify_referrer(url, "https://shop.example", &Page::default());
+        assert_eq!((class.name.as_str(), class.kind), (name, kind), "{url}");
+    }
     assert_eq!(
         classify_referrer(
             "https://shop.example/a",
