@@ -1,8 +1,16 @@
-//! The HTTP/1.1 server loop every stage shares, and JSON response helpers.
+//! HTTP plumbing every stage shares: the HTTP/1.1 server loop, JSON
+//! answers, the one mapping from errors to statuses, and client
+//! authentication against the metadata database.
 //!
 //! Connections are served by hyper with a header-read timeout; on shutdown
 //! the loop stops accepting, asks every open connection to finish its
 //! in-flight request, and waits for them.
+
+mod auth;
+mod error;
+
+pub use auth::{Authenticator, Caller};
+pub use error::ApiError;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -10,7 +18,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::server::conn::http1;
@@ -21,7 +30,22 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub type Body = Full<Bytes>;
+/// Error of a streamed response body (a failed upstream read); the
+/// connection is cut, since the status line is already sent.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Every response body: a whole buffer or a stream.
+pub type Body = BoxBody<Bytes, BodyError>;
+
+/// A body holding `bytes`.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+}
+
+/// An empty body.
+pub fn empty() -> Body {
+    full(Bytes::new())
+}
 
 /// Serves `handler` on `listener` until `shutdown`, then drains open connections.
 pub async fn serve<F, Fut>(
@@ -82,7 +106,7 @@ pub async fn serve<F, Fut>(
 
 /// A JSON response.
 pub fn json(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    let mut response = Response::new(full(body.to_string()));
     *response.status_mut() = status;
     response
         .headers_mut()
@@ -92,7 +116,7 @@ pub fn json(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
 
 /// A plain-text response.
 pub fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+    let mut response = Response::new(full(body));
     *response.status_mut() = status;
     response
         .headers_mut()

@@ -355,7 +355,7 @@ async fn serve_admin(config: Arc<Config>, shutdown: CancellationToken) -> Result
             };
             analytics_http::health_route(req.uri().path(), ready, || metrics.render())
                 .await
-                .unwrap_or_else(|| analytics_edge::ApiError::NotFound.into_response())
+                .unwrap_or_else(|| analytics_http::ApiError::NotFound.into_response())
         }
     };
     analytics_http::serve(listener, handler, Duration::from_secs(10), shutdown).await;

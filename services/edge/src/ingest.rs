@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use analytics_enrich::cookieless_device_id;
 use analytics_event::{EventKind, Incoming, Limits, RawEvent, Route, now_ms, validate};
-use analytics_http::{Body, json};
+use analytics_http::{ApiError, Body, Caller, json};
 use analytics_streams::partition_for;
 use http_body_util::{BodyExt, Limited};
 use hyper::header::{HeaderMap, HeaderValue};
@@ -13,8 +13,6 @@ use hyper::{Request, Response, StatusCode};
 use serde_json::json;
 
 use crate::Edge;
-use crate::auth::Caller;
-use crate::error::ApiError;
 use crate::writer::WriteError;
 
 const ALLOWED_HEADERS: &str = "content-type, openpanel-client-id, openpanel-client-secret, \
@@ -34,7 +32,7 @@ pub fn route_of(path: &str) -> Option<Route> {
 /// Answers a CORS preflight. Which origins may really send is decided per
 /// project when the request itself arrives.
 pub fn preflight(headers: &HeaderMap) -> Response<Body> {
-    let mut response = with_cors(headers, Response::new(Body::default()));
+    let mut response = with_cors(headers, Response::new(analytics_http::empty()));
     *response.status_mut() = StatusCode::NO_CONTENT;
     let h = response.headers_mut();
     h.insert(
@@ -164,7 +162,8 @@ impl Edge {
             max_batch_events: self.config.edge.max_batch_events,
             ..Limits::default()
         };
-        let incoming = validate(&mut bytes, route, &limits)?;
+        let incoming = validate(&mut bytes, route, &limits)
+            .map_err(|e| ApiError::bad_request(e.message, e.field))?;
         let stamp = Stamp {
             received_at_ms: now_ms(),
             ip: self.client_ip(&parts.headers, peer),

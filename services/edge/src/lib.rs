@@ -11,8 +11,6 @@
 //! request; otherwise an error status and nothing is claimed stored. A
 //! client retry of the same event id is harmless (dropped downstream).
 
-mod auth;
-mod error;
 mod ingest;
 mod salt;
 mod writer;
@@ -22,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use analytics_config::Config;
-use analytics_http::{Body, health_route};
+use analytics_http::{ApiError, Authenticator, Body, health_route};
 use analytics_meta::Meta;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
@@ -30,7 +28,6 @@ use redis::aio::ConnectionManager;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use error::ApiError;
 
 /// What the edge needs from outside.
 pub struct EdgeDeps {
@@ -43,7 +40,7 @@ pub struct EdgeDeps {
 /// The edge as a request handler, testable without sockets.
 pub struct Edge {
     config: Arc<Config>,
-    auth: auth::Authenticator,
+    auth: Authenticator,
     writer: writer::Writer,
     salts: salt::SaltCache,
     redis: ConnectionManager,
@@ -67,7 +64,7 @@ impl Edge {
             shutdown,
         );
         let edge = Edge {
-            auth: auth::Authenticator::new(
+            auth: Authenticator::new(
                 deps.meta.clone(),
                 Duration::from_millis(config.edge.auth_cache_ttl_ms),
             ),

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use analytics_meta::{ClientRecord, Meta};
 use hyper::HeaderMap;
 
-use crate::error::ApiError;
+use crate::ApiError;
 
 const MAX_CACHED: usize = 100_000;
 

@@ -3,7 +3,7 @@
 use hyper::{Response, StatusCode};
 use serde_json::json;
 
-use analytics_http::{Body, json};
+use crate::{Body, json};
 
 /// A refused request. Clients get the message, never internals.
 #[derive(Debug, thiserror::Error)]
@@ -29,11 +29,23 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("{reason}")]
     Unavailable { reason: &'static str },
+    #[error("{0}")]
+    TooManyRequests(&'static str),
+    #[error("{0}")]
+    QueryTimeout(&'static str),
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl ApiError {
+    /// A `400` naming the parameter or field at fault.
+    pub fn bad_request(message: impl Into<String>, field: Option<String>) -> Self {
+        ApiError::BadRequest {
+            message: message.into(),
+            field,
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
@@ -45,6 +57,8 @@ impl ApiError {
             ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::QueryTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -61,6 +75,8 @@ impl ApiError {
             ApiError::Timeout => "timeout",
             ApiError::UnsupportedMediaType => "media_type",
             ApiError::Unavailable { .. } => "unavailable",
+            ApiError::TooManyRequests(_) => "rate_limited",
+            ApiError::QueryTimeout(_) => "query_timeout",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -77,21 +93,12 @@ impl ApiError {
             body["field"] = json!(field);
         }
         let mut response = json(self.status(), &body);
-        if matches!(self, ApiError::Unavailable { .. }) {
+        if matches!(self, ApiError::Unavailable { .. } | ApiError::TooManyRequests(_)) {
             response.headers_mut().insert(
                 hyper::header::RETRY_AFTER,
                 hyper::header::HeaderValue::from_static("1"),
             );
         }
         response
-    }
-}
-
-impl From<analytics_event::ValidationError> for ApiError {
-    fn from(e: analytics_event::ValidationError) -> Self {
-        ApiError::BadRequest {
-            message: e.message,
-            field: e.field,
-        }
     }
 }
