@@ -51,6 +51,22 @@ pub struct Config {
     pub enricher: EnricherConfig,
     #[serde(default)]
     pub sink: SinkConfig,
+    #[serde(default)]
+    pub insights: InsightsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct InsightsConfig {
+    /// Longest `startDate`..`endDate` span.
+    #[serde(default = "defaults::max_range_days")]
+    pub max_range_days: u32,
+    /// Requests per second per client; bursts of twice that pass.
+    #[serde(default = "defaults::rate_limit_per_second")]
+    pub rate_limit_per_second: u32,
+    /// Longest a query may run (ClickHouse `max_execution_time`); then 504.
+    #[serde(default = "defaults::query_timeout_ms")]
+    pub query_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -214,6 +230,15 @@ mod defaults {
     pub fn dedupe_window_ms() -> u64 {
         60 * 60 * 1000
     }
+    pub fn max_range_days() -> u32 {
+        400
+    }
+    pub fn rate_limit_per_second() -> u32 {
+        50
+    }
+    pub fn query_timeout_ms() -> u64 {
+        30_000
+    }
     pub fn max_rows() -> usize {
         10_000
     }
@@ -240,6 +265,7 @@ default_section!(ClickHouseConfig);
 default_section!(EdgeConfig);
 default_section!(EnricherConfig);
 default_section!(SinkConfig);
+default_section!(InsightsConfig);
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -348,6 +374,15 @@ impl Config {
         }
         if self.enricher.dedupe_window_ms < 60_000 {
             return invalid("enricher.dedupe_window_ms", "must be at least 60000");
+        }
+        if self.insights.rate_limit_per_second == 0 || self.insights.max_range_days == 0 {
+            return invalid(
+                "insights",
+                "rate_limit_per_second and max_range_days must be at least 1",
+            );
+        }
+        if self.insights.query_timeout_ms < 1000 {
+            return invalid("insights.query_timeout_ms", "must be at least 1000");
         }
         if self.enricher.max_deliveries == 0 || self.sink.max_deliveries == 0 {
             return invalid("max_deliveries", "must be at least 1");

@@ -93,7 +93,10 @@ impl ApiError {
             body["field"] = json!(field);
         }
         let mut response = json(self.status(), &body);
-        if matches!(self, ApiError::Unavailable { .. } | ApiError::TooManyRequests(_)) {
+        if matches!(
+            self,
+            ApiError::Unavailable { .. } | ApiError::TooManyRequests(_)
+        ) {
             response.headers_mut().insert(
                 hyper::header::RETRY_AFTER,
                 hyper::header::HeaderValue::from_static("1"),

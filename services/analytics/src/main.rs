@@ -39,6 +39,8 @@ enum Command {
     Up,
     /// Run the ingestion edge.
     Edge,
+    /// Run the insights API.
+    Insights,
     /// Run an enricher (consumer group member).
     Enrich,
     /// Run a ClickHouse sink (consumer group member).
@@ -133,11 +135,16 @@ async fn run(command: Command, config: Arc<Config>) -> Result<()> {
             Ok(())
         }
         Command::Up => up(config).await,
-        Command::Edge => {
+        Command::Edge | Command::Insights => {
             let shutdown = shutdown_on_signal();
             let meta = open_meta(&config).await?;
             meta.migrate().await?;
-            serve_edge(&config, meta, shutdown).await
+            let apis = if matches!(command, Command::Edge) {
+                Apis::EDGE
+            } else {
+                Apis::INSIGHTS
+            };
+            serve_api(&config, meta, apis, shutdown).await
         }
         Command::Enrich => with_admin(&config, |shutdown| run_enricher(&config, shutdown)).await,
         Command::Sink => with_admin(&config, |shutdown| run_sink(&config, shutdown)).await,
@@ -153,7 +160,7 @@ async fn up(config: Arc<Config>) -> Result<()> {
     bootstrap::print(&config, &credentials);
     let edge = {
         let (config, meta, shutdown) = (config.clone(), meta.clone(), shutdown.clone());
-        tokio::spawn(async move { serve_edge(&config, meta, shutdown).await })
+        tokio::spawn(async move { serve_api(&config, meta, Apis::ALL, shutdown).await })
     };
     let enricher = {
         let (config, shutdown) = (config.clone(), shutdown.clone());
@@ -251,19 +258,85 @@ fn consumer_name(config: &Config) -> String {
     })
 }
 
-async fn serve_edge(config: &Arc<Config>, meta: Meta, shutdown: CancellationToken) -> Result<()> {
+/// Which APIs one HTTP server offers.
+#[derive(Clone, Copy)]
+struct Apis {
+    edge: bool,
+    insights: bool,
+}
+
+impl Apis {
+    const EDGE: Apis = Apis {
+        edge: true,
+        insights: false,
+    };
+    const INSIGHTS: Apis = Apis {
+        edge: false,
+        insights: true,
+    };
+    const ALL: Apis = Apis {
+        edge: true,
+        insights: true,
+    };
+}
+
+/// Serves the edge and/or the insights API (with health and metrics) on
+/// the configured address until `shutdown`.
+async fn serve_api(
+    config: &Arc<Config>,
+    meta: Meta,
+    apis: Apis,
+    shutdown: CancellationToken,
+) -> Result<()> {
     let listener = bind(config).await?;
     let redis = analytics_streams::connect(&redis_client(config)?, Duration::from_secs(5))
         .await
         .context("cannot connect to Redis")?;
     let metrics = analytics_telemetry::metrics_handle();
-    let deps = analytics_edge::EdgeDeps {
-        redis,
-        meta,
-        metrics: Arc::new(move || metrics.render()),
+    let (edge, writer) = analytics_edge::Edge::new(
+        config.clone(),
+        analytics_edge::EdgeDeps {
+            redis,
+            meta: meta.clone(),
+            metrics: Arc::new(move || metrics.render()),
+        },
+        shutdown.clone(),
+    );
+    let insights = apis.insights.then(|| {
+        analytics_insights::Insights::new(
+            config,
+            analytics_insights::InsightsDeps {
+                store: store(config),
+                meta,
+            },
+        )
+    });
+    let edge_routes = apis.edge;
+    let handler = move |req: Request<Incoming>, peer: SocketAddr| {
+        let (edge, insights) = (edge.clone(), insights.clone());
+        async move {
+            if let Some(insights) = &insights
+                && req.uri().path().starts_with("/insights/")
+            {
+                if let Some(response) = insights.route(req, peer).await {
+                    return response;
+                }
+                return analytics_http::ApiError::NotFound.into_response();
+            }
+            let path = req.uri().path();
+            let health = matches!(path, "/healthz" | "/readyz" | "/metrics");
+            if (edge_routes || health)
+                && let Some(response) = edge.route(req, peer).await
+            {
+                return response;
+            }
+            analytics_http::ApiError::NotFound.into_response()
+        }
     };
-    tracing::info!(listen = %config.listen, "edge listening");
-    analytics_edge::run(config.clone(), deps, listener, shutdown).await;
+    tracing::info!(listen = %config.listen, edge = apis.edge, insights = apis.insights, "API listening");
+    let timeout = Duration::from_millis(config.edge.request_timeout_ms);
+    analytics_http::serve(listener, handler, timeout, shutdown).await;
+    let _ = writer.await;
     Ok(())
 }
 

@@ -22,12 +22,9 @@ use std::time::Duration;
 use analytics_config::Config;
 use analytics_http::{ApiError, Authenticator, Body, health_route};
 use analytics_meta::Meta;
-use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
 use redis::aio::ConnectionManager;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-
 
 /// What the edge needs from outside.
 pub struct EdgeDeps {
@@ -110,26 +107,4 @@ impl Edge {
             Err(_) => Err("redis: no answer within 1 s".into()),
         }
     }
-}
-
-/// Serves the edge alone on `listener` until `shutdown`.
-pub async fn run(
-    config: Arc<Config>,
-    deps: EdgeDeps,
-    listener: TcpListener,
-    shutdown: CancellationToken,
-) {
-    let timeout = Duration::from_millis(config.edge.request_timeout_ms);
-    let (edge, writer_task) = Edge::new(config, deps, shutdown.clone());
-    let handler = move |req: Request<Incoming>, peer: SocketAddr| {
-        let edge = edge.clone();
-        async move {
-            match edge.route(req, peer).await {
-                Some(response) => response,
-                None => ApiError::NotFound.into_response(),
-            }
-        }
-    };
-    analytics_http::serve(listener, handler, timeout, shutdown).await;
-    let _ = writer_task.await;
 }

@@ -1,0 +1,375 @@
+//! The insights API: analytics questions answered from ClickHouse.
+//!
+//! Wire format: `GET /insights/:projectId/<endpoint>?startDate&endDate&timezone&filters…`
+//! (and `POST …/funnel` with a JSON body), JSON answers, NDJSON for event
+//! export. Every request is authenticated as a `read` or `root` client of
+//! that very project, rate limited per client, and every query is bound to
+//! the project with bound parameters and limited in time.
+//!
+//! Guarantee: answers are what a scan of the raw `events` table gives;
+//! read-only, so retrying is always safe.
+
+mod params;
+mod queries;
+mod sql;
+mod stream;
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use analytics_config::Config;
+use analytics_http::{ApiError, Authenticator, Body, json};
+use analytics_meta::Meta;
+use analytics_store::Store;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use http_body_util::BodyExt;
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{Value, json};
+
+use crate::params::{Interval, query_pairs};
+use crate::queries::{DIMENSIONS, FunnelGroup, Period, Runner, Step};
+
+/// Endpoint names, as metric labels.
+const ENDPOINTS: &[&str] = &[
+    "metrics",
+    "timeseries",
+    "top",
+    "funnel",
+    "retention",
+    "live",
+    "events",
+    "profiles",
+];
+
+/// Largest funnel request body.
+const MAX_FUNNEL_BODY: usize = 64 * 1024;
+
+/// What the insights API needs from outside.
+pub struct InsightsDeps {
+    pub store: Store,
+    pub meta: Meta,
+}
+
+/// The insights API as a request handler.
+pub struct Insights {
+    auth: Authenticator,
+    runner: Runner,
+    limiter: DefaultKeyedRateLimiter<String>,
+    max_range_days: i64,
+}
+
+impl Insights {
+    pub fn new(config: &Config, deps: InsightsDeps) -> Arc<Insights> {
+        let per_second =
+            NonZeroU32::new(config.insights.rate_limit_per_second).unwrap_or(NonZeroU32::MIN);
+        let burst = per_second.saturating_mul(NonZeroU32::new(2).unwrap_or(NonZeroU32::MIN));
+        Arc::new(Insights {
+            auth: Authenticator::new(
+                deps.meta,
+                Duration::from_millis(config.edge.auth_cache_ttl_ms),
+            ),
+            runner: Runner {
+                store: deps.store,
+                timeout: Duration::from_millis(config.insights.query_timeout_ms),
+            },
+            limiter: RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst)),
+            max_range_days: i64::from(config.insights.max_range_days),
+        })
+    }
+
+    /// Answers requests under `/insights/`; `None` for other paths.
+    pub async fn route<B>(&self, req: Request<B>, _peer: SocketAddr) -> Option<Response<Body>>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let path = req.uri().path().to_owned();
+        let rest = path.strip_prefix("/insights/")?;
+        let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
+        let started = std::time::Instant::now();
+        let endpoint = parts.get(1).copied().unwrap_or("");
+        let response = match self.handle(&parts, req).await {
+            Ok(response) => response,
+            Err(error) => error.into_response(),
+        };
+        let label: &'static str = ENDPOINTS
+            .iter()
+            .find(|e| **e == endpoint)
+            .copied()
+            .unwrap_or("unknown");
+        metrics::counter!("analytics_insights_requests_total",
+            "endpoint" => label, "status" => response.status().as_u16().to_string())
+        .increment(1);
+        metrics::histogram!("analytics_insights_request_seconds", "endpoint" => label)
+            .record(started.elapsed().as_secs_f64());
+        Some(response)
+    }
+
+    async fn handle<B>(&self, parts: &[&str], req: Request<B>) -> Result<Response<Body>, ApiError>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let project = *parts.first().ok_or(ApiError::NotFound)?;
+        let caller = self.auth.authenticate(req.headers()).await?;
+        if !caller.client.kind.can_read() {
+            return Err(ApiError::Forbidden("this client may not read insights"));
+        }
+        if caller.client.project.id != project {
+            return Err(ApiError::Forbidden(
+                "this client belongs to another project",
+            ));
+        }
+        if self.limiter.check_key(&caller.client.id).is_err() {
+            return Err(ApiError::TooManyRequests(
+                "too many insights requests; retry shortly",
+            ));
+        }
+        let params = query_pairs(req.uri().query());
+        let method = req.method().clone();
+        let ok = |value: Value| Ok(json(StatusCode::OK, &value));
+        let runner = &self.runner;
+        match (&method, &parts[1..]) {
+            (&Method::GET, ["metrics"]) => {
+                let range = params::range(&params, self.max_range_days)?;
+                let filters =
+                    params::filters(params.get("filters").map(String::as_str), "filters")?;
+                let current = queries::metrics(runner, project, &range, &filters).await?;
+                let previous =
+                    queries::metrics(runner, project, &range.previous(), &filters).await?;
+                ok(json!({"current": current, "previous": previous}))
+            }
+            (&Method::GET, ["timeseries"]) => {
+                let range = params::range(&params, self.max_range_days)?;
+                let filters =
+                    params::filters(params.get("filters").map(String::as_str), "filters")?;
+                let interval = Interval::parse(params.get("interval").map(String::as_str))?;
+                if interval == Interval::Hour && (range.end - range.start).whole_days() > 31 {
+                    return Err(ApiError::bad_request(
+                        "hourly series span at most 31 days",
+                        Some("interval".into()),
+                    ));
+                }
+                ok(queries::timeseries(runner, project, &range, &filters, interval).await?)
+            }
+            (&Method::GET, ["top", dimension]) => {
+                let (name, dimension) = DIMENSIONS
+                    .iter()
+                    .find(|(name, _)| name == dimension)
+                    .copied()
+                    .ok_or_else(|| {
+                        let known: Vec<&str> = DIMENSIONS.iter().map(|(n, _)| *n).collect();
+                        ApiError::bad_request(
+                            format!("unknown dimension; use one of {}", known.join(", ")),
+                            Some("dimension".into()),
+                        )
+                    })?;
+                let range = params::range(&params, self.max_range_days)?;
+                let filters =
+                    params::filters(params.get("filters").map(String::as_str), "filters")?;
+                let limit = params::limit(&params, 10, 1_000)?;
+                let rows =
+                    queries::top(runner, project, &range, &filters, dimension, limit).await?;
+                ok(json!({"dimension": name, "rows": rows}))
+            }
+            (&Method::GET, ["funnel"]) => {
+                let range = params::range(&params, self.max_range_days)?;
+                let steps: Vec<Step> = params
+                    .get("steps")
+                    .map(|s| {
+                        s.split(',')
+                            .map(|n| Step {
+                                name: n.trim().to_owned(),
+                                filters: Vec::new(),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let window = window(
+                    params
+                        .get("window")
+                        .map(|w| Value::String(w.clone()))
+                        .as_ref(),
+                )?;
+                let group = funnel_group(params.get("groupBy").map(String::as_str))?;
+                check_steps(&steps)?;
+                ok(queries::funnel(runner, project, &range, &steps, window, group).await?)
+            }
+            (&Method::POST, ["funnel"]) => {
+                let body = read_json(req).await?;
+                let mut params = params.clone();
+                for key in ["startDate", "endDate", "timezone"] {
+                    if let Some(v) = body.get(key).and_then(Value::as_str) {
+                        params.insert(key.into(), v.into());
+                    }
+                }
+                let range = params::range(&params, self.max_range_days)?;
+                let steps = funnel_steps(&body)?;
+                let window = window(body.get("window"))?;
+                let group = funnel_group(body.get("groupBy").and_then(Value::as_str))?;
+                ok(queries::funnel(runner, project, &range, &steps, window, group).await?)
+            }
+            (&Method::GET, ["retention"]) => {
+                let range = params::range(&params, self.max_range_days)?;
+                let filters =
+                    params::filters(params.get("filters").map(String::as_str), "filters")?;
+                let period = match params.get("period").map(String::as_str).unwrap_or("day") {
+                    "day" => Period::Day,
+                    "week" => Period::Week,
+                    _ => {
+                        return Err(ApiError::bad_request(
+                            "period must be day or week",
+                            Some("period".into()),
+                        ));
+                    }
+                };
+                ok(queries::retention(runner, project, &range, &filters, period).await?)
+            }
+            (&Method::GET, ["live"]) => ok(queries::live(runner, project).await?),
+            (&Method::GET, ["events"]) => {
+                let range = params::range(&params, self.max_range_days)?;
+                let filters =
+                    params::filters(params.get("filters").map(String::as_str), "filters")?;
+                if params.get("format").map(String::as_str) == Some("ndjson") {
+                    let sql = queries::events_sql(project, &range, &filters, None, None);
+                    return stream::ndjson(runner, &sql);
+                }
+                let limit = params::limit(&params, 100, 1_000)?;
+                let cursor = params.get("cursor").map(|c| parse_cursor(c)).transpose()?;
+                let sql =
+                    queries::events_sql(project, &range, &filters, cursor.as_ref(), Some(limit));
+                let rows = runner.rows(&sql).await?;
+                let next = (rows.len() as u64 == limit)
+                    .then(|| rows.last())
+                    .flatten()
+                    .map(|last| {
+                        format!(
+                            "{}:{}",
+                            last["created_at"],
+                            last["id"].as_str().unwrap_or("")
+                        )
+                    });
+                ok(json!({"events": rows, "next": next}))
+            }
+            (&Method::GET, ["profiles", profile_id]) => {
+                match queries::profile(runner, project, profile_id).await? {
+                    Some(profile) => ok(profile),
+                    None => Err(ApiError::NotFound),
+                }
+            }
+            (
+                _,
+                [
+                    "metrics" | "timeseries" | "top" | "funnel" | "retention" | "live" | "events"
+                    | "profiles",
+                    ..,
+                ],
+            ) => Err(ApiError::MethodNotAllowed),
+            _ => Err(ApiError::NotFound),
+        }
+    }
+}
+
+fn parse_cursor(cursor: &str) -> Result<(u64, String), ApiError> {
+    cursor
+        .split_once(':')
+        .and_then(|(at, id)| Some((at.parse().ok()?, id.to_owned())))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "cursor must be the `next` value of a previous page",
+                Some("cursor".into()),
+            )
+        })
+}
+
+fn window(value: Option<&Value>) -> Result<u64, ApiError> {
+    let seconds = match value {
+        None => Some(86_400),
+        Some(Value::Number(n)) => n.as_u64(),
+        Some(Value::String(s)) => s.parse().ok(),
+        Some(_) => None,
+    };
+    seconds
+        .filter(|s| (1..=90 * 86_400).contains(s))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "window must be seconds, 1 to 7776000",
+                Some("window".into()),
+            )
+        })
+}
+
+fn funnel_group(value: Option<&str>) -> Result<FunnelGroup, ApiError> {
+    match value.unwrap_or("session") {
+        "session" => Ok(FunnelGroup::Session),
+        "profile" => Ok(FunnelGroup::Profile),
+        _ => Err(ApiError::bad_request(
+            "groupBy must be session or profile",
+            Some("groupBy".into()),
+        )),
+    }
+}
+
+fn check_steps(steps: &[Step]) -> Result<(), ApiError> {
+    if !(2..=10).contains(&steps.len()) {
+        return Err(ApiError::bad_request(
+            "a funnel has 2 to 10 steps",
+            Some("steps".into()),
+        ));
+    }
+    if steps
+        .iter()
+        .any(|s| s.name.is_empty() || s.name.len() > 200)
+    {
+        return Err(ApiError::bad_request(
+            "every step needs an event name of 1 to 200 characters",
+            Some("steps".into()),
+        ));
+    }
+    Ok(())
+}
+
+fn funnel_steps(body: &Value) -> Result<Vec<Step>, ApiError> {
+    let items = body
+        .get("steps")
+        .and_then(Value::as_array)
+        .ok_or_else(|| ApiError::bad_request("steps must be an array", Some("steps".into())))?;
+    let steps = items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let name = item.get("name").and_then(Value::as_str).ok_or_else(|| {
+                ApiError::bad_request("every step needs a name", Some(format!("steps[{i}].name")))
+            })?;
+            let filters = match item.get("filters") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(f) => params::filters_from_json(f, &format!("steps[{i}].filters"))?,
+            };
+            Ok(Step {
+                name: name.to_owned(),
+                filters,
+            })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    check_steps(&steps)?;
+    Ok(steps)
+}
+
+async fn read_json<B>(req: Request<B>) -> Result<Value, ApiError>
+where
+    B: hyper::body::Body<Data = bytes::Bytes> + Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let body = http_body_util::Limited::new(req.into_body(), MAX_FUNNEL_BODY);
+    let bytes = tokio::time::timeout(Duration::from_secs(10), body.collect())
+        .await
+        .map_err(|_| ApiError::Timeout)?
+        .map_err(|_| ApiError::TooLarge {
+            limit: MAX_FUNNEL_BODY,
+        })?
+        .to_bytes();
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}"), None))
+}
