@@ -344,7 +344,7 @@ pub async fn retention(
     // Activity per device and period in the range; the cohort is the
     // period of a device's first event ever (up to the range's end).
     let mut sql = Sql::new(&format!(
-        "SELECT toString(cohort) AS cohort, intDiv(toInt32(period) - toInt32(cohort), {days}) AS k, \
+        "SELECT toString(cohort) AS cohort_date, intDiv(toInt32(period) - toInt32(cohort), {days}) AS k, \
          uniqExact(device_id) AS devices FROM (SELECT DISTINCT device_id, {bucket}(created_at, ?) AS period FROM events"
     ));
     sql.str(&range.timezone)
@@ -364,7 +364,7 @@ pub async fn retention(
     let mut cohorts: BTreeMap<String, BTreeMap<u64, u64>> = BTreeMap::new();
     for row in runner.rows(&sql).await? {
         cohorts
-            .entry(text(&row, "cohort"))
+            .entry(text(&row, "cohort_date"))
             .or_default()
             .insert(int(&row, "k"), int(&row, "devices"));
     }

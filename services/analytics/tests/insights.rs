@@ -1,0 +1,738 @@
+//! The insights API against answers computed here, in Rust, from the very
+//! dataset the test writes to ClickHouse: several projects, hundreds of
+//! devices over five weeks, sessions, funnels with drop-off, returning
+//! visitors, a time zone nine hours from UTC.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+
+/// 2026-02-16 00:00:00 UTC, a Monday.
+const BASE: i64 = 1_771_200_000;
+const DAY: i64 = 86_400;
+/// Asia/Seoul: UTC+9 all year.
+const TZ: &str = "Asia/Seoul";
+const TZ_OFFSET: i64 = 9 * 3600;
+const PAGES: &[&str] = &["/", "/pricing", "/docs", "/blog", "/signup"];
+const COUNTRIES: &[&str] = &["KR", "US", "DE", "JP"];
+const FUNNEL: &[&str] = &["view_product", "add_to_cart", "purchase"];
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Event {
+    id: String,
+    project: String,
+    name: String,
+    device: String,
+    profile: String,
+    session: String,
+    at: i64,
+    path: String,
+    country: String,
+    plan: &'static str,
+    n: u64,
+}
+
+impl Event {
+    /// Local calendar day number (days since the epoch, in the test zone).
+    fn local_day(&self) -> i64 {
+        (self.at + TZ_OFFSET).div_euclid(DAY)
+    }
+}
+
+fn day_label(day: i64) -> String {
+    let out = std::process::Command::new("date")
+        .args(["-u", "-d", &format!("@{}", day * DAY), "+%Y-%m-%d"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn generate(project: &str, devices: u64, seed: u64, next_id: &mut u64) -> Vec<Event> {
+    let mut rng = Rng(seed);
+    let mut events = Vec::new();
+    for d in 0..devices {
+        let device = format!("{project}-dev-{d}");
+        let profile = if rng.chance(30) {
+            format!("user-{project}-{d}")
+        } else {
+            String::new()
+        };
+        let country = COUNTRIES[rng.below(4) as usize].to_owned();
+        let plan = if rng.chance(40) { "pro" } else { "free" };
+        let mut day = rng.below(35) as i64;
+        let visits = 1 + rng.below(4);
+        for v in 0..visits {
+            if day >= 35 {
+                break;
+            }
+            let session = format!("{device}-s{v}");
+            let mut at = BASE + day * DAY + rng.below(80_000) as i64;
+            let mut push = |name: &str, at: i64, path: &str, next_id: &mut u64| {
+                *next_id += 1;
+                events.push(Event {
+                    id: format!("e{:08}", *next_id),
+                    project: project.to_owned(),
+                    name: name.to_owned(),
+                    device: device.clone(),
+                    profile: profile.clone(),
+                    session: session.clone(),
+                    at,
+                    path: path.to_owned(),
+                    country: country.clone(),
+                    plan,
+                    n: *next_id % 7,
+                });
+            };
+            for _ in 0..1 + rng.below(5) {
+                let page = PAGES[rng.below(PAGES.len() as u64) as usize];
+                push("screen_view", at, page, next_id);
+                at += 10 + rng.below(110) as i64;
+            }
+            // A funnel with drop-off; a late purchase falls outside the window.
+            if rng.chance(60) {
+                push("view_product", at, "/pricing", next_id);
+                at += 30 + rng.below(600) as i64;
+                if rng.chance(60) {
+                    push("add_to_cart", at, "/pricing", next_id);
+                    at += if rng.chance(20) {
+                        4_000
+                    } else {
+                        30 + rng.below(600) as i64
+                    };
+                    if rng.chance(70) {
+                        push("purchase", at, "/signup", next_id);
+                    }
+                }
+            }
+            day += 1 + rng.below(8) as i64;
+        }
+    }
+    events
+}
+
+fn sql_time(at: i64) -> String {
+    let out = std::process::Command::new("date")
+        .args(["-u", "-d", &format!("@{at}"), "+%Y-%m-%d %H:%M:%S"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn insert(setup: &Setup, events: &[Event]) {
+    let mut body = String::new();
+    for e in events {
+        let row = json!({
+            "id": e.id, "project_id": e.project, "name": e.name, "device_id": e.device,
+            "profile_id": e.profile, "session_id": e.session, "created_at": sql_time(e.at),
+            "received_at": sql_time(e.at), "path": e.path, "country": e.country,
+            "referrer_type": "direct", "browser": "Chrome",
+            "properties": json!({"plan": e.plan, "n": e.n}).to_string(),
+        });
+        body.push_str(&row.to_string());
+        body.push('\n');
+    }
+    let port: u16 = setup
+        .clickhouse_url
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let path = format!(
+        "/?database={}&query={}",
+        setup.name, "INSERT%20INTO%20events%20FORMAT%20JSONEachRow"
+    );
+    let (status, _, text) = http(port, "POST", &path, &[], &body).unwrap();
+    assert_eq!(status, 200, "{text}");
+}
+
+struct Api {
+    port: u16,
+    project: String,
+    id: String,
+    secret: String,
+}
+
+impl Api {
+    fn get(&self, path_and_query: &str) -> (u16, Value) {
+        let path = format!("/insights/{}/{path_and_query}", self.project);
+        let headers = [
+            ("openpanel-client-id", self.id.as_str()),
+            ("openpanel-client-secret", self.secret.as_str()),
+        ];
+        let (status, _, text) = http(self.port, "GET", &path, &headers, "").unwrap();
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, value)
+    }
+
+    fn ok(&self, path_and_query: &str) -> Value {
+        let (status, value) = self.get(path_and_query);
+        assert_eq!(status, 200, "{path_and_query}: {value}");
+        value
+    }
+}
+
+fn read_client(setup: &Setup, project: &str, kind: &str) -> (String, String) {
+    let c = setup.admin(&["client", "create", "--project", project, "--type", kind]);
+    (
+        c["id"].as_str().unwrap().into(),
+        c["secret"].as_str().unwrap().into(),
+    )
+}
+
+/// The range of the queries: two local weeks.
+const START: &str = "2026-03-02";
+const END: &str = "2026-03-15";
+
+fn local_range_days() -> (i64, i64) {
+    let start = (BASE + 14 * DAY) / DAY;
+    (start, start + 13)
+}
+
+fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
+fn expected_metrics(events: &[&Event]) -> Value {
+    let devices: BTreeSet<&str> = events.iter().map(|e| e.device.as_str()).collect();
+    let mut sessions: BTreeMap<&str, (i64, i64, u64)> = BTreeMap::new();
+    for e in events {
+        let s = sessions
+            .entry(&e.session)
+            .or_insert((i64::MAX, i64::MIN, 0));
+        s.0 = s.0.min(e.at);
+        s.1 = s.1.max(e.at);
+        s.2 += u64::from(e.name == "screen_view");
+    }
+    let views = events.iter().filter(|e| e.name == "screen_view").count() as f64;
+    let n = sessions.len() as f64;
+    let per = |x: f64| if n > 0.0 { x / n } else { 0.0 };
+    json!({
+        "unique_visitors": devices.len(),
+        "total_sessions": sessions.len(),
+        "total_screen_views": views as u64,
+        "total_events": events.len(),
+        "avg_session_duration": round2(per(sessions.values().map(|s| (s.1 - s.0) as f64).sum())),
+        "bounce_rate": round2(100.0 * per(sessions.values().filter(|s| s.2 == 1).count() as f64)),
+        "views_per_session": round2(per(views)),
+    })
+}
+
+fn assert_metrics(got: &Value, want: &Value, what: &str) {
+    for (key, w) in want.as_object().unwrap() {
+        let g = got[key].as_f64().unwrap_or(f64::NAN);
+        let w = w.as_f64().unwrap();
+        assert!((g - w).abs() < 0.011, "{what} {key}: got {g}, want {w}");
+    }
+}
+
+fn funnel_level(events: &[&Event], window: i64) -> usize {
+    let mut best = 0;
+    for (i, start) in events.iter().enumerate() {
+        if start.name != FUNNEL[0] {
+            continue;
+        }
+        let mut level = 1;
+        for e in &events[i + 1..] {
+            if e.at > start.at + window || level == FUNNEL.len() {
+                break;
+            }
+            if e.name == FUNNEL[level] {
+                level += 1;
+            }
+        }
+        best = best.max(level);
+    }
+    best
+}
+
+#[test]
+fn every_endpoint_matches_an_independent_recount() {
+    let setup = Setup::new("insights");
+    setup.admin(&["migrate"]);
+    let a = setup.admin(&["project", "create", "--name", "A"])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let b = setup.admin(&["project", "create", "--name", "B"])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut next_id = 0;
+    let all_a = generate(&a, 300, 0x9E37_79B9_7F4A_7C15, &mut next_id);
+    let all_b = generate(&b, 60, 0xD1B5_4A32_D192_ED03, &mut next_id);
+    insert(&setup, &all_a);
+    insert(&setup, &all_b);
+    let _api = setup.spawn(&["insights"]);
+    let (id, secret) = read_client(&setup, &a, "read");
+    let api = Api {
+        port: setup.port,
+        project: a.clone(),
+        id,
+        secret,
+    };
+    let (first, last) = local_range_days();
+    let in_range: Vec<&Event> = all_a
+        .iter()
+        .filter(|e| (first..=last).contains(&e.local_day()))
+        .collect();
+    let previous: Vec<&Event> = all_a
+        .iter()
+        .filter(|e| (first - 14..first).contains(&e.local_day()))
+        .collect();
+    assert!(
+        in_range.len() > 500 && previous.len() > 300,
+        "dataset too small"
+    );
+    let q = format!("startDate={START}&endDate={END}&timezone={TZ}");
+
+    // metrics, with and without filters
+    let m = api.ok(&format!("metrics?{q}"));
+    assert_metrics(&m["current"], &expected_metrics(&in_range), "current");
+    assert_metrics(&m["previous"], &expected_metrics(&previous), "previous");
+    let kr: Vec<&Event> = in_range
+        .iter()
+        .copied()
+        .filter(|e| e.country == "KR")
+        .collect();
+    let f = r#"[{"key":"country","operator":"eq","value":"KR"}]"#;
+    let m = api.ok(&format!("metrics?{q}&filters={}", url_escape(f)));
+    assert_metrics(&m["current"], &expected_metrics(&kr), "country=KR");
+    let pro_big: Vec<&Event> = in_range
+        .iter()
+        .copied()
+        .filter(|e| e.plan == "pro" && e.n > 2)
+        .collect();
+    let f = r#"[{"key":"properties.plan","value":"pro"},{"key":"properties.n","operator":"gt","value":2}]"#;
+    let m = api.ok(&format!("metrics?{q}&filters={}", url_escape(f)));
+    assert_metrics(&m["current"], &expected_metrics(&pro_big), "plan=pro,n>2");
+
+    // timeseries per local day and week, empty buckets included
+    let ts = api.ok(&format!("timeseries?{q}&interval=day"));
+    let series = ts["series"].as_array().unwrap();
+    assert_eq!(series.len(), 14);
+    for (i, bucket) in series.iter().enumerate() {
+        let day = first + i as i64;
+        let events: Vec<&Event> = in_range
+            .iter()
+            .copied()
+            .filter(|e| e.local_day() == day)
+            .collect();
+        assert_eq!(bucket["date"], day_label(day));
+        let want = expected_metrics(&events);
+        for key in [
+            "unique_visitors",
+            "total_sessions",
+            "total_screen_views",
+            "total_events",
+        ] {
+            assert_eq!(bucket[key], want[key], "{} {key}", bucket["date"]);
+        }
+    }
+    let ts = api.ok(&format!("timeseries?{q}&interval=week"));
+    let weeks: Vec<&str> = ts["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["date"].as_str().unwrap())
+        .collect();
+    assert_eq!(weeks, ["2026-03-02", "2026-03-09"]);
+    assert_eq!(
+        ts["series"][0]["total_events"],
+        in_range
+            .iter()
+            .filter(|e| e.local_day() < first + 7)
+            .count()
+    );
+
+    // top pages and countries
+    for (dimension, key) in [("pages", 0), ("countries", 1)] {
+        let mut groups: BTreeMap<&str, (u64, BTreeSet<&str>, BTreeSet<&str>)> = BTreeMap::new();
+        for e in in_range.iter().filter(|e| e.name == "screen_view") {
+            let value = if key == 0 {
+                e.path.as_str()
+            } else {
+                e.country.as_str()
+            };
+            let g = groups.entry(value).or_default();
+            g.0 += 1;
+            g.1.insert(&e.device);
+            g.2.insert(&e.session);
+        }
+        let mut want: Vec<Value> = groups
+            .into_iter()
+            .map(|(v, g)| json!({"value": v, "views": g.0, "unique_visitors": g.1.len(), "sessions": g.2.len()}))
+            .collect();
+        want.sort_by(|x, y| {
+            y["views"]
+                .as_u64()
+                .cmp(&x["views"].as_u64())
+                .then(x["value"].as_str().cmp(&y["value"].as_str()))
+        });
+        let got = api.ok(&format!("top/{dimension}?{q}&limit=10"));
+        assert_eq!(got["rows"], json!(want), "top {dimension}");
+    }
+
+    // entry pages
+    let mut first_page: BTreeMap<&str, (i64, &str, &str)> = BTreeMap::new();
+    for e in in_range.iter().filter(|e| e.name == "screen_view") {
+        let entry = first_page.entry(&e.session).or_insert((i64::MAX, "", ""));
+        if e.at < entry.0 {
+            *entry = (e.at, &e.path, &e.device);
+        }
+    }
+    let mut entries: BTreeMap<&str, (u64, BTreeSet<&str>)> = BTreeMap::new();
+    for (_, path, device) in first_page.values() {
+        let g = entries.entry(path).or_default();
+        g.0 += 1;
+        g.1.insert(device);
+    }
+    let got = api.ok(&format!("top/entry_pages?{q}"));
+    for row in got["rows"].as_array().unwrap() {
+        let (n, devices) = &entries[row["value"].as_str().unwrap()];
+        assert_eq!(
+            (
+                row["views"].as_u64().unwrap(),
+                row["sessions"].as_u64().unwrap()
+            ),
+            (*n, *n)
+        );
+        assert_eq!(
+            row["unique_visitors"].as_u64().unwrap(),
+            devices.len() as u64
+        );
+    }
+    assert_eq!(got["rows"].as_array().unwrap().len(), entries.len());
+
+    // funnel per session, window one hour
+    let mut by_session: BTreeMap<&str, Vec<&Event>> = BTreeMap::new();
+    for e in &in_range {
+        by_session.entry(&e.session).or_default().push(e);
+    }
+    let mut reached = [0u64; 3];
+    for events in by_session.values_mut() {
+        events.sort_by_key(|e| e.at);
+        for (step, count) in reached.iter_mut().enumerate() {
+            *count += u64::from(funnel_level(events, 3600) > step);
+        }
+    }
+    assert!(
+        reached[0] > reached[1] && reached[1] > reached[2] && reached[2] > 0,
+        "{reached:?}"
+    );
+    let got = api.ok(&format!(
+        "funnel?{q}&steps={}&window=3600&groupBy=session",
+        FUNNEL.join(",")
+    ));
+    for (step, want) in reached.iter().enumerate() {
+        assert_eq!(got["steps"][step]["count"], *want, "funnel step {step}");
+        let rate = 100.0 * *want as f64 / reached[0] as f64;
+        assert!(
+            (got["steps"][step]["conversion_rate"].as_f64().unwrap() - round2(rate)).abs() < 0.011
+        );
+    }
+
+    // retention by first-seen local day
+    let mut first_seen: HashMap<&str, i64> = HashMap::new();
+    for e in all_a.iter().filter(|e| e.local_day() <= last) {
+        let d = first_seen.entry(&e.device).or_insert(i64::MAX);
+        *d = (*d).min(e.local_day());
+    }
+    let mut active: BTreeSet<(&str, i64)> = BTreeSet::new();
+    for e in &in_range {
+        active.insert((&e.device, e.local_day()));
+    }
+    let got = api.ok(&format!("retention?{q}&period=day"));
+    let mut want_cohorts = Vec::new();
+    for cohort in first..=last {
+        let members: Vec<&str> = first_seen
+            .iter()
+            .filter(|(_, d)| **d == cohort)
+            .map(|(dev, _)| *dev)
+            .collect();
+        let retained: Vec<u64> = (0..=(last - cohort))
+            .map(|k| {
+                members
+                    .iter()
+                    .filter(|m| active.contains(&(**m, cohort + k)))
+                    .count() as u64
+            })
+            .collect();
+        if retained[0] > 0 {
+            want_cohorts.push(
+                json!({"date": day_label(cohort), "size": retained[0], "retained": retained}),
+            );
+        }
+    }
+    assert_eq!(got["cohorts"], json!(want_cohorts));
+
+    // events: every page of one local day, then the same day as NDJSON
+    let day = first + 3;
+    let mut want_ids: Vec<(i64, &str)> = in_range
+        .iter()
+        .filter(|e| e.local_day() == day)
+        .map(|e| (e.at, e.id.as_str()))
+        .collect();
+    want_ids.sort_by(|x, y| y.cmp(x));
+    let label = day_label(day);
+    let dq = format!("startDate={label}&endDate={label}&timezone={TZ}");
+    let mut got_ids = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let page = api.ok(&format!("events?{dq}&limit=40{cursor}"));
+        got_ids.extend(
+            page["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["id"].as_str().unwrap().to_owned()),
+        );
+        match page["next"].as_str() {
+            Some(next) => cursor = format!("&cursor={}", url_escape(next)),
+            None => break,
+        }
+    }
+    assert_eq!(
+        got_ids,
+        want_ids
+            .iter()
+            .map(|(_, id)| id.to_string())
+            .collect::<Vec<_>>()
+    );
+    let headers = [
+        ("openpanel-client-id", api.id.as_str()),
+        ("openpanel-client-secret", api.secret.as_str()),
+    ];
+    let (status, response_headers, body) = http(
+        api.port,
+        "GET",
+        &format!("/insights/{a}/events?{dq}&format=ndjson"),
+        &headers,
+        "",
+    )
+    .unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        response_headers
+            .iter()
+            .any(|(k, v)| k == "content-type" && v == "application/x-ndjson")
+    );
+    let streamed: Vec<String> = body
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(streamed, got_ids);
+
+    // live: only events received in the last five minutes, this project only
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let mut live = generate(&a, 3, 7, &mut next_id);
+    live.truncate(3);
+    for (i, e) in live.iter_mut().enumerate() {
+        e.device = format!("live-{i}");
+        e.at = now;
+    }
+    let mut other = generate(&b, 1, 9, &mut next_id);
+    other.truncate(1);
+    other[0].at = now;
+    insert(&setup, &live);
+    insert(&setup, &other);
+    assert_eq!(api.ok("live"), json!({"count": 3}));
+
+    // profiles: latest traits and the profile's activity
+    let profile = all_a
+        .iter()
+        .find(|e| !e.profile.is_empty())
+        .unwrap()
+        .profile
+        .clone();
+    setup.query(&format!(
+        "INSERT INTO profiles (id, project_id, first_name, email, properties, version) VALUES \
+         ('{profile}', '{a}', 'Old', 'old@example.com', '{{}}', 1), ('{profile}', '{a}', 'Ada', 'ada@example.com', '{{\"plan\":\"pro\"}}', 2)"
+    ));
+    let got = api.ok(&format!("profiles/{profile}"));
+    assert_eq!(
+        (got["first_name"].as_str(), got["email"].as_str()),
+        (Some("Ada"), Some("ada@example.com"))
+    );
+    assert_eq!(got["properties"], json!({"plan": "pro"}));
+    assert_eq!(
+        got["event_count"],
+        all_a.iter().filter(|e| e.profile == profile).count()
+    );
+    assert_eq!(api.get("profiles/nobody").0, 404);
+
+    // other clients and projects
+    let (wid, wsecret) = read_client(&setup, &a, "write");
+    let writer = Api {
+        id: wid,
+        secret: wsecret,
+        ..Api {
+            port: api.port,
+            project: a.clone(),
+            id: String::new(),
+            secret: String::new(),
+        }
+    };
+    assert_eq!(writer.get("live").0, 403);
+    let (bid, bsecret) = read_client(&setup, &b, "read");
+    let other_project = Api {
+        port: api.port,
+        project: a.clone(),
+        id: bid,
+        secret: bsecret,
+    };
+    assert_eq!(other_project.get("live").0, 403);
+    assert_eq!(
+        http(api.port, "GET", &format!("/insights/{a}/live"), &[], "")
+            .unwrap()
+            .0,
+        401
+    );
+}
+
+fn url_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[test]
+fn hostile_parameters_get_400s_and_change_nothing() {
+    let setup =
+        Setup::new("insights_hostile").with("ANALYTICS_INSIGHTS_RATE_LIMIT_PER_SECOND", "1000");
+    setup.admin(&["migrate"]);
+    let a = setup.admin(&["project", "create", "--name", "A"])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut next_id = 0;
+    let events = generate(&a, 20, 42, &mut next_id);
+    insert(&setup, &events);
+    let _api = setup.spawn(&["insights"]);
+    let (id, secret) = read_client(&setup, &a, "read");
+    let api = Api {
+        port: setup.port,
+        project: a.clone(),
+        id,
+        secret,
+    };
+    let evil = [
+        "' OR 1=1 --",
+        "2026-03-01'); DROP TABLE events; --",
+        "\\' UNION SELECT * FROM system.users --",
+        "{\"key\":\"name\"}",
+        "%00",
+        "1e999",
+    ];
+    let q = format!("startDate={START}&endDate={END}");
+    for bad in evil {
+        let e = url_escape(bad);
+        for path in [
+            format!("metrics?startDate={e}&endDate={END}"),
+            format!("metrics?startDate={START}&endDate={e}"),
+            format!("metrics?{q}&timezone={e}"),
+            format!("metrics?{q}&filters={e}"),
+            format!(
+                "metrics?{q}&filters={}",
+                url_escape(&format!(r#"[{{"key":"{bad}","value":"x"}}]"#))
+            ),
+            format!("timeseries?{q}&interval={e}"),
+            format!("top/{e}?{q}"),
+            format!("top/pages?{q}&limit={e}"),
+            format!("funnel?{q}&steps=a,b&window={e}"),
+            format!("funnel?{q}&steps=a,b&groupBy={e}"),
+            format!("retention?{q}&period={e}"),
+            format!("events?{q}&cursor={e}"),
+        ] {
+            let (status, body) = api.get(&path);
+            assert_eq!(status, 400, "{path}: {body}");
+            assert!(
+                body["error"].is_string() && body["field"].is_string(),
+                "{path}: {body}"
+            );
+        }
+        // As values, hostile strings are just values that match nothing.
+        let filter = url_escape(&json!([{"key": "properties.plan", "value": bad}]).to_string());
+        let m = api.ok(&format!("metrics?{q}&filters={filter}"));
+        assert_eq!(m["current"]["total_events"], 0, "{bad}");
+        let m = api.ok(&format!("funnel?{q}&steps={e},{e}"));
+        assert_eq!(m["steps"][0]["count"], 0, "{bad}");
+        let (status, _) = api.get(&format!("profiles/{e}"));
+        assert_eq!(status, 404);
+    }
+    assert_eq!(
+        setup.query("SELECT count() FROM events"),
+        events.len().to_string()
+    );
+}
+
+#[test]
+fn insights_are_rate_limited_per_client() {
+    let setup = Setup::new("insights_rate").with("ANALYTICS_INSIGHTS_RATE_LIMIT_PER_SECOND", "1");
+    setup.admin(&["migrate"]);
+    let a = setup.admin(&["project", "create", "--name", "A"])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let _api = setup.spawn(&["insights"]);
+    let (id, secret) = read_client(&setup, &a, "read");
+    let api = Api {
+        port: setup.port,
+        project: a,
+        id,
+        secret,
+    };
+    let statuses: Vec<u16> = (0..5).map(|_| api.get("live").0).collect();
+    assert_eq!(statuses[..2], [200, 200], "burst of two passes");
+    assert!(statuses.contains(&429), "{statuses:?}");
+    let headers = [
+        ("openpanel-client-id", api.id.as_str()),
+        ("openpanel-client-secret", api.secret.as_str()),
+    ];
+    let (status, response_headers, _) = http(
+        api.port,
+        "GET",
+        &format!("/insights/{}/live", api.project),
+        &headers,
+        "",
+    )
+    .unwrap();
+    assert_eq!(status, 429);
+    assert!(response_headers.iter().any(|(k, _)| k == "retry-after"));
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(api.get("live").0, 200);
+}
