@@ -6,11 +6,13 @@
 //! 18.16 as well as on current servers. Values reach SQL only through the
 //! crate's `?` binding.
 
+mod backfill;
 mod client;
 mod error;
 mod migrate;
 mod rows;
 
+pub use backfill::Rebuilt;
 pub use client::{Store, StoreSettings};
 pub use error::StoreError;
 pub use migrate::{MIGRATIONS, Migration};

@@ -32,6 +32,7 @@ migrations! {
     2 => "0002_profiles",
     3 => "0003_profile_aliases",
     4 => "0004_sessions",
+    5 => "0005_hourly_aggregates",
 }
 
 #[derive(Row, Serialize)]

@@ -47,6 +47,8 @@ enum Command {
     Sink,
     /// Apply ClickHouse and metadata migrations.
     Migrate,
+    /// Rebuild the aggregate tables from `events` (run with no sink writing).
+    Backfill,
     /// Manage projects.
     #[command(subcommand)]
     Project(ProjectCommand),
@@ -106,6 +108,12 @@ async fn run(command: Command, config: Arc<Config>) -> Result<()> {
             meta.migrate().await?;
             let applied = migrate_clickhouse(&config).await?;
             println!("{}", serde_json::json!({"applied": applied}));
+            Ok(())
+        }
+        Command::Backfill => {
+            migrate_clickhouse(&config).await?;
+            let rebuilt = store(&config).backfill().await?;
+            println!("{}", serde_json::json!({"rebuilt": rebuilt}));
             Ok(())
         }
         Command::Project(ProjectCommand::Create { name, origins }) => {

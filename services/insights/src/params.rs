@@ -162,15 +162,15 @@ impl Interval {
         }
     }
 
-    /// SQL of the bucket label of `created_at` in the time zone bound as `?`.
-    pub fn bucket_sql(self) -> &'static str {
+    /// SQL of the bucket label of the time `column` in the time zone bound as `?`.
+    pub fn bucket_sql(self, column: &str) -> String {
         match self {
             Interval::Hour => {
-                "formatDateTime(toStartOfHour(created_at, ?), '%Y-%m-%dT%H:00:00', ?)"
+                format!("formatDateTime(toStartOfHour({column}, ?), '%Y-%m-%dT%H:00:00', ?)")
             }
-            Interval::Day => "toString(toDate(created_at, ?))",
-            Interval::Week => "toString(toMonday(created_at, ?))",
-            Interval::Month => "toString(toStartOfMonth(created_at, ?))",
+            Interval::Day => format!("toString(toDate({column}, ?))"),
+            Interval::Week => format!("toString(toMonday({column}, ?))"),
+            Interval::Month => format!("toString(toStartOfMonth({column}, ?))"),
         }
     }
 

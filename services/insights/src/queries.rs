@@ -9,7 +9,7 @@ use analytics_store::Store;
 use serde_json::{Value, json};
 
 use crate::params::{Filter, Interval, Range};
-use crate::sql::{ANALYTICS_EVENTS, Sql, events_where};
+use crate::sql::{ANALYTICS_EVENTS, Sql, events_where, hourly_where};
 
 /// Runs queries with a time limit and turns ClickHouse errors into answers.
 #[derive(Clone)]
@@ -26,6 +26,38 @@ impl Runner {
                 self.timeout.as_secs().max(1).to_string(),
             )
             .with_setting("output_format_json_quote_64bit_integers", "0")
+    }
+
+    /// Whether the hourly aggregates can answer for `range` exactly: no
+    /// per-event filters, and both ends of the range on UTC hour
+    /// boundaries (true for whole days in zones with whole-hour offsets).
+    pub async fn aggregates_answer(
+        &self,
+        range: &Range,
+        filters: &[Filter],
+    ) -> Result<bool, ApiError> {
+        if !filters.is_empty() {
+            return Ok(false);
+        }
+        let mut sql = Sql::new(
+            "SELECT toStartOfHour(toDateTime(?, ?), 'UTC') = toDateTime(?, ?) \
+             AND toStartOfHour(toDateTime(?, ?) + 1, 'UTC') = toDateTime(?, ?) + 1 AS aligned",
+        );
+        for time in [range.start_sql(), range.end_sql()] {
+            sql.str(time.clone())
+                .str(&range.timezone)
+                .str(time)
+                .str(&range.timezone);
+        }
+        let aligned = self
+            .rows(&sql)
+            .await?
+            .first()
+            .is_some_and(|r| int(r, "aligned") == 1);
+        if aligned {
+            metrics::counter!("analytics_insights_aggregate_queries_total").increment(1);
+        }
+        Ok(aligned)
     }
 
     /// All rows of a query, one JSON object each.
@@ -92,6 +124,11 @@ const COUNTS: &str = "uniqExact(device_id) AS unique_visitors, \
      uniqExactIf(session_id, session_id != '') AS total_sessions, \
      countIf(name = 'screen_view') AS total_screen_views, count() AS total_events";
 
+/// The same counts from `events_hourly`.
+const HOURLY_COUNTS: &str = "uniqExactMerge(visitors) AS unique_visitors, \
+     uniqExactIfMerge(sessions) AS total_sessions, \
+     sumMerge(screen_views) AS total_screen_views, countMerge(events) AS total_events";
+
 /// The headline numbers of one range.
 pub async fn metrics(
     runner: &Runner,
@@ -100,8 +137,15 @@ pub async fn metrics(
     filters: &[Filter],
 ) -> Result<Value, ApiError> {
     let filter = events_where(project, range, filters);
-    let mut counts = Sql::new(&format!("SELECT {COUNTS} FROM events"));
-    counts.append(&filter);
+    let counts = if runner.aggregates_answer(range, filters).await? {
+        let mut sql = Sql::new(&format!("SELECT {HOURLY_COUNTS} FROM events_hourly"));
+        sql.append(&hourly_where(project, range));
+        sql
+    } else {
+        let mut sql = Sql::new(&format!("SELECT {COUNTS} FROM events"));
+        sql.append(&filter);
+        sql
+    };
     let mut sessions = Sql::new(
         "SELECT count() AS sessions, sum(duration) AS duration, countIf(views = 1) AS bounces \
          FROM (SELECT session_id, toUInt64(max(created_at) - min(created_at)) AS duration, \
@@ -147,15 +191,25 @@ pub async fn timeseries(
     filters: &[Filter],
     interval: Interval,
 ) -> Result<Value, ApiError> {
+    let hourly = runner.aggregates_answer(range, filters).await?;
+    let (column, counts, table) = if hourly {
+        ("hour", HOURLY_COUNTS, "events_hourly")
+    } else {
+        ("created_at", COUNTS, "events")
+    };
     let mut sql = Sql::new(&format!(
-        "SELECT {} AS date, {COUNTS} FROM events",
-        interval.bucket_sql()
+        "SELECT {} AS date, {counts} FROM {table}",
+        interval.bucket_sql(column)
     ));
     for _ in 0..interval.timezone_binds() {
         sql.str(&range.timezone);
     }
-    sql.append(&events_where(project, range, filters))
-        .push(" GROUP BY date ORDER BY date");
+    if hourly {
+        sql.append(&hourly_where(project, range));
+    } else {
+        sql.append(&events_where(project, range, filters));
+    }
+    sql.push(" GROUP BY date ORDER BY date");
     let found: HashMap<String, Value> = runner
         .rows(&sql)
         .await?
@@ -215,7 +269,20 @@ pub async fn top(
     limit: u64,
 ) -> Result<Vec<Value>, ApiError> {
     let filter = events_where(project, range, filters);
+    let hourly = matches!(dimension, Dimension::Column(_))
+        && runner.aggregates_answer(range, filters).await?;
     let mut sql = match dimension {
+        Dimension::Column(column) if hourly => {
+            let mut sql = Sql::new(
+                "SELECT value, countMerge(views) AS views, uniqExactMerge(visitors) AS unique_visitors, \
+                 uniqExactIfMerge(sessions) AS sessions FROM top_hourly",
+            );
+            sql.append(&hourly_where(project, range))
+                .push(" AND dimension = ?")
+                .str(column)
+                .push(" GROUP BY value");
+            sql
+        }
         Dimension::Column(column) => {
             let mut sql = Sql::new(&format!(
                 "SELECT {column} AS value, count() AS views, uniqExact(device_id) AS unique_visitors, \

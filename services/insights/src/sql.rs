@@ -80,11 +80,25 @@ impl Sql {
 
 /// `created_at` within `range` (local times parsed in its time zone).
 pub fn in_range(range: &Range) -> Sql {
-    let mut sql = Sql::new("created_at >= toDateTime(?, ?) AND created_at <= toDateTime(?, ?)");
+    column_in_range("created_at", range)
+}
+
+/// A time column within `range`.
+pub fn column_in_range(column: &str, range: &Range) -> Sql {
+    let mut sql = Sql::new(&format!(
+        "{column} >= toDateTime(?, ?) AND {column} <= toDateTime(?, ?)"
+    ));
     sql.str(range.start_sql())
         .str(&range.timezone)
         .str(range.end_sql())
         .str(&range.timezone);
+    sql
+}
+
+/// The conditions of a query on an hourly aggregate table.
+pub fn hourly_where(project: &str, range: &Range) -> Sql {
+    let mut sql = Sql::new(" WHERE project_id = ? AND ");
+    sql.str(project).append(&column_in_range("hour", range));
     sql
 }
 
