@@ -720,6 +720,13 @@ fn hostile_parameters_get_400s_and_change_nothing() {
         let (status, _) = api.get(&format!("profiles/{e}"));
         assert_eq!(status, 404);
     }
+    // A well-formed but unknown zone is refused by ClickHouse: still a 400.
+    let (status, body) = api.get(&format!("metrics?{q}&timezone=Mars/Base"));
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (400, Some("timezone")),
+        "{body}"
+    );
     assert_eq!(
         setup.query("SELECT count() FROM events"),
         events.len().to_string()

@@ -553,3 +553,26 @@ pub async fn profile(
         "last_seen": if events > 0 { int(&activity, "last_seen") } else { 0 },
     })))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::StatusCode;
+
+    #[test]
+    fn clickhouse_refusals_map_to_client_answers() {
+        let timeout = clickhouse::error::Error::BadResponse(
+            "Code: 159, e.displayText() = DB::Exception: Timeout exceeded: elapsed 1.2 seconds"
+                .into(),
+        );
+        assert_eq!(store_error(timeout).status(), StatusCode::GATEWAY_TIMEOUT);
+        let unknown = clickhouse::error::Error::BadResponse(
+            "Code: 1000, e.displayText() = Cannot load time zone Mars/Base".into(),
+        );
+        assert_eq!(store_error(unknown).status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            store_error(clickhouse::error::Error::TimedOut).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+}
