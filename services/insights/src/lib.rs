@@ -373,3 +373,37 @@ where
     serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}"), None))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The published OpenAPI description names every endpoint and dimension.
+    #[test]
+    fn openapi_description_covers_the_api() {
+        let text = include_str!("../../../schemas/openapi.json");
+        let spec: Value = serde_json::from_str(text).expect("openapi.json is JSON");
+        let paths = spec["paths"].as_object().expect("paths");
+        for endpoint in ENDPOINTS {
+            assert!(
+                paths
+                    .keys()
+                    .any(|p| p.starts_with(&format!("/insights/{{projectId}}/{endpoint}"))),
+                "{endpoint} is not described"
+            );
+        }
+        let parameters =
+            spec["paths"]["/insights/{projectId}/top/{dimension}"]["get"]["parameters"]
+                .as_array()
+                .expect("parameters");
+        let described = &parameters
+            .iter()
+            .find(|p| p["name"] == "dimension")
+            .expect("dimension parameter")["schema"]["enum"];
+        let names: Vec<&str> = DIMENSIONS.iter().map(|(n, _)| *n).collect();
+        assert_eq!(described, &json!(names));
+        for route in ["/track", "/identify", "/increment", "/decrement", "/batch"] {
+            assert!(paths.contains_key(route), "{route}");
+        }
+    }
+}
