@@ -175,6 +175,17 @@ struct Api {
 }
 
 impl Api {
+    /// A client of `kind` for `project`, created with the admin command.
+    fn new(setup: &Setup, project: &str, kind: &str) -> Api {
+        let (id, secret) = read_client(setup, project, kind);
+        Api {
+            port: setup.port,
+            project: project.to_owned(),
+            id,
+            secret,
+        }
+    }
+
     fn get(&self, path_and_query: &str) -> (u16, Value) {
         let path = format!("/insights/{}/{path_and_query}", self.project);
         let headers = [
@@ -191,6 +202,13 @@ impl Api {
         assert_eq!(status, 200, "{path_and_query}: {value}");
         value
     }
+}
+
+fn create_project(setup: &Setup, name: &str) -> String {
+    setup.admin(&["project", "create", "--name", name])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 fn read_client(setup: &Setup, project: &str, kind: &str) -> (String, String) {
@@ -271,27 +289,15 @@ fn funnel_level(events: &[&Event], window: i64) -> usize {
 fn every_endpoint_matches_an_independent_recount() {
     let setup = Setup::new("insights");
     setup.admin(&["migrate"]);
-    let a = setup.admin(&["project", "create", "--name", "A"])["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let b = setup.admin(&["project", "create", "--name", "B"])["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let a = create_project(&setup, "A");
+    let b = create_project(&setup, "B");
     let mut next_id = 0;
     let all_a = generate(&a, 300, 0x9E37_79B9_7F4A_7C15, &mut next_id);
     let all_b = generate(&b, 60, 0xD1B5_4A32_D192_ED03, &mut next_id);
     insert(&setup, &all_a);
     insert(&setup, &all_b);
     let _api = setup.spawn(&["insights"]);
-    let (id, secret) = read_client(&setup, &a, "read");
-    let api = Api {
-        port: setup.port,
-        project: a.clone(),
-        id,
-        secret,
-    };
+    let api = Api::new(&setup, &a, "read");
     let (first, last) = local_range_days();
     let in_range: Vec<&Event> = all_a
         .iter()
@@ -591,24 +597,10 @@ fn every_endpoint_matches_an_independent_recount() {
     assert_eq!(api.get("profiles/nobody").0, 404);
 
     // other clients and projects
-    let (wid, wsecret) = read_client(&setup, &a, "write");
-    let writer = Api {
-        id: wid,
-        secret: wsecret,
-        ..Api {
-            port: api.port,
-            project: a.clone(),
-            id: String::new(),
-            secret: String::new(),
-        }
-    };
-    assert_eq!(writer.get("live").0, 403);
-    let (bid, bsecret) = read_client(&setup, &b, "read");
+    assert_eq!(Api::new(&setup, &a, "write").get("live").0, 403);
     let other_project = Api {
-        port: api.port,
         project: a.clone(),
-        id: bid,
-        secret: bsecret,
+        ..Api::new(&setup, &b, "read")
     };
     assert_eq!(other_project.get("live").0, 403);
     assert_eq!(
@@ -661,21 +653,12 @@ fn hostile_parameters_get_400s_and_change_nothing() {
     let setup =
         Setup::new("insights_hostile").with("ANALYTICS_INSIGHTS_RATE_LIMIT_PER_SECOND", "1000");
     setup.admin(&["migrate"]);
-    let a = setup.admin(&["project", "create", "--name", "A"])["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let a = create_project(&setup, "A");
     let mut next_id = 0;
     let events = generate(&a, 20, 42, &mut next_id);
     insert(&setup, &events);
     let _api = setup.spawn(&["insights"]);
-    let (id, secret) = read_client(&setup, &a, "read");
-    let api = Api {
-        port: setup.port,
-        project: a.clone(),
-        id,
-        secret,
-    };
+    let api = Api::new(&setup, &a, "read");
     let evil = [
         "' OR 1=1 --",
         "2026-03-01'); DROP TABLE events; --",
@@ -737,18 +720,9 @@ fn hostile_parameters_get_400s_and_change_nothing() {
 fn insights_are_rate_limited_per_client() {
     let setup = Setup::new("insights_rate").with("ANALYTICS_INSIGHTS_RATE_LIMIT_PER_SECOND", "1");
     setup.admin(&["migrate"]);
-    let a = setup.admin(&["project", "create", "--name", "A"])["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let a = create_project(&setup, "A");
     let _api = setup.spawn(&["insights"]);
-    let (id, secret) = read_client(&setup, &a, "read");
-    let api = Api {
-        port: setup.port,
-        project: a,
-        id,
-        secret,
-    };
+    let api = Api::new(&setup, &a, "read");
     let statuses: Vec<u16> = (0..5).map(|_| api.get("live").0).collect();
     assert_eq!(statuses[..2], [200, 200], "burst of two passes");
     assert!(statuses.contains(&429), "{statuses:?}");
