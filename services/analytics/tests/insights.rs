@@ -56,16 +56,124 @@ struct Event {
 impl Event {
     /// Local calendar day number (days since the epoch, in the test zone).
     fn local_day(&self) -> i64 {
-        (self.at + TZ_OFFSET).div_euclid(DAY)
+        self.local_day_in(&SEOUL)
+    }
+
+    fn local_day_in(&self, zone: &Zone) -> i64 {
+        (self.at + (zone.offset)(self.at)).div_euclid(DAY)
     }
 }
 
-fn day_label(day: i64) -> String {
-    let out = std::process::Command::new("date")
-        .args(["-u", "-d", &format!("@{}", day * DAY), "+%Y-%m-%d"])
-        .output()
+/// A time zone as the recount sees it: its UTC offset at an instant.
+struct Zone {
+    name: &'static str,
+    offset: fn(i64) -> i64,
+}
+
+const SEOUL: Zone = Zone {
+    name: TZ,
+    offset: |_| TZ_OFFSET,
+};
+const UTC: Zone = Zone {
+    name: "UTC",
+    offset: |_| 0,
+};
+/// New York moves to daylight time on 2026-03-08 at 07:00 UTC, inside the range.
+const NEW_YORK: Zone = Zone {
+    name: "America/New_York",
+    offset: |at| {
+        if at >= 1_772_953_200 {
+            -4 * 3600
+        } else {
+            -5 * 3600
+        }
+    },
+};
+
+/// Headline numbers, daily series and top countries in another zone: the
+/// same dataset splits into different local days.
+fn check_zone(api: &Api, events: &[Event], zone: &Zone) {
+    let (first, last) = local_range_days();
+    let in_days = |from: i64, to: i64| -> Vec<&Event> {
+        events
+            .iter()
+            .filter(|e| (from..=to).contains(&e.local_day_in(zone)))
+            .collect()
+    };
+    let q = format!("startDate={START}&endDate={END}&timezone={}", zone.name);
+    let m = api.ok(&format!("metrics?{q}"));
+    assert_metrics(
+        &m["current"],
+        &expected_metrics(&in_days(first, last)),
+        zone.name,
+    );
+    assert_metrics(
+        &m["previous"],
+        &expected_metrics(&in_days(first - 14, first - 1)),
+        zone.name,
+    );
+    let ts = api.ok(&format!("timeseries?{q}&interval=day"));
+    for (i, bucket) in ts["series"].as_array().unwrap().iter().enumerate() {
+        let day = first + i as i64;
+        assert_eq!(bucket["date"], day_label(day));
+        assert_eq!(
+            bucket["total_events"],
+            in_days(day, day).len(),
+            "{} {}",
+            zone.name,
+            bucket["date"]
+        );
+        let visitors: BTreeSet<&str> = in_days(day, day)
+            .iter()
+            .map(|e| e.device.as_str())
+            .collect();
+        assert_eq!(
+            bucket["unique_visitors"],
+            visitors.len(),
+            "{} {}",
+            zone.name,
+            bucket["date"]
+        );
+    }
+    let top = api.ok(&format!("top/countries?{q}&limit=1"));
+    let mut views: BTreeMap<&str, u64> = BTreeMap::new();
+    for e in in_days(first, last)
+        .iter()
+        .filter(|e| e.name == "screen_view")
+    {
+        *views.entry(&e.country).or_default() += 1;
+    }
+    let best = views
+        .iter()
+        .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
         .unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    assert_eq!(
+        (
+            top["rows"][0]["value"].as_str().unwrap(),
+            top["rows"][0]["views"].as_u64().unwrap()
+        ),
+        (*best.0, *best.1),
+        "{}",
+        zone.name
+    );
+}
+
+/// The calendar date of a day number (days since 1970-01-01).
+fn civil(day: i64) -> (i64, u32, u32) {
+    let z = day + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+fn day_label(day: i64) -> String {
+    let (y, m, d) = civil(day);
+    format!("{y:04}-{m:02}-{d:02}")
 }
 
 fn generate(project: &str, devices: u64, seed: u64, next_id: &mut u64) -> Vec<Event> {
@@ -132,11 +240,14 @@ fn generate(project: &str, devices: u64, seed: u64, next_id: &mut u64) -> Vec<Ev
 }
 
 fn sql_time(at: i64) -> String {
-    let out = std::process::Command::new("date")
-        .args(["-u", "-d", &format!("@{at}"), "+%Y-%m-%d %H:%M:%S"])
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    let secs = at.rem_euclid(DAY);
+    format!(
+        "{} {:02}:{:02}:{:02}",
+        day_label(at.div_euclid(DAY)),
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
 }
 
 fn insert(setup: &Setup, events: &[Event]) {
@@ -193,6 +304,19 @@ impl Api {
             ("openpanel-client-secret", self.secret.as_str()),
         ];
         let (status, _, text) = http(self.port, "GET", &path, &headers, "").unwrap();
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, value)
+    }
+
+    fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let path = format!("/insights/{}/{path}", self.project);
+        let headers = [
+            ("openpanel-client-id", self.id.as_str()),
+            ("openpanel-client-secret", self.secret.as_str()),
+            ("content-type", "application/json"),
+        ];
+        let (status, _, text) =
+            http(self.port, "POST", &path, &headers, &body.to_string()).unwrap();
         let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
         (status, value)
     }
@@ -287,12 +411,14 @@ fn funnel_level(events: &[&Event], window: i64) -> usize {
 
 #[test]
 fn every_endpoint_matches_an_independent_recount() {
+    assert_eq!(sql_time(BASE + 14 * DAY + 3_723), "2026-03-02 01:02:03");
+    assert_eq!(day_label(0), "1970-01-01");
     let setup = Setup::new("insights");
     setup.admin(&["migrate"]);
     let a = create_project(&setup, "A");
     let b = create_project(&setup, "B");
     let mut next_id = 0;
-    let all_a = generate(&a, 300, 0x9E37_79B9_7F4A_7C15, &mut next_id);
+    let all_a = generate(&a, 1500, 0x9E37_79B9_7F4A_7C15, &mut next_id);
     let all_b = generate(&b, 60, 0xD1B5_4A32_D192_ED03, &mut next_id);
     insert(&setup, &all_a);
     insert(&setup, &all_b);
@@ -312,6 +438,10 @@ fn every_endpoint_matches_an_independent_recount() {
         "dataset too small"
     );
     let q = format!("startDate={START}&endDate={END}&timezone={TZ}");
+
+    for zone in [&UTC, &NEW_YORK] {
+        check_zone(&api, &all_a, zone);
+    }
 
     // metrics, with and without filters
     let m = api.ok(&format!("metrics?{q}"));
@@ -702,6 +832,22 @@ fn hostile_parameters_get_400s_and_change_nothing() {
         assert_eq!(m["steps"][0]["count"], 0, "{bad}");
         let (status, _) = api.get(&format!("profiles/{e}"));
         assert_eq!(status, 404);
+        // The JSON funnel: hostile names are values, hostile keys are refused.
+        let steps = json!([{"name": bad}, {"name": "purchase", "filters": [{"key": "properties.plan", "value": bad}]}]);
+        let body = json!({"startDate": START, "endDate": END, "steps": steps, "timezone": "UTC"});
+        let (status, got) = api.post("funnel", &body);
+        assert_eq!(
+            (status, &got["steps"][0]["count"]),
+            (200, &json!(0)),
+            "{bad}: {got}"
+        );
+        let steps = json!([{"name": "a"}, {"name": "b", "filters": [{"key": bad, "value": 1}]}]);
+        let (status, got) = api.post(
+            "funnel",
+            &json!({"startDate": START, "endDate": END, "steps": steps}),
+        );
+        assert_eq!(status, 400, "{bad}: {got}");
+        assert_eq!(got["field"], "steps[1].filters[0]", "{got}");
     }
     // A well-formed but unknown zone is refused by ClickHouse: still a 400.
     let (status, body) = api.get(&format!("metrics?{q}&timezone=Mars/Base"));
