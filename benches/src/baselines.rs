@@ -1,0 +1,153 @@
+//! The ceilings of this machine, measured in the same run as the pipeline
+//! so results can be given as ratios: an HTTP server that does nothing, raw
+//! pipelined `XADD`s, and raw ClickHouse inserts of the same row type.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use analytics_store::{EventRow, Store, StoreSettings};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper::{Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+
+use crate::events::{Rng, event};
+
+/// Starts a hyper server that reads each body and answers 202, on a free
+/// loopback port; it runs until the process ends.
+pub async fn plain_http_server() -> anyhow::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let service = service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+                    let _ = req.into_body().collect().await;
+                    let mut response = Response::new(Full::new(Bytes::from_static(b"{}")));
+                    *response.status_mut() = StatusCode::ACCEPTED;
+                    Ok::<_, Infallible>(response)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Throughput {
+    pub items: u64,
+    pub seconds: f64,
+    pub per_second: f64,
+}
+
+/// Pipelined `XADD`s of event-sized payloads to a scratch stream from
+/// `connections` connections, `pipeline` per round trip.
+pub async fn xadd(
+    redis_url: &str,
+    key: &str,
+    connections: usize,
+    pipeline: usize,
+    duration: Duration,
+) -> anyhow::Result<Throughput> {
+    let client = redis::Client::open(redis_url)?;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..connections {
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        let key = key.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let mut rng = Rng::new(c as u64 + 1);
+            let payloads: Vec<String> = (0..pipeline)
+                .map(|_| event(&mut rng, 10_000, 1).to_string())
+                .collect();
+            let mut sent = 0u64;
+            while start.elapsed() < duration {
+                let mut pipe = redis::pipe();
+                for payload in &payloads {
+                    pipe.cmd("XADD")
+                        .arg(&key)
+                        .arg("*")
+                        .arg("e")
+                        .arg(payload)
+                        .ignore();
+                }
+                pipe.query_async::<()>(&mut conn).await?;
+                sent += pipeline as u64;
+            }
+            Ok::<u64, redis::RedisError>(sent)
+        }));
+    }
+    let mut items = 0;
+    for task in tasks {
+        items += task.await??;
+    }
+    let _: () = redis::cmd("DEL")
+        .arg(key)
+        .query_async(&mut client.get_multiplexed_async_connection().await?)
+        .await?;
+    let seconds = start.elapsed().as_secs_f64();
+    Ok(Throughput {
+        items,
+        seconds,
+        per_second: items as f64 / seconds,
+    })
+}
+
+/// Inserts `rows` event rows in batches of `batch` into a scratch database.
+pub async fn clickhouse_insert(
+    clickhouse_url: &str,
+    database: &str,
+    rows: usize,
+    batch: usize,
+) -> anyhow::Result<Throughput> {
+    let store = Store::new(&StoreSettings {
+        url: clickhouse_url.into(),
+        database: database.into(),
+        user: "default".into(),
+        password: String::new(),
+    });
+    store.migrate().await?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs() as u32;
+    let template: Vec<EventRow> = (0..batch)
+        .map(|i| EventRow {
+            id: format!("00000000-0000-7000-8000-{i:012}"),
+            project_id: "baseline".into(),
+            name: "screen_view".into(),
+            device_id: format!("bench-device-{}", i % 10_000),
+            session_id: format!("session-{}", i % 3_000),
+            created_at: now,
+            received_at: now,
+            path: "/pricing".into(),
+            origin: "https://shop.example".into(),
+            referrer_type: "search".into(),
+            referrer_name: "Google".into(),
+            country: "KR".into(),
+            browser: "Chrome".into(),
+            os: "Windows".into(),
+            device: "desktop".into(),
+            properties: r#"{"plan":"pro","value":42}"#.into(),
+            ..EventRow::default()
+        })
+        .collect();
+    let start = Instant::now();
+    let mut inserted = 0;
+    while inserted < rows {
+        store.insert("events", &template).await?;
+        inserted += template.len();
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    Ok(Throughput {
+        items: inserted as u64,
+        seconds,
+        per_second: inserted as f64 / seconds,
+    })
+}

@@ -1,0 +1,93 @@
+//! Realistic, reproducible events: varied names, pages, referrers, user
+//! agents and client IPs from a seeded generator.
+
+use serde_json::{Value, json};
+
+/// xorshift64*: small, fast and reproducible from a seed.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    pub fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[(self.next() % items.len() as u64) as usize]
+    }
+}
+
+const NAMES: &[&str] = &[
+    "screen_view",
+    "screen_view",
+    "screen_view",
+    "screen_view",
+    "click",
+    "add_to_cart",
+    "purchase",
+    "signup",
+    "search",
+    "video_play",
+];
+const PAGES: &[&str] = &[
+    "https://shop.example/",
+    "https://shop.example/pricing?utm_source=newsletter&utm_campaign=spring",
+    "https://shop.example/docs/getting-started",
+    "https://shop.example/blog/2026/launch",
+    "https://shop.example/p/1042?gclid=abc123",
+    "https://shop.example/cart",
+];
+const REFERRERS: &[&str] = &[
+    "",
+    "",
+    "https://www.google.com/",
+    "https://t.co/xyz",
+    "https://search.naver.com/search.naver?query=shop",
+    "https://www.facebook.com/",
+    "https://news.ycombinator.com/item?id=1",
+];
+pub const USER_AGENTS: &[&str] = &[
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4.1 Safari/605.1.15",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4.1 Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.6367.82 Mobile Safari/537.36",
+    "Mozilla/5.0 (Linux; Android 14; SAMSUNG SM-S921B) AppleWebKit/537.36 (KHTML, like Gecko) SamsungBrowser/24.0 Chrome/117.0.0.0 Mobile Safari/537.36",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:125.0) Gecko/20100101 Firefox/125.0",
+    "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+];
+
+/// One event body (the OpenPanel envelope), padded to `size_factor` times
+/// the usual property payload.
+pub fn event(rng: &mut Rng, devices: u64, size_factor: usize) -> Value {
+    let device = rng.next() % devices;
+    let mut properties = json!({
+        "__path": rng.pick(PAGES),
+        "__referrer": rng.pick(REFERRERS),
+        "plan": if rng.next().is_multiple_of(3) { "pro" } else { "free" },
+        "value": rng.next() % 10_000,
+    });
+    if size_factor > 1 {
+        properties["notes"] = json!("x".repeat(120 * (size_factor - 1)));
+    }
+    json!({"type": "track", "payload": {
+        "name": rng.pick(NAMES),
+        "deviceId": format!("bench-device-{device}"),
+        "properties": properties,
+    }})
+}
+
+/// A client IP for the trusted `x-forwarded-for` header.
+pub fn ip(rng: &mut Rng) -> String {
+    let n = rng.next();
+    format!(
+        "{}.{}.{}.{}",
+        1 + n % 223,
+        (n >> 8) % 256,
+        (n >> 16) % 256,
+        1 + (n >> 24) % 254
+    )
+}

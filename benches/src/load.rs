@@ -1,0 +1,180 @@
+//! Drives an HTTP endpoint over many keep-alive connections (hyper's
+//! client), as fast as possible or at a fixed rate, and records every
+//! answer's status and latency.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::events::{Rng, USER_AGENTS, event, ip};
+
+/// What to send.
+#[derive(Clone)]
+pub struct Plan {
+    pub addr: SocketAddr,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub connections: usize,
+    pub duration: Duration,
+    /// Requests per second over all connections; `None` sends as fast as answers come.
+    pub rate: Option<f64>,
+    /// Events per request: 1 posts an envelope, more post a JSON array.
+    pub batch: usize,
+    pub size_factor: usize,
+    pub devices: u64,
+    pub seed: u64,
+}
+
+/// What came back.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub requests: u64,
+    pub accepted_requests: u64,
+    pub rejected_requests: u64,
+    pub failed_requests: u64,
+    pub events_accepted: u64,
+    pub seconds: f64,
+    pub requests_per_second: f64,
+    pub events_per_second: f64,
+    pub latency_ms: Latency,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+}
+
+struct Tally {
+    histogram: Histogram<u64>,
+    accepted: u64,
+    rejected: u64,
+    failed: u64,
+}
+
+fn body(rng: &mut Rng, plan: &Plan) -> Bytes {
+    let value = if plan.batch <= 1 {
+        event(rng, plan.devices, plan.size_factor)
+    } else {
+        Value::Array(
+            (0..plan.batch)
+                .map(|_| event(rng, plan.devices, plan.size_factor))
+                .collect(),
+        )
+    };
+    Bytes::from(value.to_string())
+}
+
+async fn connection(plan: Arc<Plan>, index: usize, start: Instant) -> anyhow::Result<Tally> {
+    let mut tally = Tally {
+        histogram: Histogram::new_with_bounds(1, 60_000_000, 3)?,
+        accepted: 0,
+        rejected: 0,
+        failed: 0,
+    };
+    let mut rng = Rng::new(plan.seed.wrapping_add(index as u64 * 7_919));
+    let stream = tokio::net::TcpStream::connect(plan.addr).await?;
+    stream.set_nodelay(true)?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let interval = plan
+        .rate
+        .map(|rate| Duration::from_secs_f64(plan.connections as f64 / rate));
+    let mut next_send = start
+        + interval
+            .map(|i| i.mul_f64(index as f64 / plan.connections as f64))
+            .unwrap_or_default();
+    while start.elapsed() < plan.duration {
+        if let Some(interval) = interval {
+            tokio::time::sleep_until(next_send.into()).await;
+            next_send += interval;
+        }
+        let mut request = Request::post(plan.path.as_str())
+            .header("host", plan.addr.to_string())
+            .header("content-type", "application/json")
+            .header("user-agent", USER_AGENTS[index % USER_AGENTS.len()])
+            .header("x-forwarded-for", ip(&mut rng));
+        for (k, v) in &plan.headers {
+            request = request.header(k, v);
+        }
+        let request = request.body(Full::new(body(&mut rng, &plan)))?;
+        if sender.ready().await.is_err() {
+            tally.failed += 1;
+            break;
+        }
+        // Latency counts from the intended send time under a fixed rate, so
+        // a slow server cannot hide queueing (no coordinated omission).
+        let sent = if interval.is_some() {
+            next_send - interval.unwrap_or_default()
+        } else {
+            Instant::now()
+        };
+        match sender.send_request(request).await {
+            Ok(response) => {
+                let status = response.status();
+                let _ = response.into_body().collect().await;
+                let micros = sent.elapsed().as_micros() as u64;
+                let _ = tally.histogram.record(micros.max(1));
+                if status.is_success() {
+                    tally.accepted += 1;
+                } else {
+                    tally.rejected += 1;
+                }
+            }
+            Err(_) => {
+                tally.failed += 1;
+                break;
+            }
+        }
+    }
+    Ok(tally)
+}
+
+/// Runs the plan and summarises it.
+pub async fn run(plan: Plan) -> anyhow::Result<Outcome> {
+    let plan = Arc::new(plan);
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..plan.connections)
+        .map(|i| tokio::spawn(connection(plan.clone(), i, start)))
+        .collect();
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let (mut accepted, mut rejected, mut failed) = (0, 0, 0);
+    for task in tasks {
+        let tally = task.await??;
+        histogram.add(&tally.histogram)?;
+        accepted += tally.accepted;
+        rejected += tally.rejected;
+        failed += tally.failed;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let requests = accepted + rejected + failed;
+    let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+    Ok(Outcome {
+        requests,
+        accepted_requests: accepted,
+        rejected_requests: rejected,
+        failed_requests: failed,
+        events_accepted: accepted * plan.batch.max(1) as u64,
+        seconds,
+        requests_per_second: requests as f64 / seconds,
+        events_per_second: (accepted * plan.batch.max(1) as u64) as f64 / seconds,
+        latency_ms: Latency {
+            p50: ms(0.5),
+            p90: ms(0.9),
+            p99: ms(0.99),
+            p999: ms(0.999),
+            max: histogram.max() as f64 / 1000.0,
+        },
+    })
+}

@@ -1,0 +1,479 @@
+//! `loadgen`: the benchmark harness. `loadgen suite` measures, in one run on
+//! one machine, the baselines (a do-nothing hyper server, raw pipelined
+//! XADD, raw ClickHouse inserts) and the pipeline (`analytics up`) in every
+//! mode, and writes a JSON report and a Markdown table of ratios.
+
+mod baselines;
+mod events;
+mod load;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use serde_json::{Value, json};
+
+#[derive(Parser)]
+#[command(
+    name = "loadgen",
+    about = "Benchmark harness of the analytics pipeline"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Baselines, edge (single and batch), end to end; report as JSON + Markdown.
+    Suite(SuiteArgs),
+    /// Drive a running edge.
+    Edge {
+        #[arg(long, default_value = "127.0.0.1:3002")]
+        addr: SocketAddr,
+        #[arg(long)]
+        client_id: String,
+        #[arg(long)]
+        client_secret: String,
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Requests per second (all connections); as fast as possible when absent.
+        #[arg(long)]
+        rate: Option<f64>,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+}
+
+#[derive(clap::Args)]
+struct SuiteArgs {
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    #[arg(long, default_value = "http://127.0.0.1:8123")]
+    clickhouse_url: String,
+    /// The `analytics` binary to measure (a release build).
+    #[arg(long)]
+    analytics: PathBuf,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Seconds of the end-to-end run.
+    #[arg(long, default_value_t = 60)]
+    e2e_seconds: u64,
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Also run end to end at 2x/4x payload and 1/2 partitions.
+    #[arg(long)]
+    matrix: bool,
+    #[arg(long, default_value = "benches/results")]
+    out: PathBuf,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        match cli.command {
+            Cmd::Suite(args) => suite(args).await,
+            Cmd::Edge {
+                addr,
+                client_id,
+                client_secret,
+                batch,
+                connections,
+                seconds,
+                rate,
+                seed,
+            } => {
+                let outcome = load::run(load::Plan {
+                    addr,
+                    path: if batch > 1 {
+                        "/batch".into()
+                    } else {
+                        "/track".into()
+                    },
+                    headers: vec![
+                        ("openpanel-client-id".into(), client_id),
+                        ("openpanel-client-secret".into(), client_secret),
+                    ],
+                    connections,
+                    duration: Duration::from_secs(seconds),
+                    rate,
+                    batch,
+                    size_factor: 1,
+                    devices: 10_000,
+                    seed,
+                })
+                .await?;
+                println!("{}", serde_json::to_string_pretty(&outcome)?);
+                Ok(())
+            }
+        }
+    })
+}
+
+/// One `analytics up` under measurement, with its own keys and database.
+struct Pipeline {
+    child: Child,
+    addr: SocketAddr,
+    database: String,
+    project: String,
+    id: String,
+    secret: String,
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn clickhouse_query(url: &str, database: &str, sql: &str) -> Result<String> {
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--fail-with-body",
+            &format!("{url}/?database={database}"),
+            "--data-binary",
+            sql,
+        ])
+        .output()?;
+    if !out.status.success() {
+        bail!("clickhouse: {}", String::from_utf8_lossy(&out.stdout));
+    }
+    Ok(String::from_utf8(out.stdout)?.trim().to_owned())
+}
+
+async fn start_pipeline(args: &SuiteArgs, tag: &str, partitions: u16) -> Result<Pipeline> {
+    let name = format!("bench_{tag}_{}", std::process::id());
+    let port = free_port()?;
+    let data = std::env::temp_dir().join(&name);
+    std::fs::create_dir_all(&data)?;
+    let mut cmd = Command::new(&args.analytics);
+    cmd.arg("up")
+        .env("ANALYTICS_LISTEN", format!("127.0.0.1:{port}"))
+        .env("ANALYTICS_DATA_DIR", &data)
+        .env("ANALYTICS_REDIS_URL", &args.redis_url)
+        .env("ANALYTICS_REDIS_KEY_PREFIX", &name)
+        .env("ANALYTICS_REDIS_PARTITIONS", partitions.to_string())
+        .env("ANALYTICS_CLICKHOUSE_URL", &args.clickhouse_url)
+        .env("ANALYTICS_CLICKHOUSE_DATABASE", &name)
+        .env("ANALYTICS_CLIENT_IP_HEADER", "x-forwarded-for")
+        .env("ANALYTICS_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    let child = cmd.spawn().context("cannot start analytics")?;
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let bootstrap = data.join("bootstrap.json");
+    loop {
+        let ready = std::net::TcpStream::connect(addr).is_ok() && bootstrap.exists();
+        if ready {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("analytics did not come up");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let b: Value = serde_json::from_str(&std::fs::read_to_string(bootstrap)?)?;
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    Ok(Pipeline {
+        child,
+        addr,
+        database: name,
+        project: text(&b["project_id"]),
+        id: text(&b["write"]["id"]),
+        secret: text(&b["write"]["secret"]),
+    })
+}
+
+fn plan(
+    args: &SuiteArgs,
+    p: &Pipeline,
+    batch: usize,
+    rate: Option<f64>,
+    seconds: u64,
+    size_factor: usize,
+) -> load::Plan {
+    load::Plan {
+        addr: p.addr,
+        path: if batch > 1 {
+            "/batch".into()
+        } else {
+            "/track".into()
+        },
+        headers: vec![
+            ("openpanel-client-id".into(), p.id.clone()),
+            ("openpanel-client-secret".into(), p.secret.clone()),
+        ],
+        connections: args.connections,
+        duration: Duration::from_secs(seconds),
+        rate,
+        batch,
+        size_factor,
+        devices: 10_000,
+        seed: args.seed,
+    }
+}
+
+/// CPU seconds (user + system) and peak resident memory (MB) of a process.
+fn process_usage(pid: u32) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let cpu = (ticks(11) + ticks(12)) / 100.0;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let peak_kb = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    (cpu, peak_kb / 1024.0)
+}
+
+/// Sends batches for `seconds`, sampling how far ClickHouse is behind, then
+/// waits for the last accepted event to be visible.
+async fn end_to_end(
+    args: &SuiteArgs,
+    p: &Pipeline,
+    seconds: u64,
+    size_factor: usize,
+) -> Result<Value> {
+    let (cpu_before, _) = process_usage(p.child.id());
+    let load = tokio::spawn(load::run(plan(args, p, 100, None, seconds, size_factor)));
+    let mut lags = Vec::new();
+    let started = Instant::now();
+    while !load.is_finished() {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let sql = format!(
+            "SELECT toUInt64(now()) - toUInt64(max(received_at)) FROM events WHERE project_id = '{}'",
+            p.project
+        );
+        if let Ok(lag) = clickhouse_query(&args.clickhouse_url, &p.database, &sql)?.parse::<f64>()
+            && started.elapsed() > Duration::from_secs(3)
+        {
+            lags.push(lag);
+        }
+    }
+    let outcome = load.await??;
+    let sent_done = Instant::now();
+    let count_sql = format!(
+        "SELECT count() FROM events WHERE project_id = '{}'",
+        p.project
+    );
+    loop {
+        let visible: u64 = clickhouse_query(&args.clickhouse_url, &p.database, &count_sql)?
+            .parse()
+            .unwrap_or(0);
+        if visible >= outcome.events_accepted {
+            break;
+        }
+        if sent_done.elapsed() > Duration::from_secs(300) {
+            bail!(
+                "only {visible} of {} events visible after 5 minutes",
+                outcome.events_accepted
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let drain = sent_done.elapsed().as_secs_f64();
+    let (cpu_after, peak_mb) = process_usage(p.child.id());
+    lags.sort_by(|a, b| a.total_cmp(b));
+    let p99 = lags
+        .get(((lags.len() as f64 * 0.99).ceil() as usize).saturating_sub(1))
+        .copied()
+        .unwrap_or(0.0);
+    let events = outcome.events_accepted as f64;
+    Ok(json!({
+        "events_accepted": outcome.events_accepted,
+        "events_per_second": events / (outcome.seconds + drain),
+        "send_events_per_second": outcome.events_per_second,
+        "drain_seconds": drain,
+        "lag_p99_seconds": p99,
+        "lag_max_seconds": lags.last().copied().unwrap_or(0.0),
+        "peak_rss_mb": peak_mb,
+        "cpu_seconds_per_million": (cpu_after - cpu_before) / (events / 1e6).max(1e-9),
+        "rejected_requests": outcome.rejected_requests,
+    }))
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .unwrap_or("unknown cpu")
+        .trim()
+        .to_owned();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    format!("{cores} cores, {cpu}")
+}
+
+async fn suite(args: SuiteArgs) -> Result<()> {
+    let command: Vec<String> = std::env::args().collect();
+    let secs = args.seconds;
+    let mut report = json!({"machine": machine(), "command": command.join(" ")});
+    eprintln!("baseline: plain hyper server");
+    let plain_addr = baselines::plain_http_server().await?;
+    let mut plain_plan = load::Plan {
+        addr: plain_addr,
+        path: "/track".into(),
+        headers: Vec::new(),
+        connections: args.connections,
+        duration: Duration::from_secs(secs),
+        rate: None,
+        batch: 1,
+        size_factor: 1,
+        devices: 10_000,
+        seed: args.seed,
+    };
+    let plain = load::run(plain_plan.clone()).await?;
+    plain_plan.batch = 100;
+    plain_plan.path = "/batch".into();
+    let scratch = format!("bench_xadd_{}", std::process::id());
+    eprintln!("baseline: pipelined XADD");
+    let xadd = baselines::xadd(
+        &args.redis_url,
+        &format!("{scratch}:{{x}}"),
+        8,
+        100,
+        Duration::from_secs(secs),
+    )
+    .await?;
+    eprintln!("baseline: ClickHouse inserts");
+    let ch = baselines::clickhouse_insert(&args.clickhouse_url, &scratch, 500_000, 10_000).await?;
+    clickhouse_query(
+        &args.clickhouse_url,
+        "default",
+        &format!("DROP DATABASE IF EXISTS {scratch}"),
+    )?;
+
+    let pipeline = start_pipeline(&args, "edge", 4).await?;
+    eprintln!("edge: single events, as fast as possible");
+    let single = load::run(plan(&args, &pipeline, 1, None, secs, 1)).await?;
+    eprintln!("edge: single events at half that rate");
+    let half = load::run(plan(
+        &args,
+        &pipeline,
+        1,
+        Some(single.requests_per_second / 2.0),
+        secs,
+        1,
+    ))
+    .await?;
+    eprintln!("edge: batches of 100");
+    let batch = load::run(plan(&args, &pipeline, 100, None, secs, 1)).await?;
+    drop(pipeline);
+
+    eprintln!("end to end: {} s", args.e2e_seconds);
+    let pipeline = start_pipeline(&args, "e2e", 4).await?;
+    let e2e = end_to_end(&args, &pipeline, args.e2e_seconds, 1).await?;
+    drop(pipeline);
+    let mut matrix = Vec::new();
+    if args.matrix {
+        for (partitions, size) in [(1u16, 1usize), (2, 1), (4, 2), (4, 4)] {
+            eprintln!("end to end: {partitions} partitions, {size}x payload");
+            let pipeline =
+                start_pipeline(&args, &format!("m{partitions}x{size}"), partitions).await?;
+            let result = end_to_end(&args, &pipeline, secs, size).await?;
+            matrix.push(json!({"partitions": partitions, "payload": size, "result": result}));
+        }
+    }
+    report["baselines"] = json!({"plain_http": plain, "xadd": xadd, "clickhouse_insert": ch});
+    report["edge"] = json!({"single": single, "single_at_half_rate": half, "batch_100": batch});
+    report["end_to_end"] = e2e.clone();
+    report["matrix"] = json!(matrix);
+    let ratio = |a: f64, b: f64| if b > 0.0 { 100.0 * a / b } else { 0.0 };
+    let mut md = format!(
+        "Measured on {} with `{}`.\n\n| measurement | result | against | target |\n|---|---|---|---|\n",
+        report["machine"].as_str().unwrap_or(""),
+        report["command"].as_str().unwrap_or("")
+    );
+    md += &format!(
+        "| plain hyper server (baseline) | {:.0} req/s | | |\n",
+        plain.requests_per_second
+    );
+    md += &format!(
+        "| raw pipelined XADD (baseline) | {:.0} entries/s | | |\n",
+        xadd.per_second
+    );
+    md += &format!(
+        "| raw ClickHouse insert (baseline) | {:.0} rows/s | | |\n",
+        ch.per_second
+    );
+    md += &format!(
+        "| edge, single events | {:.0} req/s, p99 {:.2} ms | {:.0}% of plain hyper | ≥ 50% |\n",
+        single.requests_per_second,
+        single.latency_ms.p99,
+        ratio(single.requests_per_second, plain.requests_per_second)
+    );
+    md += &format!(
+        "| edge, single events at 50% rate | p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms | | p99 < 10 ms |\n",
+        half.latency_ms.p50, half.latency_ms.p99, half.latency_ms.p999
+    );
+    md += &format!(
+        "| edge, batches of 100 | {:.0} events/s | {:.0}% of raw XADD | ≥ 30% |\n",
+        batch.events_per_second,
+        ratio(batch.events_per_second, xadd.per_second)
+    );
+    let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(0.0);
+    md += &format!(
+        "| end to end ({} s, batches of 100) | {:.0} events/s, lag p99 {:.0} s, peak RSS {:.0} MB, {:.1} CPU-s per 1M events | {:.0}% of raw ClickHouse insert | ≥ 100,000 events/s, lag p99 < 2 s, RSS < 512 MB |\n",
+        args.e2e_seconds,
+        f(&e2e, "events_per_second"),
+        f(&e2e, "lag_p99_seconds"),
+        f(&e2e, "peak_rss_mb"),
+        f(&e2e, "cpu_seconds_per_million"),
+        ratio(f(&e2e, "events_per_second"), ch.per_second)
+    );
+    for m in &matrix {
+        let r = &m["result"];
+        md += &format!(
+            "| end to end, {} partitions, {}x payload | {:.0} events/s, {:.1} CPU-s per 1M events | | |\n",
+            m["partitions"],
+            m["payload"],
+            f(r, "events_per_second"),
+            f(r, "cpu_seconds_per_million")
+        );
+    }
+    std::fs::create_dir_all(&args.out)?;
+    std::fs::write(
+        args.out.join("latest.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    std::fs::write(args.out.join("latest.md"), &md)?;
+    println!("{md}");
+    Ok(())
+}
