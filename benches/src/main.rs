@@ -76,6 +76,10 @@ struct SuiteArgs {
     matrix: bool,
     #[arg(long, default_value = "benches/results")]
     out: PathBuf,
+    /// Data directory of the run command (`regexes.yaml`, `geoip/*.mmdb`),
+    /// so the measured pipeline enriches like a real one.
+    #[arg(long, default_value = "data")]
+    enrichment_data: PathBuf,
 }
 
 fn main() -> Result<()> {
@@ -180,6 +184,21 @@ async fn start_pipeline(args: &SuiteArgs, tag: &str, partitions: u16) -> Result<
         .env("ANALYTICS_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
+    let rules = args.enrichment_data.join("regexes.yaml");
+    if rules.exists() {
+        cmd.env("ANALYTICS_UA_REGEXES", rules);
+    }
+    let geoip: Vec<String> = std::fs::read_dir(args.enrichment_data.join("geoip"))
+        .map(|dir| {
+            dir.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "mmdb"))
+                .map(|p| p.display().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    if !geoip.is_empty() {
+        cmd.env("ANALYTICS_GEOIP_DB", geoip.join(","));
+    }
     let child = cmd.spawn().context("cannot start analytics")?;
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -32,7 +32,10 @@ pub fn route_of(path: &str) -> Option<Route> {
 /// Answers a CORS preflight. Which origins may really send is decided per
 /// project when the request itself arrives.
 pub fn preflight(headers: &HeaderMap) -> Response<Body> {
-    let mut response = with_cors(headers, Response::new(analytics_http::empty()));
+    let mut response = with_cors(
+        headers.get("origin"),
+        Response::new(analytics_http::empty()),
+    );
     *response.status_mut() = StatusCode::NO_CONTENT;
     let h = response.headers_mut();
     h.insert(
@@ -48,8 +51,8 @@ pub fn preflight(headers: &HeaderMap) -> Response<Body> {
 }
 
 /// Lets a browser on the request's origin read the answer.
-pub fn with_cors(headers: &HeaderMap, mut response: Response<Body>) -> Response<Body> {
-    if let Some(origin) = headers.get("origin") {
+pub fn with_cors(origin: Option<&HeaderValue>, mut response: Response<Body>) -> Response<Body> {
+    if let Some(origin) = origin {
         let h = response.headers_mut();
         h.insert("access-control-allow-origin", origin.clone());
         h.insert("vary", HeaderValue::from_static("Origin"));
@@ -88,7 +91,7 @@ impl Edge {
         B: hyper::body::Body<Data = bytes::Bytes> + Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let headers = req.headers().clone();
+        let origin = req.headers().get("origin").cloned();
         let label = match route {
             Route::Envelope => "track",
             Route::Direct(kind) => kind.as_str(),
@@ -106,7 +109,7 @@ impl Edge {
         metrics::counter!("analytics_edge_requests_total",
             "route" => label, "status" => response.status().as_u16().to_string())
         .increment(1);
-        with_cors(&headers, response)
+        with_cors(origin.as_ref(), response)
     }
 
     async fn ingest_inner<B>(

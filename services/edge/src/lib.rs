@@ -89,7 +89,10 @@ impl Edge {
         Some(match *req.method() {
             Method::OPTIONS => ingest::preflight(req.headers()),
             Method::POST => self.ingest(route, req, peer).await,
-            _ => ingest::with_cors(req.headers(), ApiError::MethodNotAllowed.into_response()),
+            _ => ingest::with_cors(
+                req.headers().get("origin"),
+                ApiError::MethodNotAllowed.into_response(),
+            ),
         })
     }
 
