@@ -206,7 +206,8 @@ async fn resolve_identities(
     Ok(())
 }
 
-/// Sessions, device → profile links and profile operations, in one round trip.
+/// Sessions, device → profile links and profile operations, in one round
+/// trip; the sessions of the whole batch go to one script call.
 async fn apply_state(
     shared: &Shared,
     keys: &Keys,
@@ -217,6 +218,15 @@ async fn apply_state(
     let scripts = shared.scripts.read().await.clone();
     let mut pipe = redis::pipe();
     let mut expects = Vec::with_capacity(items.len());
+    let mut session_keys = Vec::new();
+    let mut session_args = vec![
+        settings.session_timeout_ms,
+        settings.session_grace_ms,
+        settings.session_timeout_ms + settings.session_grace_ms + 60_000,
+    ]
+    .into_iter()
+    .map(|n| n.to_string())
+    .collect::<Vec<_>>();
     for item in items.iter() {
         let (raw, identity) = (&item.raw, &item.identity);
         let project = raw.project_id.as_str();
@@ -224,15 +234,9 @@ async fn apply_state(
             raw.kind == EventKind::Track && !item.ua.is_bot() && identity.session_id.is_empty();
         if opens_session {
             let at = analytics_enrich::event_time_ms(raw);
-            pipe.cmd("EVALSHA")
-                .arg(&scripts.session)
-                .arg(1)
-                .arg(keys.session(project, &identity.device_id))
-                .arg(at)
-                .arg(settings.session_timeout_ms)
-                .arg(settings.session_grace_ms)
-                .arg(session_id(project, &identity.device_id, at))
-                .arg(settings.session_timeout_ms + settings.session_grace_ms + 60_000);
+            session_keys.push(keys.session(project, &identity.device_id));
+            session_args.push(at.to_string());
+            session_args.push(session_id(project, &identity.device_id, at));
         }
         if !identity.profile_id.is_empty() && !item.ua.is_bot() {
             pipe.cmd("SET")
@@ -261,14 +265,30 @@ async fn apply_state(
         }
         expects.push((opens_session, profile_op.is_some()));
     }
+    if !session_keys.is_empty() {
+        pipe.cmd("EVALSHA")
+            .arg(&scripts.sessions)
+            .arg(session_keys.len())
+            .arg(&session_keys)
+            .arg(&session_args);
+    }
     // An empty pipeline gets no reply from redis-rs; skip the round trip.
     if pipe.cmd_iter().next().is_none() {
         return Ok(());
     }
-    let mut replies = pipe.query_async::<Vec<Value>>(conn).await?.into_iter();
+    let mut replies = pipe.query_async::<Vec<Value>>(conn).await?;
+    let mut sessions = if session_keys.is_empty() {
+        Vec::new()
+    } else {
+        reply::<Vec<String>>(replies.pop())?
+    }
+    .into_iter();
+    let mut replies = replies.into_iter();
     for (item, (opens_session, changes_profile)) in items.iter_mut().zip(expects) {
         if opens_session {
-            item.identity.session_id = reply(replies.next())?;
+            item.identity.session_id = sessions
+                .next()
+                .ok_or_else(|| ProcessError::Reply("a session id is missing".into()))?;
         }
         let raw = &item.raw;
         if changes_profile {

@@ -4,33 +4,44 @@
 
 use redis::aio::ConnectionManager;
 
-/// Session of a device. KEYS[1]: the device's session hash.
-/// ARGV: event time (ms), timeout (ms), grace (ms), id for a new session, TTL (ms).
+/// Sessions of a batch of events, in order. KEYS[i]: the session hash of
+/// event i's device. ARGV: timeout (ms), grace (ms), TTL (ms), then per
+/// event its time (ms) and the id a new session would get.
 /// An event joins the open session when it is within `timeout` after its
 /// last event and not more than `grace` before its start (late arrivals);
 /// otherwise it starts a new one. Events far older than the open session
 /// get a session of their own without disturbing it.
-pub const SESSION: &str = r#"
-local ts = tonumber(ARGV[1])
-local timeout = tonumber(ARGV[2])
-local grace = tonumber(ARGV[3])
-local s = redis.call('HMGET', KEYS[1], 'id', 'start', 'last')
-if s[1] then
-  local start = tonumber(s[2])
-  local last = tonumber(s[3])
-  if ts <= last + timeout and ts >= start - grace then
-    if ts > last then redis.call('HSET', KEYS[1], 'last', ts) end
-    if ts < start then redis.call('HSET', KEYS[1], 'start', ts) end
-    redis.call('PEXPIRE', KEYS[1], ARGV[5])
-    return s[1]
+/// (One call per batch; on a Redis Cluster the keys of one call must share
+/// a slot, so the caller would group them per slot.)
+pub const SESSIONS: &str = r#"
+local timeout = tonumber(ARGV[1])
+local grace = tonumber(ARGV[2])
+local out = {}
+for i, key in ipairs(KEYS) do
+  local ts = tonumber(ARGV[2 + 2 * i])
+  local candidate = ARGV[3 + 2 * i]
+  local s = redis.call('HMGET', key, 'id', 'start', 'last')
+  local id = nil
+  if s[1] then
+    local start = tonumber(s[2])
+    local last = tonumber(s[3])
+    if ts <= last + timeout and ts >= start - grace then
+      if ts > last then redis.call('HSET', key, 'last', ARGV[2 + 2 * i]) end
+      if ts < start then redis.call('HSET', key, 'start', ARGV[2 + 2 * i]) end
+      redis.call('PEXPIRE', key, ARGV[3])
+      id = s[1]
+    elseif ts < start - grace then
+      id = candidate
+    end
   end
-  if ts < start - grace then
-    return ARGV[4]
+  if not id then
+    redis.call('HSET', key, 'id', candidate, 'start', ARGV[2 + 2 * i], 'last', ARGV[2 + 2 * i])
+    redis.call('PEXPIRE', key, ARGV[3])
+    id = candidate
   end
+  out[i] = id
 end
-redis.call('HSET', KEYS[1], 'id', ARGV[4], 'start', ts, 'last', ts)
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
-return ARGV[4]
+return out
 "#;
 
 /// A profile operation, applied once per event id.
@@ -108,7 +119,7 @@ return {stored, dups}
 /// The SHA1 digests of the loaded scripts.
 #[derive(Debug, Clone, Default)]
 pub struct Scripts {
-    pub session: String,
+    pub sessions: String,
     pub profile: String,
     pub commit: String,
 }
@@ -127,7 +138,7 @@ impl Scripts {
             }
         };
         Ok(Scripts {
-            session: load(SESSION).await?,
+            sessions: load(SESSIONS).await?,
             profile: load(PROFILE).await?,
             commit: load(COMMIT).await?,
         })
