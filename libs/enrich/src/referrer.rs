@@ -84,7 +84,10 @@ fn host_matches(host: &str, pattern: &str) -> bool {
         // "google." matches google.com, www.google.co.uk, …
         host.split('.').any(|label| label == stem)
     } else {
-        host == pattern || host.ends_with(&format!(".{pattern}"))
+        host == pattern
+            || host
+                .strip_suffix(pattern)
+                .is_some_and(|rest| rest.ends_with('.'))
     }
 }
 
