@@ -211,6 +211,15 @@ impl Meta {
         })
     }
 
+    /// Deletes a client; true when it existed. Edges that cached it refuse
+    /// it once their cache entry expires (`edge.auth_cache_ttl_ms`).
+    pub async fn revoke_client(&self, id: &str) -> Result<bool, MetaError> {
+        let result = client::Entity::delete_by_id(id.to_owned())
+            .exec(&self.db)
+            .await?;
+        Ok(result.rows_affected > 0)
+    }
+
     /// A client with its project, or `None` when the id is unknown.
     pub async fn client(&self, id: &str) -> Result<Option<ClientRecord>, MetaError> {
         let Some(row) = client::Entity::find_by_id(id.to_owned())
@@ -327,6 +336,9 @@ mod tests {
         assert!(!record.verify_secret("sec_wrong"));
         assert!(!record.verify_secret(""));
         assert!(meta.client("nope").await.unwrap().is_none());
+        assert!(meta.revoke_client(&new.id).await.unwrap());
+        assert!(meta.client(&new.id).await.unwrap().is_none());
+        assert!(!meta.revoke_client(&new.id).await.unwrap());
         assert!(record.project.allows_origin("https://shop.example/"));
         assert!(!record.project.allows_origin("https://evil.example"));
     }

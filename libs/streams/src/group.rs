@@ -305,3 +305,105 @@ pub async fn claim_stale(
     dead_letter(conn, key, dead_key, group, &letters).await?;
     Ok(batch)
 }
+
+/// One entry of a dead-letter stream.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeadEntry {
+    /// Id in the dead-letter stream.
+    pub id: String,
+    /// Stream and group the entry failed in, and its id there.
+    pub source: String,
+    pub group: String,
+    pub source_id: String,
+    pub reason: String,
+    /// The original payload (lossy UTF-8).
+    pub payload: String,
+}
+
+fn field(map: &std::collections::HashMap<String, Value>, key: &str) -> String {
+    match map.get(key) {
+        Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+        _ => String::new(),
+    }
+}
+
+/// The oldest `count` entries of a dead-letter stream.
+pub async fn dead_entries(
+    conn: &mut ConnectionManager,
+    dead_key: &str,
+    count: usize,
+) -> Result<Vec<DeadEntry>, StreamError> {
+    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(dead_key)
+        .arg("-")
+        .arg("+")
+        .arg("COUNT")
+        .arg(count)
+        .query_async(conn)
+        .await?;
+    Ok(reply
+        .ids
+        .into_iter()
+        .map(|e| DeadEntry {
+            source: field(&e.map, "source"),
+            group: field(&e.map, "group"),
+            source_id: field(&e.map, "id"),
+            reason: field(&e.map, "reason"),
+            payload: field(&e.map, PAYLOAD_FIELD),
+            id: e.id,
+        })
+        .collect())
+}
+
+/// Puts a dead entry's payload back on the stream it failed in (as a new
+/// entry, so every group sees it again) and removes it from the dead
+/// letters, atomically. The payload is copied byte for byte.
+pub async fn replay_dead(
+    conn: &mut ConnectionManager,
+    dead_key: &str,
+    id: &str,
+) -> Result<bool, StreamError> {
+    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(dead_key)
+        .arg(id)
+        .arg(id)
+        .query_async(conn)
+        .await?;
+    let Some(entry) = reply.ids.into_iter().next() else {
+        return Ok(false);
+    };
+    let source = field(&entry.map, "source");
+    let payload = match entry.map.get(PAYLOAD_FIELD) {
+        Some(Value::BulkString(b)) => b.clone(),
+        _ => return Err(StreamError::MissingPayload { id: id.to_owned() }),
+    };
+    let _: () = redis::pipe()
+        .atomic()
+        .cmd("XADD")
+        .arg(&source)
+        .arg("*")
+        .arg(PAYLOAD_FIELD)
+        .arg(payload)
+        .ignore()
+        .cmd("XDEL")
+        .arg(dead_key)
+        .arg(id)
+        .ignore()
+        .query_async(conn)
+        .await?;
+    Ok(true)
+}
+
+/// Deletes a dead entry for good.
+pub async fn drop_dead(
+    conn: &mut ConnectionManager,
+    dead_key: &str,
+    id: &str,
+) -> Result<bool, StreamError> {
+    let removed: u64 = redis::cmd("XDEL")
+        .arg(dead_key)
+        .arg(id)
+        .query_async(conn)
+        .await?;
+    Ok(removed > 0)
+}

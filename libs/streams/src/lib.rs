@@ -21,8 +21,8 @@ mod maintenance;
 
 pub use error::StreamError;
 pub use group::{
-    ClaimPolicy, DeadLetter, Entry, GroupReader, PAYLOAD_FIELD, ReadBatch, ack, claim_stale,
-    dead_letter, ensure_group,
+    ClaimPolicy, DeadEntry, DeadLetter, Entry, GroupReader, PAYLOAD_FIELD, ReadBatch, ack,
+    claim_stale, dead_entries, dead_letter, drop_dead, ensure_group, replay_dead,
 };
 pub use keys::{Topic, partition_for, stream_key};
 pub use maintenance::{StreamStats, maintain, stream_stats, trim_acknowledged};

@@ -59,6 +59,35 @@ enum Command {
     /// Manage API clients.
     #[command(subcommand)]
     Client(ClientCommand),
+    /// Inspect, replay or drop dead letters.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// Print dead letters as JSON lines (oldest first, per partition).
+    List {
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Put dead letters back on the stream they failed in.
+    Replay(DlqTarget),
+    /// Delete dead letters for good.
+    Drop(DlqTarget),
+}
+
+#[derive(clap::Args)]
+struct DlqTarget {
+    /// Partition of the entry (from `dlq list`).
+    #[arg(long, requires = "id")]
+    partition: Option<u16>,
+    /// Id of the entry in the dead-letter stream.
+    #[arg(long, requires = "partition")]
+    id: Option<String>,
+    /// Every dead letter of every partition.
+    #[arg(long, conflicts_with_all = ["partition", "id"])]
+    all: bool,
 }
 
 #[derive(Subcommand)]
@@ -88,6 +117,11 @@ enum ClientCommand {
         project: String,
         #[arg(long = "type", value_parser = ["write", "read", "root"])]
         kind: String,
+    },
+    /// Delete a client; edges refuse it within `edge.auth_cache_ttl_ms`.
+    Revoke {
+        #[arg(long)]
+        id: String,
     },
 }
 
@@ -146,6 +180,18 @@ async fn run(command: Command, config: Arc<Config>) -> Result<()> {
             println!("{}", serde_json::to_string(&client)?);
             Ok(())
         }
+        Command::Client(ClientCommand::Revoke { id }) => {
+            let meta = open_meta(&config).await?;
+            meta.migrate().await?;
+            let revoked = meta.revoke_client(&id).await?;
+            println!("{}", serde_json::json!({"id": id, "revoked": revoked}));
+            if revoked {
+                Ok(())
+            } else {
+                anyhow::bail!("no client {id}")
+            }
+        }
+        Command::Dlq(command) => dlq(&config, command).await,
         Command::Up => up(config).await,
         Command::Edge | Command::Insights => {
             let shutdown = shutdown_on_signal();
@@ -405,6 +451,55 @@ async fn run_sink(config: &Arc<Config>, shutdown: CancellationToken) -> Result<(
     analytics_sink::run(config.clone(), deps, shutdown)
         .await
         .context("sink failed")
+}
+
+/// The dead-letter admin commands.
+async fn dlq(config: &Config, command: DlqCommand) -> Result<()> {
+    use analytics_streams::{Topic, dead_entries, drop_dead, replay_dead, stream_key};
+    let mut conn = analytics_streams::connect(&redis_client(config)?, Duration::from_secs(5))
+        .await
+        .context("cannot connect to Redis")?;
+    let partitions = 0..config.redis.partitions;
+    let key = |p: u16| stream_key(&config.redis.key_prefix, Topic::Dead, p);
+    let (target, replay) = match command {
+        DlqCommand::List { limit } => {
+            for p in partitions {
+                for entry in dead_entries(&mut conn, &key(p), limit).await? {
+                    let mut line = serde_json::to_value(&entry)?;
+                    line["partition"] = p.into();
+                    println!("{line}");
+                }
+            }
+            return Ok(());
+        }
+        DlqCommand::Replay(target) => (target, true),
+        DlqCommand::Drop(target) => (target, false),
+    };
+    let mut chosen: Vec<(u16, String)> = Vec::new();
+    match (target.all, target.partition, target.id) {
+        (true, _, _) => {
+            // Ids are taken first, so replayed entries that fail again and
+            // come back as new dead letters are not picked up twice.
+            for p in partitions {
+                let entries = dead_entries(&mut conn, &key(p), usize::MAX >> 1).await?;
+                chosen.extend(entries.into_iter().map(|e| (p, e.id)));
+            }
+        }
+        (false, Some(p), Some(id)) if p < config.redis.partitions => chosen.push((p, id)),
+        _ => anyhow::bail!("name an entry with --partition and --id, or use --all"),
+    }
+    let mut done = 0;
+    for (p, id) in &chosen {
+        let changed = if replay {
+            replay_dead(&mut conn, &key(*p), id).await?
+        } else {
+            drop_dead(&mut conn, &key(*p), id).await?
+        };
+        done += u64::from(changed);
+    }
+    let action = if replay { "replayed" } else { "dropped" };
+    println!("{}", serde_json::json!({ action: done }));
+    Ok(())
 }
 
 /// Runs a consumer stage beside its health and metrics server.

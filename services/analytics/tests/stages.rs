@@ -180,3 +180,101 @@ fn undecodable_entries_go_to_the_dead_letter_stream() {
         stored(&setup, &creds) == "10\t10"
     });
 }
+
+#[test]
+fn dead_letters_can_be_listed_replayed_and_dropped() {
+    let setup = Setup::new("dlq").with("ANALYTICS_CONSUMER_NAME", "only");
+    let _up = setup.spawn(&["up"]);
+    let creds = setup.bootstrap();
+    let mut conn = redis(&setup);
+    // A poison entry, and a valid event that an operator parked by hand.
+    let raw = format!("{}:raw:{{p0}}", setup.name);
+    let dead = format!("{}:dead:{{p0}}", setup.name);
+    let _: String = redis::cmd("XADD")
+        .arg(&raw)
+        .arg("*")
+        .arg("e")
+        .arg("{broken")
+        .query(&mut conn)
+        .unwrap();
+    let valid = serde_json::json!({
+        "id": "parked-1", "project_id": creds.project_id, "kind": "track", "name": "parked",
+        "device_id": "d1", "received_at_ms": 1_767_607_200_000i64
+    });
+    let _: String = redis::cmd("XADD")
+        .arg(&dead)
+        .arg("*")
+        .arg("source")
+        .arg(&raw)
+        .arg("group")
+        .arg("enricher")
+        .arg("id")
+        .arg("0-1")
+        .arg("reason")
+        .arg("parked by an operator")
+        .arg("e")
+        .arg(valid.to_string())
+        .query(&mut conn)
+        .unwrap();
+    let list = || -> Vec<serde_json::Value> {
+        let out = setup.command(&["dlq", "list"]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    wait_until(Duration::from_secs(30), || list().len() == 2);
+    let entries = list();
+    let parked = entries
+        .iter()
+        .find(|e| e["reason"] == "parked by an operator")
+        .unwrap();
+    let poison = entries
+        .iter()
+        .find(|e| e["reason"] != "parked by an operator")
+        .unwrap();
+    assert!(
+        poison["reason"]
+            .as_str()
+            .unwrap()
+            .contains("cannot decode raw event"),
+        "{poison}"
+    );
+    assert_eq!(poison["payload"], "{broken");
+    let id = parked["id"].as_str().unwrap();
+    let replayed = setup.admin(&["dlq", "replay", "--partition", "0", "--id", id]);
+    assert_eq!(replayed["replayed"], 1);
+    wait_until(Duration::from_secs(30), || stored(&setup, &creds) == "1\t1");
+    assert_eq!(setup.query("SELECT name FROM events"), "parked");
+    let dropped = setup.admin(&["dlq", "drop", "--all"]);
+    assert_eq!(dropped["dropped"], 1);
+    assert!(list().is_empty());
+}
+
+#[test]
+fn a_revoked_client_is_refused_within_the_cache_ttl() {
+    let setup = Setup::new("revoke").with("ANALYTICS_EDGE_AUTH_CACHE_TTL_MS", "500");
+    let _up = setup.spawn(&["up"]);
+    let creds = setup.create_client("Revoked");
+    let valid = r#"{"type":"track","payload":{"name":"a"}}"#;
+    assert_eq!(
+        http(setup.port, "POST", "/track", &creds.headers(), valid)
+            .unwrap()
+            .0,
+        202
+    );
+    let out = setup.admin(&["client", "revoke", "--id", &creds.id]);
+    assert_eq!(out["revoked"], true);
+    std::thread::sleep(Duration::from_millis(600));
+    let response = http(setup.port, "POST", "/track", &creds.headers(), valid).unwrap();
+    assert_eq!(response.0, 401, "{}", response.2);
+    // Secrets never reach logs or metrics.
+    let (_, _, metrics) = http(setup.port, "GET", "/metrics", &[], "").unwrap();
+    assert!(!metrics.contains(&creds.secret) && !metrics.contains(&creds.id));
+}
