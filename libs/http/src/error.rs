@@ -25,7 +25,7 @@ pub enum ApiError {
     TooLarge { limit: usize },
     #[error("request body was not received in time")]
     Timeout,
-    #[error("content type must be application/json")]
+    #[error("the body must be uncompressed JSON (content-type application/json or text/plain)")]
     UnsupportedMediaType,
     #[error("{reason}")]
     Unavailable { reason: &'static str },

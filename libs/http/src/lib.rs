@@ -86,7 +86,7 @@ pub async fn serve<F, Fut>(
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(Some(header_timeout))
-                .max_buf_size(64 * 1024)
+                .max_buf_size(32 * 1024)
                 .serve_connection(TokioIo::new(stream), service);
             tokio::pin!(conn);
             tokio::select! {

@@ -126,6 +126,14 @@ impl Edge {
         if !caller.client.kind.can_write() {
             return Err(ApiError::Forbidden("this client may not send events"));
         }
+        // Compressed bodies are refused outright: nothing to decompress, no bomb.
+        if req
+            .headers()
+            .get("content-encoding")
+            .is_some_and(|e| !e.as_bytes().eq_ignore_ascii_case(b"identity"))
+        {
+            return Err(ApiError::UnsupportedMediaType);
+        }
         if let Some(content_type) = req.headers().get("content-type") {
             let ct = content_type.to_str().unwrap_or("").to_ascii_lowercase();
             // Browsers' sendBeacon posts JSON as text/plain.

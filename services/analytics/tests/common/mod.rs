@@ -230,6 +230,21 @@ impl Conn {
         })
     }
 
+    /// Sends raw bytes as a request (for malformed HTTP) and reads the answer.
+    pub fn send_raw(&mut self, request: &[u8]) -> std::io::Result<Reply> {
+        // A server may answer (413, 431) and close before the whole request
+        // is written: the answer still counts.
+        if let Err(e) = self.reader.get_mut().write_all(request)
+            && !matches!(
+                e.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+            )
+        {
+            return Err(e);
+        }
+        self.read_response()
+    }
+
     /// Sends one request; returns status, lower-cased headers and body.
     pub fn send(
         &mut self,
@@ -250,6 +265,10 @@ impl Conn {
         let mut request = head.into_bytes();
         request.extend_from_slice(body);
         self.reader.get_mut().write_all(&request)?;
+        self.read_response()
+    }
+
+    fn read_response(&mut self) -> std::io::Result<Reply> {
         let mut status_line = String::new();
         self.reader.read_line(&mut status_line)?;
         let status: u16 = status_line

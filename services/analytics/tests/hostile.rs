@@ -1,0 +1,464 @@
+//! A corpus of malformed and hostile requests against a running edge: every
+//! one gets the right 4xx (with a JSON error whenever the request reached the
+//! API; hyper itself answers malformed HTTP), nothing reaches any stream, and
+//! the next valid request is still served.
+
+mod common;
+
+use common::*;
+
+struct Case {
+    what: String,
+    request: Vec<u8>,
+    /// Acceptable statuses.
+    statuses: &'static [u16],
+    /// Whether the answer must be our JSON error (false for hyper's own).
+    json: bool,
+}
+
+fn request(path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let mut head = format!(
+        "POST {path} HTTP/1.1\r\nhost: edge\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("connection: close\r\n\r\n");
+    let mut bytes = head.into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+fn corpus(id: &str, secret: &str) -> Vec<Case> {
+    let auth: Vec<(&str, &str)> = vec![
+        ("openpanel-client-id", id),
+        ("openpanel-client-secret", secret),
+        ("content-type", "application/json"),
+    ];
+    let mut cases = Vec::new();
+    let mut bad = |what: String,
+                   path: &str,
+                   headers: &[(&str, &str)],
+                   body: &[u8],
+                   statuses: &'static [u16]| {
+        cases.push(Case {
+            what,
+            request: request(path, headers, body),
+            statuses,
+            json: true,
+        });
+    };
+    let valid =
+        br#"{"type":"track","payload":{"name":"screen_view","properties":{"a":"b","n":1}}}"#;
+    // Every truncation of a valid body is malformed JSON.
+    for cut in 0..valid.len() {
+        bad(
+            format!("truncated at {cut}"),
+            "/track",
+            &auth,
+            &valid[..cut],
+            &[400],
+        );
+    }
+    // Invalid UTF-8 in every string of the body.
+    for (i, bytes) in [
+        &b"\xff"[..],
+        b"\xc3\x28",
+        b"\xe2\x82",
+        b"\xf0\x28\x8c\x28",
+        b"\xed\xa0\x80",
+        b"\xc0\xaf",
+    ]
+    .iter()
+    .enumerate()
+    {
+        for field in ["name", "a", "b"] {
+            let text = String::from_utf8_lossy(valid).replace(field, "\u{1}");
+            let mut body = Vec::new();
+            for part in text.split('\u{1}').enumerate() {
+                if part.0 > 0 {
+                    body.extend_from_slice(bytes);
+                }
+                body.extend_from_slice(part.1.as_bytes());
+            }
+            bad(
+                format!("invalid UTF-8 #{i} in {field}"),
+                "/track",
+                &auth,
+                &body,
+                &[400],
+            );
+        }
+    }
+    // Deep nesting, in arrays and objects.
+    for depth in [33, 100, 1_000, 10_000] {
+        let arrays = format!(
+            r#"{{"type":"track","payload":{{"name":"a","properties":{{"x":{}{}}}}}}}"#,
+            "[".repeat(depth),
+            "]".repeat(depth)
+        );
+        bad(
+            format!("{depth}-deep arrays"),
+            "/track",
+            &auth,
+            arrays.as_bytes(),
+            &[400],
+        );
+        let objects = format!(
+            r#"{{"type":"track","payload":{{"name":"a","properties":{}1{}}}}}"#,
+            r#"{"k":"#.repeat(depth),
+            "}".repeat(depth)
+        );
+        bad(
+            format!("{depth}-deep objects"),
+            "/track",
+            &auth,
+            objects.as_bytes(),
+            &[400],
+        );
+    }
+    // Numbers JSON does not have.
+    for token in [
+        "NaN",
+        "Infinity",
+        "-Infinity",
+        "+1",
+        "0x10",
+        "01",
+        "1.",
+        ".5",
+        "1e",
+        "--1",
+    ] {
+        let body =
+            format!(r#"{{"type":"track","payload":{{"name":"a","properties":{{"n":{token}}}}}}}"#);
+        bad(
+            format!("number {token}"),
+            "/track",
+            &auth,
+            body.as_bytes(),
+            &[400],
+        );
+        let body = format!(
+            r#"{{"type":"increment","payload":{{"profileId":"u","property":"p","value":{token}}}}}"#
+        );
+        bad(
+            format!("increment by {token}"),
+            "/track",
+            &auth,
+            body.as_bytes(),
+            &[400],
+        );
+    }
+    // Duplicate keys: the last one wins, and here it is always wrong.
+    for body in [
+        r#"{"type":"track","type":"identify","payload":{"name":"a"}}"#,
+        r#"{"type":"track","payload":{"name":"a"},"payload":5}"#,
+        r#"{"type":"track","payload":{"name":"a","name":7}}"#,
+        r#"{"type":"track","payload":{"name":"a","properties":{},"properties":[]}}"#,
+        r#"{"type":"increment","payload":{"profileId":"u","property":"p","value":1,"value":"x"}}"#,
+    ] {
+        bad(
+            format!("duplicate keys {body}"),
+            "/track",
+            &auth,
+            body.as_bytes(),
+            &[400],
+        );
+    }
+    // Too large: past the 1 MiB limit, declared and streamed.
+    for size in [1_100_000usize, 2 << 20, 10 << 20] {
+        let body = format!(
+            r#"{{"type":"track","payload":{{"name":"a","properties":{{"s":"{}"}}}}}}"#,
+            "x".repeat(size)
+        );
+        bad(
+            format!("{size}-byte string"),
+            "/track",
+            &auth,
+            body.as_bytes(),
+            &[413],
+        );
+    }
+    let long_name = format!(
+        r#"{{"type":"track","payload":{{"name":"{}"}}}}"#,
+        "n".repeat(100_000)
+    );
+    bad(
+        "100 KB event name".into(),
+        "/track",
+        &auth,
+        long_name.as_bytes(),
+        &[400],
+    );
+    // Wrong content types and compressed bodies (a gzip bomb is never inflated).
+    for content_type in [
+        "text/html",
+        "multipart/form-data; boundary=x",
+        "application/x-www-form-urlencoded",
+        "application/xml",
+        "image/png",
+        "application/octet-stream",
+    ] {
+        let headers = [
+            ("openpanel-client-id", id),
+            ("openpanel-client-secret", secret),
+            ("content-type", content_type),
+        ];
+        bad(
+            format!("content type {content_type}"),
+            "/track",
+            &headers,
+            valid,
+            &[415],
+        );
+    }
+    let bomb: Vec<u8> = [0x1f, 0x8b, 0x08, 0x00]
+        .iter()
+        .copied()
+        .chain(std::iter::repeat_n(0u8, 2_000))
+        .collect();
+    for encoding in ["gzip", "deflate", "br", "zstd"] {
+        let headers = [
+            ("openpanel-client-id", id),
+            ("openpanel-client-secret", secret),
+            ("content-type", "application/json"),
+            ("content-encoding", encoding),
+        ];
+        bad(
+            format!("content-encoding {encoding}"),
+            "/track",
+            &headers,
+            &bomb,
+            &[415],
+        );
+    }
+    // Wrong shapes and types.
+    for body in [
+        "null",
+        "true",
+        "42",
+        r#""track""#,
+        "[]",
+        "{}",
+        r#"{"type":null,"payload":{}}"#,
+        r#"{"type":"track","payload":null}"#,
+        r#"{"type":"track","payload":"x"}"#,
+        r#"{"type":["track"],"payload":{}}"#,
+        r#"{"type":"TRACK","payload":{"name":"a"}}"#,
+        r#"{"type":"track ","payload":{"name":"a"}}"#,
+        r#"{"type":"group","payload":{"id":"g"}}"#,
+        r#"{"type":"assign_group","payload":{"groupIds":["g"]}}"#,
+        r#"{"type":"track","payload":{"name":"   "}}"#,
+        r#"{"type":"track","payload":{"name":"a","timestamp":"1999-13-45"}}"#,
+        r#"{"type":"track","payload":{"name":"a","timestamp":-1}}"#,
+        r#"{"type":"track","payload":{"name":"a","deviceId":{"$ne":null}}}"#,
+        r#"{"type":"track","payload":{"name":"a","profileId":1.5}}"#,
+        r#"{"type":"alias","payload":{"profileId":"u","alias":["x"]}}"#,
+    ] {
+        bad(
+            format!("shape {body}"),
+            "/track",
+            &auth,
+            body.as_bytes(),
+            &[400],
+        );
+    }
+    for body in [
+        "{}",
+        "[1]",
+        r#"[{"type":"track","payload":{"name":"a"}},{"type":"nope","payload":{}}]"#,
+    ] {
+        bad(
+            format!("batch {body}"),
+            "/batch",
+            &auth,
+            body.as_bytes(),
+            &[400],
+        );
+    }
+    let too_many = format!(
+        "[{}]",
+        vec![String::from_utf8_lossy(valid).into_owned(); 2_001].join(",")
+    );
+    bad(
+        "2,001 events in a batch".into(),
+        "/batch",
+        &auth,
+        too_many.as_bytes(),
+        &[400],
+    );
+    for body in ["[]", "\"x\"", r#"{"email":"a@b"}"#] {
+        bad(
+            format!("identify {body}"),
+            "/identify",
+            &auth,
+            body.as_bytes(),
+            &[400],
+        );
+    }
+    // Credentials: missing, wrong, injected, oversized.
+    let hostile_ids = [
+        "",
+        "' OR '1'='1",
+        "../../etc/passwd",
+        "00000000-0000-0000-0000-000000000000",
+        &"x".repeat(5_000),
+    ];
+    for hostile in hostile_ids {
+        let headers = [
+            ("openpanel-client-id", hostile),
+            ("openpanel-client-secret", secret),
+            ("content-type", "application/json"),
+        ];
+        bad(
+            format!("client id {hostile:.20}"),
+            "/track",
+            &headers,
+            valid,
+            &[401],
+        );
+    }
+    for hostile in [
+        "",
+        "sec_",
+        "' OR 1=1 --",
+        &secret[..secret.len() - 1],
+        &format!("{secret}x"),
+        &"s".repeat(5_000),
+    ] {
+        let headers = [
+            ("openpanel-client-id", id),
+            ("openpanel-client-secret", hostile),
+            ("content-type", "application/json"),
+        ];
+        bad(
+            format!("secret {hostile:.20}"),
+            "/track",
+            &headers,
+            valid,
+            &[401],
+        );
+    }
+    let headers = [
+        ("openpanel-client-id", id),
+        ("origin", "https://evil.example"),
+        ("content-type", "application/json"),
+    ];
+    bad("foreign origin".into(), "/track", &headers, valid, &[403]);
+    // Routes and methods.
+    for path in [
+        "/",
+        "/tracks",
+        "/track/../batch",
+        "/insights",
+        "/%2e%2e/track",
+        "/batch?x=1",
+    ] {
+        let statuses: &'static [u16] = if path == "/batch?x=1" { &[400] } else { &[404] };
+        bad(format!("path {path}"), path, &auth, valid, statuses);
+    }
+    let mut cases: Vec<Case> = cases;
+    for method in ["GET", "PUT", "DELETE", "PATCH"] {
+        cases.push(Case {
+            what: format!("{method} /track"),
+            request: format!("{method} /track HTTP/1.1\r\nhost: edge\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").into_bytes(),
+            statuses: &[405],
+            json: true,
+        });
+    }
+    // Malformed HTTP, answered by hyper before the API sees it.
+    let mut http_case = |what: &str, bytes: Vec<u8>, statuses: &'static [u16]| {
+        cases.push(Case {
+            what: what.into(),
+            request: bytes,
+            statuses,
+            json: false,
+        });
+    };
+    http_case("header injection", b"POST /track HTTP/1.1\r\nhost: edge\r\nopenpanel-client-id: a\rb\r\ncontent-length: 2\r\n\r\n{}".to_vec(), &[400]);
+    http_case(
+        "control characters in a header",
+        b"POST /track HTTP/1.1\r\nhost: edge\r\nopenpanel-client-id: \x7f\x01\r\ncontent-length: 2\r\n\r\n{}".to_vec(),
+        &[400],
+    );
+    http_case(
+        "header without colon",
+        b"POST /track HTTP/1.1\r\nhost edge\r\ncontent-length: 2\r\n\r\n{}".to_vec(),
+        &[400],
+    );
+    http_case(
+        "bad request line",
+        b"POST /track HTTP/9.9\r\n\r\n".to_vec(),
+        &[400, 505],
+    );
+    http_case(
+        "two content lengths",
+        b"POST /track HTTP/1.1\r\nhost: edge\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\n{}"
+            .to_vec(),
+        &[400],
+    );
+    http_case(
+        "negative content length",
+        b"POST /track HTTP/1.1\r\nhost: edge\r\ncontent-length: -1\r\n\r\n".to_vec(),
+        &[400],
+    );
+    for size in [70_000usize, 200_000] {
+        let mut bytes = format!(
+            "POST /track HTTP/1.1\r\nhost: edge\r\nx-big: {}\r\n",
+            "h".repeat(size)
+        )
+        .into_bytes();
+        bytes.extend_from_slice(b"content-length: 2\r\n\r\n{}");
+        http_case(&format!("{size}-byte header"), bytes, &[431, 400]);
+    }
+    let mut many = String::from("POST /track HTTP/1.1\r\nhost: edge\r\n");
+    for i in 0..200 {
+        many.push_str(&format!("x-h{i}: v\r\n"));
+    }
+    many.push_str("content-length: 2\r\n\r\n{}");
+    http_case("200 headers", many.into_bytes(), &[431, 400]);
+    cases
+}
+
+#[test]
+fn hostile_requests_get_4xx_and_write_nothing() {
+    let setup = Setup::new("hostile");
+    let _up = setup.spawn(&["up"]);
+    let creds = setup.bootstrap();
+    let cases = corpus(&creds.id, &creds.secret);
+    assert!(cases.len() >= 200, "only {} cases", cases.len());
+    let mut wrong = Vec::new();
+    for case in &cases {
+        let reply = Conn::open(setup.port).and_then(|mut c| c.send_raw(&case.request));
+        match reply {
+            Ok((status, headers, body)) => {
+                let json_error = headers
+                    .iter()
+                    .any(|(k, v)| k == "content-type" && v == "application/json")
+                    && serde_json::from_str::<serde_json::Value>(&body)
+                        .is_ok_and(|v| v["error"].as_str().is_some_and(|e| !e.is_empty()));
+                if !case.statuses.contains(&status) || (case.json && !json_error) {
+                    wrong.push(format!("{}: {status} {body:.120}", case.what));
+                }
+            }
+            // Only hyper may close instead of answering, and only for malformed HTTP.
+            Err(e) if !case.json => {
+                let _ = e;
+            }
+            Err(e) => wrong.push(format!("{}: {e}", case.what)),
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {} cases wrong:\n{}",
+        wrong.len(),
+        cases.len(),
+        wrong.join("\n")
+    );
+    assert_eq!(setup.raw_len(), 0, "a refused request reached the stream");
+    let valid = r#"{"type":"track","payload":{"name":"after_the_storm"}}"#;
+    let (status, _, body) = http(setup.port, "POST", "/track", &creds.headers(), valid).unwrap();
+    assert_eq!(status, 202, "{body}");
+}
