@@ -59,6 +59,8 @@ setters! {
     "ANALYTICS_EDGE_REQUEST_TIMEOUT_MS" => |c, k, v| c.edge.request_timeout_ms = parse(k, v)?;
     "ANALYTICS_EDGE_AUTH_CACHE_TTL_MS" => |c, k, v| c.edge.auth_cache_ttl_ms = parse(k, v)?;
     "ANALYTICS_EDGE_MAX_PENDING_WRITES" => |c, k, v| c.edge.max_pending_writes = parse(k, v)?;
+    "ANALYTICS_EDGE_RATE_LIMIT_PER_CLIENT" => |c, k, v| c.edge.rate_limit_per_client = parse(k, v)?;
+    "ANALYTICS_EDGE_RATE_LIMIT_PER_IP" => |c, k, v| c.edge.rate_limit_per_ip = parse(k, v)?;
     "ANALYTICS_ENRICHER_READ_COUNT" => |c, k, v| c.enricher.read_count = parse(k, v)?;
     "ANALYTICS_ENRICHER_CLAIM_IDLE_MS" => |c, k, v| c.enricher.claim_idle_ms = parse(k, v)?;
     "ANALYTICS_ENRICHER_MAX_DELIVERIES" => |c, k, v| c.enricher.max_deliveries = parse(k, v)?;

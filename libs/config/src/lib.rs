@@ -120,6 +120,12 @@ pub struct EdgeConfig {
     /// Most write requests waiting for Redis at once; past it the edge answers 503.
     #[serde(default = "defaults::max_pending_writes")]
     pub max_pending_writes: usize,
+    /// Ingest requests per second per client (0: no limit); projects may set their own.
+    #[serde(default)]
+    pub rate_limit_per_client: u32,
+    /// Ingest requests per second per source IP (0: no limit); projects may set their own.
+    #[serde(default)]
+    pub rate_limit_per_ip: u32,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

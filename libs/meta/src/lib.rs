@@ -11,4 +11,4 @@ mod error;
 mod store;
 
 pub use error::MetaError;
-pub use store::{ClientKind, ClientRecord, Meta, NewClient, Project};
+pub use store::{ClientKind, ClientRecord, Meta, NewClient, Project, RateLimits};

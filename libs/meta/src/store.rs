@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::MetaError;
-use crate::entity::{client, project, project_setting, salt};
+use crate::entity::{client, project, project_limit, project_setting, salt};
 
 /// What a client may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +60,14 @@ pub struct Project {
     pub id: String,
     pub name: String,
     pub allowed_origins: Vec<String>,
+    pub rate_limits: RateLimits,
+}
+
+/// Ingest requests per second a project allows; 0 leaves the edge's default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RateLimits {
+    pub per_client: u32,
+    pub per_ip: u32,
 }
 
 impl Project {
@@ -135,6 +143,7 @@ impl Meta {
             schema.create_table_from_entity(client::Entity),
             schema.create_table_from_entity(salt::Entity),
             schema.create_table_from_entity(project_setting::Entity),
+            schema.create_table_from_entity(project_limit::Entity),
         ] {
             self.db.execute(statement.if_not_exists()).await?;
         }
@@ -165,6 +174,7 @@ impl Meta {
             id: uuid::Uuid::new_v4().to_string(),
             name: name.to_owned(),
             allowed_origins: origins.to_vec(),
+            rate_limits: RateLimits::default(),
         };
         project::Entity::insert(project::ActiveModel {
             id: Set(project.id.clone()),
@@ -178,10 +188,50 @@ impl Meta {
     }
 
     pub async fn project(&self, id: &str) -> Result<Option<Project>, MetaError> {
-        Ok(project::Entity::find_by_id(id.to_owned())
+        let Some(model) = project::Entity::find_by_id(id.to_owned())
             .one(&self.db)
             .await?
-            .map(project_of))
+        else {
+            return Ok(None);
+        };
+        let limits = project_limit::Entity::find_by_id(id.to_owned())
+            .one(&self.db)
+            .await?
+            .map(|l| RateLimits {
+                per_client: l.per_client.clamp(0, i64::from(u32::MAX)) as u32,
+                per_ip: l.per_ip.clamp(0, i64::from(u32::MAX)) as u32,
+            })
+            .unwrap_or_default();
+        let mut project = project_of(model);
+        project.rate_limits = limits;
+        Ok(Some(project))
+    }
+
+    /// Sets a project's ingest rate limits (0 = the edge's default).
+    pub async fn set_rate_limits(
+        &self,
+        project_id: &str,
+        limits: RateLimits,
+    ) -> Result<(), MetaError> {
+        if self.project(project_id).await?.is_none() {
+            return Err(MetaError::NoSuchProject(project_id.to_owned()));
+        }
+        project_limit::Entity::insert(project_limit::ActiveModel {
+            project_id: Set(project_id.to_owned()),
+            per_client: Set(i64::from(limits.per_client)),
+            per_ip: Set(i64::from(limits.per_ip)),
+        })
+        .on_conflict(
+            OnConflict::column(project_limit::Column::ProjectId)
+                .update_columns([
+                    project_limit::Column::PerClient,
+                    project_limit::Column::PerIp,
+                ])
+                .to_owned(),
+        )
+        .exec(&self.db)
+        .await?;
+        Ok(())
     }
 
     pub async fn create_client(
@@ -304,6 +354,7 @@ fn project_of(m: project::Model) -> Project {
         id: m.id,
         name: m.name,
         allowed_origins: serde_json::from_str(&m.allowed_origins).unwrap_or_default(),
+        rate_limits: RateLimits::default(),
     }
 }
 
@@ -369,6 +420,19 @@ mod tests {
         meta.set_drop_bots(&project.id, false).await.unwrap();
         assert!(!meta.drop_bots(&project.id).await.unwrap());
         assert!(meta.set_drop_bots("missing", true).await.is_err());
+        let limits = RateLimits {
+            per_client: 5,
+            per_ip: 2,
+        };
+        meta.set_rate_limits(&project.id, limits).await.unwrap();
+        assert_eq!(
+            meta.project(&project.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .rate_limits,
+            limits
+        );
     }
 
     #[tokio::test]

@@ -100,6 +100,15 @@ enum ProjectCommand {
         #[arg(long = "origin")]
         origins: Vec<String>,
     },
+    /// Ingest rate limits in requests per second (0: the edge's default).
+    Limits {
+        #[arg(long)]
+        project: String,
+        #[arg(long, default_value_t = 0)]
+        per_client: u32,
+        #[arg(long, default_value_t = 0)]
+        per_ip: u32,
+    },
     /// Keep crawler traffic (tagged `device = 'bot'`, the default) or drop it.
     Bots {
         #[arg(long)]
@@ -160,6 +169,21 @@ async fn run(command: Command, config: Arc<Config>) -> Result<()> {
             let project = meta.create_project(&name, &origins).await?;
             let out = serde_json::json!({"id": project.id, "name": project.name, "origins": project.allowed_origins});
             println!("{out}");
+            Ok(())
+        }
+        Command::Project(ProjectCommand::Limits {
+            project,
+            per_client,
+            per_ip,
+        }) => {
+            let meta = open_meta(&config).await?;
+            meta.migrate().await?;
+            let limits = analytics_meta::RateLimits { per_client, per_ip };
+            meta.set_rate_limits(&project, limits).await?;
+            println!(
+                "{}",
+                serde_json::json!({"project": project, "rate_limits": limits})
+            );
             Ok(())
         }
         Command::Project(ProjectCommand::Bots { project, policy }) => {

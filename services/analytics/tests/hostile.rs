@@ -462,3 +462,39 @@ fn hostile_requests_get_4xx_and_write_nothing() {
     let (status, _, body) = http(setup.port, "POST", "/track", &creds.headers(), valid).unwrap();
     assert_eq!(status, 202, "{body}");
 }
+
+#[test]
+fn ingest_is_rate_limited_per_ip_by_project_setting() {
+    let setup = Setup::new("ratelimit")
+        .with("ANALYTICS_CLIENT_IP_HEADER", "x-forwarded-for")
+        .with("ANALYTICS_EDGE_AUTH_CACHE_TTL_MS", "100");
+    let _up = setup.spawn(&["up"]);
+    let creds = setup.bootstrap();
+    setup.admin(&[
+        "project",
+        "limits",
+        "--project",
+        &creds.project_id,
+        "--per-ip",
+        "3",
+    ]);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let valid = r#"{"type":"track","payload":{"name":"limited"}}"#;
+    let send = |ip: &str| {
+        let mut headers = creds.headers();
+        headers.push(("x-forwarded-for", ip));
+        http(setup.port, "POST", "/track", &headers, valid).unwrap()
+    };
+    let statuses: Vec<u16> = (0..8).map(|_| send("203.0.113.7").0).collect();
+    assert_eq!(statuses[..3], [202, 202, 202], "{statuses:?}");
+    assert!(statuses.contains(&429), "{statuses:?}");
+    let limited = send("203.0.113.7");
+    assert_eq!(limited.0, 429);
+    assert!(limited.1.iter().any(|(k, _)| k == "retry-after"));
+    assert!(limited.2.contains("too many requests"), "{}", limited.2);
+    assert_eq!(
+        send("198.51.100.1").0,
+        202,
+        "another address has its own budget"
+    );
+}

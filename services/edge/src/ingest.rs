@@ -126,6 +126,16 @@ impl Edge {
         if !caller.client.kind.can_write() {
             return Err(ApiError::Forbidden("this client may not send events"));
         }
+        let ip = self.client_ip(req.headers(), peer);
+        if let Err(exceeded) = self
+            .limits
+            .check(&caller.client.project, &caller.client.id, &ip)
+        {
+            return Err(ApiError::TooManyRequests(match exceeded {
+                crate::limits::Exceeded::Client => "this client sends too fast; retry shortly",
+                crate::limits::Exceeded::Ip => "too many requests from this address; retry shortly",
+            }));
+        }
         // Compressed bodies are refused outright: nothing to decompress, no bomb.
         if req
             .headers()
@@ -177,7 +187,7 @@ impl Edge {
             .map_err(|e| ApiError::bad_request(e.message, e.field))?;
         let stamp = Stamp {
             received_at_ms: now_ms(),
-            ip: self.client_ip(&parts.headers, peer),
+            ip,
             user_agent: header_str(&parts.headers, "user-agent", 1_000),
             origin: header_str(&parts.headers, "origin", 500),
             sdk_name: header_str(&parts.headers, "openpanel-sdk-name", 50),

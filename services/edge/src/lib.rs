@@ -12,6 +12,7 @@
 //! client retry of the same event id is harmless (dropped downstream).
 
 mod ingest;
+mod limits;
 mod salt;
 mod writer;
 
@@ -39,6 +40,7 @@ pub struct Edge {
     config: Arc<Config>,
     auth: Authenticator,
     writer: writer::Writer,
+    limits: Arc<limits::IngestLimits>,
     salts: salt::SaltCache,
     redis: ConnectionManager,
     metrics: Arc<dyn Fn() -> String + Send + Sync>,
@@ -58,9 +60,15 @@ impl Edge {
             config.redis.partitions,
             config.redis.max_stream_len,
             config.edge.max_pending_writes,
-            shutdown,
+            shutdown.clone(),
         );
+        let limits = Arc::new(limits::IngestLimits::new(analytics_meta::RateLimits {
+            per_client: config.edge.rate_limit_per_client,
+            per_ip: config.edge.rate_limit_per_ip,
+        }));
+        tokio::spawn(shrink_limits(limits.clone(), shutdown.clone()));
         let edge = Edge {
+            limits,
             auth: Authenticator::new(
                 deps.meta.clone(),
                 Duration::from_millis(config.edge.auth_cache_ttl_ms),
@@ -108,6 +116,16 @@ impl Edge {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(format!("redis: {e}")),
             Err(_) => Err("redis: no answer within 1 s".into()),
+        }
+    }
+}
+
+/// Keeps the rate limiters' memory to recently active keys.
+async fn shrink_limits(limits: Arc<limits::IngestLimits>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(10)) => limits.shrink(),
         }
     }
 }

@@ -2,5 +2,6 @@
 
 pub mod client;
 pub mod project;
+pub mod project_limit;
 pub mod project_setting;
 pub mod salt;
