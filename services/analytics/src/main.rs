@@ -151,8 +151,7 @@ fn main() -> Result<()> {
 async fn run(command: Command, config: Arc<Config>) -> Result<()> {
     match command {
         Command::Migrate => {
-            let meta = open_meta(&config).await?;
-            meta.migrate().await?;
+            open_meta(&config).await?;
             let applied = migrate_clickhouse(&config).await?;
             println!("{}", serde_json::json!({"applied": applied}));
             Ok(())
@@ -165,7 +164,6 @@ async fn run(command: Command, config: Arc<Config>) -> Result<()> {
         }
         Command::Project(ProjectCommand::Create { name, origins }) => {
             let meta = open_meta(&config).await?;
-            meta.migrate().await?;
             let project = meta.create_project(&name, &origins).await?;
             let out = serde_json::json!({"id": project.id, "name": project.name, "origins": project.allowed_origins});
             println!("{out}");
@@ -177,7 +175,6 @@ async fn run(command: Command, config: Arc<Config>) -> Result<()> {
             per_ip,
         }) => {
             let meta = open_meta(&config).await?;
-            meta.migrate().await?;
             let limits = analytics_meta::RateLimits { per_client, per_ip };
             meta.set_rate_limits(&project, limits).await?;
             println!(
@@ -188,7 +185,6 @@ async fn run(command: Command, config: Arc<Config>) -> Result<()> {
         }
         Command::Project(ProjectCommand::Bots { project, policy }) => {
             let meta = open_meta(&config).await?;
-            meta.migrate().await?;
             meta.set_drop_bots(&project, policy == "drop").await?;
             println!(
                 "{}",
@@ -198,7 +194,6 @@ async fn run(command: Command, config: Arc<Config>) -> Result<()> {
         }
         Command::Client(ClientCommand::Create { project, kind }) => {
             let meta = open_meta(&config).await?;
-            meta.migrate().await?;
             let kind: ClientKind = kind.parse()?;
             let client = meta.create_client(&project, kind).await?;
             println!("{}", serde_json::to_string(&client)?);
@@ -206,7 +201,6 @@ async fn run(command: Command, config: Arc<Config>) -> Result<()> {
         }
         Command::Client(ClientCommand::Revoke { id }) => {
             let meta = open_meta(&config).await?;
-            meta.migrate().await?;
             let revoked = meta.revoke_client(&id).await?;
             println!("{}", serde_json::json!({"id": id, "revoked": revoked}));
             if revoked {
@@ -220,7 +214,6 @@ async fn run(command: Command, config: Arc<Config>) -> Result<()> {
         Command::Edge | Command::Insights => {
             let shutdown = shutdown_on_signal();
             let meta = open_meta(&config).await?;
-            meta.migrate().await?;
             let apis = if matches!(command, Command::Edge) {
                 Apis::EDGE
             } else {
@@ -236,7 +229,6 @@ async fn run(command: Command, config: Arc<Config>) -> Result<()> {
 async fn up(config: Arc<Config>) -> Result<()> {
     let shutdown = shutdown_on_signal();
     let meta = open_meta(&config).await?;
-    meta.migrate().await?;
     migrate_clickhouse(&config).await?;
     let credentials = bootstrap::ensure(&config, &meta).await?;
     bootstrap::print(&config, &credentials);
@@ -283,13 +275,16 @@ fn shutdown_on_signal() -> CancellationToken {
     token
 }
 
+/// Opens the metadata database, creating its tables on first use.
 async fn open_meta(config: &Config) -> Result<Meta> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let url = config.metadata_url();
-    Meta::connect(&url)
+    let meta = Meta::connect(&url)
         .await
-        .with_context(|| format!("cannot open metadata database {url}"))
+        .with_context(|| format!("cannot open metadata database {url}"))?;
+    meta.migrate().await.context("metadata migrations failed")?;
+    Ok(meta)
 }
 
 fn store(config: &Config) -> Store {
@@ -424,7 +419,6 @@ async fn serve_api(
 
 async fn run_enricher(config: &Arc<Config>, shutdown: CancellationToken) -> Result<()> {
     let meta = open_meta(config).await?;
-    meta.migrate().await?;
     let deps = analytics_enricher::EnricherDeps {
         redis: redis_client(config)?,
         meta,
