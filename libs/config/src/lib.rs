@@ -224,8 +224,11 @@ mod defaults {
     pub fn claim_idle_ms() -> u64 {
         30_000
     }
+    /// Every hand-over counts (a consumer's restart, a takeover), and
+    /// entries that fail to decode or are refused are dead-lettered at once:
+    /// this only catches entries that keep killing their consumers.
     pub fn max_deliveries() -> u64 {
-        5
+        20
     }
     pub fn session_timeout_ms() -> u64 {
         30 * 60 * 1000

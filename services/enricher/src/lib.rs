@@ -157,9 +157,10 @@ impl Partition {
                     failures += 1;
                     metrics::counter!("analytics_enricher_errors_total").increment(1);
                     tracing::warn!(error = %e, stream = %self.keys.raw, "enricher batch failed; retrying");
-                    if e.is_noscript()
-                        && let Ok(scripts) = Scripts::load(&mut self.conn).await
-                    {
+                    // Redis may have restarted and forgotten the scripts (a
+                    // NOSCRIPT can also hide inside a pipeline failure):
+                    // loading them again is cheap and idempotent.
+                    if let Ok(scripts) = Scripts::load(&mut self.conn).await {
                         *self.shared.scripts.write().await = scripts;
                     }
                     // Whatever was read stays pending for us: read it again.

@@ -95,17 +95,6 @@ pub enum ProcessError {
     Reply(String),
 }
 
-impl ProcessError {
-    /// Redis forgot the scripts (it restarted): load them and retry.
-    pub fn is_noscript(&self) -> bool {
-        match self {
-            ProcessError::Redis(e) => e.code() == Some("NOSCRIPT"),
-            ProcessError::Stream(StreamError::Redis(e)) => e.code() == Some("NOSCRIPT"),
-            _ => false,
-        }
-    }
-}
-
 fn reply<T: redis::FromRedisValue>(value: Option<Value>) -> Result<T, ProcessError> {
     let value = value.ok_or_else(|| ProcessError::Reply("missing reply".into()))?;
     redis::from_redis_value(value).map_err(|e| ProcessError::Reply(e.to_string()))
