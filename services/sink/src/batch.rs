@@ -290,20 +290,25 @@ where
             rows.clear();
             Ok(())
         }
-        Err(e) if e.is_unavailable() => Err(e),
+        // Anything but a refusal of the data itself (an outage, a server
+        // still loading its tables) is retried as a whole later.
+        Err(e) if !e.is_row_refusal() => Err(e),
         Err(e) => {
             tracing::warn!(error = %e, table, "batch refused; inserting rows one by one");
-            for (entry, row) in std::mem::take(rows) {
+            let mut remaining = std::mem::take(rows).into_iter();
+            while let Some((entry, row)) = remaining.next() {
                 match store.insert(table, std::slice::from_ref(&row)).await {
                     Ok(()) => {}
-                    Err(e) if e.is_unavailable() => {
-                        rows.push((entry, row));
-                        return Err(e);
-                    }
-                    Err(e) => letters.push(DeadLetter {
+                    Err(e) if e.is_row_refusal() => letters.push(DeadLetter {
                         entry,
                         reason: format!("refused by ClickHouse: {e}"),
                     }),
+                    Err(e) => {
+                        // Keep this row and every row not tried yet for the retry.
+                        rows.push((entry, row));
+                        rows.extend(remaining);
+                        return Err(e);
+                    }
                 }
             }
             Ok(())
