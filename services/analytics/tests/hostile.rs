@@ -498,3 +498,89 @@ fn ingest_is_rate_limited_per_ip_by_project_setting() {
         "another address has its own budget"
     );
 }
+
+#[test]
+fn slow_and_idle_clients_are_cut_off_without_starving_others() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+
+    let setup = Setup::new("slow").with("ANALYTICS_EDGE_REQUEST_TIMEOUT_MS", "1500");
+    let _up = setup.spawn(&["up"]);
+    let creds = setup.bootstrap();
+    // Hundreds of connections that never send a byte, and one that trickles a body.
+    let idle: Vec<std::net::TcpStream> = (0..300)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", setup.port)).unwrap())
+        .collect();
+    let mut trickle = std::net::TcpStream::connect(("127.0.0.1", setup.port)).unwrap();
+    let head = format!(
+        "POST /track HTTP/1.1\r\nhost: edge\r\nopenpanel-client-id: {}\r\nopenpanel-client-secret: {}\r\ncontent-type: application/json\r\ncontent-length: 200\r\n\r\n",
+        creds.id, creds.secret
+    );
+    trickle.write_all(head.as_bytes()).unwrap();
+    let trickler = std::thread::spawn(move || {
+        let started = Instant::now();
+        for _ in 0..40 {
+            if trickle.write_all(b" ").is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let mut answer = Vec::new();
+        trickle
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let _ = trickle.read_to_end(&mut answer);
+        (
+            started.elapsed(),
+            String::from_utf8_lossy(&answer).into_owned(),
+        )
+    });
+    // Meanwhile everyone else is served at once.
+    let valid = r#"{"type":"track","payload":{"name":"not_starved"}}"#;
+    let started = Instant::now();
+    for _ in 0..20 {
+        assert_eq!(
+            http(setup.port, "POST", "/track", &creds.headers(), valid)
+                .unwrap()
+                .0,
+            202
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "normal clients waited {:?}",
+        started.elapsed()
+    );
+    let (took, answer) = trickler.join().unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 408"),
+        "trickled body got {answer:.80}"
+    );
+    assert!(took < Duration::from_secs(4), "cut off after {took:?}");
+    // The idle connections are closed by the server after the header timeout.
+    std::thread::sleep(Duration::from_millis(2_000));
+    let closed = idle
+        .into_iter()
+        .filter(|stream| {
+            let mut stream = stream;
+            stream
+                .set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            let mut byte = [0u8; 1];
+            // End of stream (or a reset) means the server closed it; a
+            // read timeout means it is still open.
+            match stream.read(&mut byte) {
+                Ok(0) => true,
+                Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+                Ok(_) => false,
+            }
+        })
+        .count();
+    assert_eq!(closed, 300, "idle connections still open");
+    assert_eq!(
+        http(setup.port, "POST", "/track", &creds.headers(), valid)
+            .unwrap()
+            .0,
+        202
+    );
+}
