@@ -167,6 +167,15 @@ fn clickhouse_query(url: &str, database: &str, sql: &str) -> Result<String> {
 }
 
 async fn start_pipeline(args: &SuiteArgs, tag: &str, partitions: u16) -> Result<Pipeline> {
+    start_pipeline_with(args, tag, partitions, &[]).await
+}
+
+async fn start_pipeline_with(
+    args: &SuiteArgs,
+    tag: &str,
+    partitions: u16,
+    env: &[(&str, &str)],
+) -> Result<Pipeline> {
     let name = format!("bench_{tag}_{}", std::process::id());
     let port = free_port()?;
     let data = std::env::temp_dir().join(&name);
@@ -181,6 +190,7 @@ async fn start_pipeline(args: &SuiteArgs, tag: &str, partitions: u16) -> Result<
         .env("ANALYTICS_CLICKHOUSE_URL", &args.clickhouse_url)
         .env("ANALYTICS_CLICKHOUSE_DATABASE", &name)
         .env("ANALYTICS_CLIENT_IP_HEADER", "x-forwarded-for")
+        .envs(env.iter().copied())
         .env("ANALYTICS_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
@@ -345,6 +355,58 @@ async fn end_to_end(
     }))
 }
 
+/// Drives the pipeline harder than its consumers can drain, with a small
+/// stream cap: the edge must push back with 503s while stream lengths stay
+/// near the cap and memory stays flat.
+async fn overload(args: &SuiteArgs, seconds: u64) -> Result<Value> {
+    const CAP: u64 = 50_000;
+    let cap = CAP.to_string();
+    let p = start_pipeline_with(
+        args,
+        "overload",
+        4,
+        &[("ANALYTICS_REDIS_MAX_STREAM_LEN", &cap)],
+    )
+    .await?;
+    let client = redis::Client::open(args.redis_url.as_str())?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let load = tokio::spawn(load::run(plan(args, &p, 100, None, seconds, 1)));
+    let mut max_len = 0u64;
+    let mut rss_samples = Vec::new();
+    while !load.is_finished() {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for partition in 0..4 {
+            let key = format!("{}:raw:{{p{partition}}}", p.database);
+            let len: u64 = redis::cmd("XLEN")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .unwrap_or(0);
+            max_len = max_len.max(len);
+        }
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", p.child.id())).unwrap_or_default();
+        if let Some(kb) = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        {
+            rss_samples.push(kb / 1024.0);
+        }
+    }
+    let outcome = load.await??;
+    let (_, peak_mb) = process_usage(p.child.id());
+    Ok(json!({
+        "stream_cap": CAP,
+        "max_partition_length": max_len,
+        "accepted_requests": outcome.accepted_requests,
+        "rejected_requests": outcome.rejected_requests,
+        "rss_first_mb": rss_samples.first().copied().unwrap_or(0.0),
+        "rss_last_mb": rss_samples.last().copied().unwrap_or(0.0),
+        "peak_rss_mb": peak_mb,
+    }))
+}
+
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .unwrap_or_default()
@@ -430,6 +492,12 @@ async fn suite(args: SuiteArgs) -> Result<()> {
             matrix.push(json!({"partitions": partitions, "payload": size, "result": result}));
         }
     }
+    eprintln!(
+        "overload: {} s against a 50,000-entry stream cap",
+        args.e2e_seconds.min(30)
+    );
+    let overload = overload(&args, args.e2e_seconds.min(30)).await?;
+    report["overload"] = overload.clone();
     report["baselines"] = json!({"plain_http": plain, "xadd": xadd, "clickhouse_insert": ch});
     report["edge"] = json!({"single": single, "single_at_half_rate": half, "batch_100": batch});
     report["end_to_end"] = e2e.clone();
@@ -476,6 +544,17 @@ async fn suite(args: SuiteArgs) -> Result<()> {
         f(&e2e, "peak_rss_mb"),
         f(&e2e, "cpu_seconds_per_million"),
         ratio(f(&e2e, "events_per_second"), ch.per_second)
+    );
+    md += &format!(
+        "| overload (batches as fast as possible, stream cap {}) | {} requests refused with 503 of {}; longest partition {} entries; RSS {:.0} MB at start, {:.0} MB at end, peak {:.0} MB | | stay under the cap, 503 not memory |\n",
+        overload["stream_cap"],
+        overload["rejected_requests"],
+        overload["accepted_requests"].as_u64().unwrap_or(0)
+            + overload["rejected_requests"].as_u64().unwrap_or(0),
+        overload["max_partition_length"],
+        f(&overload, "rss_first_mb"),
+        f(&overload, "rss_last_mb"),
+        f(&overload, "peak_rss_mb")
     );
     for m in &matrix {
         let r = &m["result"];
