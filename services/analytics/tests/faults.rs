@@ -10,8 +10,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -44,26 +43,6 @@ fn start_redis(dir: &Path, port: u16) -> Proc {
     proc
 }
 
-fn start_clickhouse(dir: &Path, http_port: u16) -> Proc {
-    let proc = Proc(
-        Command::new("clickhouse-server")
-            .arg(format!(
-                "--config-file={}",
-                dir.join("config.xml").display()
-            ))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_until(Duration::from_secs(30), || {
-        http(http_port, "GET", "/ping", &[], "")
-            .map(|r| r.0 == 200)
-            .unwrap_or(false)
-    });
-    proc
-}
-
 /// Stops a process with SIGTERM (a clean stop) and waits for it.
 fn stop(proc: &mut Proc) {
     let _ = Command::new("kill")
@@ -76,53 +55,6 @@ fn stop(proc: &mut Proc) {
 fn kill(proc: &mut Proc) {
     let _ = proc.0.kill();
     let _ = proc.0.wait();
-}
-
-/// Sends events with unique ids, retrying each until it gets a 202, as SDKs
-/// do on connection errors and 503s.
-fn generator(
-    port: u16,
-    headers: Vec<(String, String)>,
-    prefix: String,
-    stop: Arc<AtomicBool>,
-    accepted: Arc<Mutex<BTreeSet<String>>>,
-    retries: Arc<AtomicU64>,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let headers: Vec<(&str, &str)> = headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        let mut conn: Option<Conn> = None;
-        let mut n = 0u64;
-        while !stop.load(Ordering::Relaxed) {
-            let id = format!("{prefix}-{n}");
-            let body = format!(
-                r#"{{"type":"track","payload":{{"name":"screen_view","id":"{id}","deviceId":"{prefix}-d{}","properties":{{"__path":"/p{}"}}}}}}"#,
-                n % 17,
-                n % 5
-            );
-            // The last event is retried even after `stop`, so every id tried is settled.
-            loop {
-                let reply = match conn.as_mut() {
-                    Some(c) => c.send("POST", "/track", &headers, body.as_bytes()),
-                    None => Conn::open(port).and_then(|mut c| {
-                        let reply = c.send("POST", "/track", &headers, body.as_bytes());
-                        conn = Some(c);
-                        reply
-                    }),
-                };
-                if let Ok((202, _, _)) = reply {
-                    accepted.lock().unwrap().insert(id.clone());
-                    break;
-                }
-                conn = None;
-                retries.fetch_add(1, Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            n += 1;
-        }
-    })
 }
 
 /// Lengths and group states of every stream, for the log.
@@ -182,25 +114,9 @@ fn nothing_is_lost_or_doubled_while_everything_breaks() {
     .collect();
     let mut procs: Vec<Proc> = members.iter().map(|(m, stage)| m.spawn(&[stage])).collect();
 
-    let stop_load = Arc::new(AtomicBool::new(false));
-    let accepted = Arc::new(Mutex::new(BTreeSet::new()));
-    let retries = Arc::new(AtomicU64::new(0));
-    let headers: Vec<(String, String)> = creds
-        .headers()
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
+    let load = Load::default();
     let generators: Vec<_> = (0..3)
-        .map(|g| {
-            generator(
-                setup.port,
-                headers.clone(),
-                format!("g{g}"),
-                stop_load.clone(),
-                accepted.clone(),
-                retries.clone(),
-            )
-        })
+        .map(|g| generator(setup.port, &creds, &format!("g{g}"), "screen_view", &load))
         .collect();
     let started = Instant::now();
     let at = |second: u64| {
@@ -237,11 +153,11 @@ fn nothing_is_lost_or_doubled_while_everything_breaks() {
     std::thread::sleep(Duration::from_millis(500));
     edge = setup.spawn(&["edge"]);
     at(31);
-    stop_load.store(true, Ordering::Relaxed);
+    load.stop.store(true, Ordering::Relaxed);
     for g in generators {
         g.join().unwrap();
     }
-    let accepted = accepted.lock().unwrap().clone();
+    let accepted = load.accepted.lock().unwrap().clone();
     let sent_done = Instant::now();
     let count = |sql: &str| setup.query(sql).parse::<usize>().unwrap_or(0);
     let mut last_report = Instant::now();
@@ -271,7 +187,7 @@ fn nothing_is_lost_or_doubled_while_everything_breaks() {
     eprintln!(
         "faults: accepted {} events ({} retries), stored {}, duplicates {duplicates}, lost {}, drained in {:.1} s",
         accepted.len(),
-        retries.load(Ordering::Relaxed),
+        load.retries.load(Ordering::Relaxed),
         stored.len(),
         lost.len(),
         drain.as_secs_f64()

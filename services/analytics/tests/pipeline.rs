@@ -313,25 +313,7 @@ fn clickhouse_outage_loses_nothing() {
     let dir = std::path::PathBuf::from(var("TEST_WORK_DIR")).join(unique("ch"));
     let (http_port, tcp_port) = (free_port(), free_port());
     clickhouse_config(&dir, http_port, tcp_port);
-    let start = || {
-        let proc = Proc(
-            Command::new("clickhouse-server")
-                .arg(format!(
-                    "--config-file={}",
-                    dir.join("config.xml").display()
-                ))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-        wait_until(Duration::from_secs(30), || {
-            http(http_port, "GET", "/ping", &[], "")
-                .map(|r| r.0 == 200)
-                .unwrap_or(false)
-        });
-        proc
-    };
+    let start = || start_clickhouse(&dir, http_port);
     let clickhouse = start();
     let mut setup = Setup::new("choutage").with("ANALYTICS_SINK_MAX_BACKOFF_MS", "500");
     setup.clickhouse_url = format!("http://127.0.0.1:{http_port}");

@@ -7,8 +7,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -18,50 +17,8 @@ fn sigterm_loses_and_duplicates_nothing() {
     let setup = Setup::new("sigterm");
     let first = setup.spawn(&["up"]);
     let creds = setup.bootstrap();
-    let accepted = Arc::new(Mutex::new(BTreeSet::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let sender = {
-        let (accepted, stop, port) = (accepted.clone(), stop.clone(), setup.port);
-        let headers: Vec<(String, String)> = creds
-            .headers()
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
-        std::thread::spawn(move || {
-            let headers: Vec<(&str, &str)> = headers
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
-            let mut conn: Option<Conn> = None;
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let id = format!("sd-{n}");
-                let body = format!(
-                    r#"{{"type":"track","payload":{{"name":"rolling","id":"{id}","deviceId":"d{}"}}}}"#,
-                    n % 13
-                );
-                let reply = match conn.as_mut() {
-                    Some(c) => c.send("POST", "/track", &headers, body.as_bytes()),
-                    None => Conn::open(port).and_then(|mut c| {
-                        let reply = c.send("POST", "/track", &headers, body.as_bytes());
-                        conn = Some(c);
-                        reply
-                    }),
-                };
-                match reply {
-                    Ok((202, _, _)) => {
-                        accepted.lock().unwrap().insert(id);
-                        n += 1;
-                    }
-                    // 503 and connection errors: retry the same event, as SDKs do.
-                    Ok(_) | Err(_) => {
-                        conn = None;
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                }
-            }
-        })
-    };
+    let load = Load::default();
+    let sender = generator(setup.port, &creds, "sd", "rolling", &load);
     std::thread::sleep(Duration::from_millis(1_500));
     let mut first = first;
     let pid = first.0.id().to_string();
@@ -84,12 +41,12 @@ fn sigterm_loses_and_duplicates_nothing() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "exit after SIGTERM: {status}");
-    let before_restart = accepted.lock().unwrap().len();
+    let before_restart = load.accepted.lock().unwrap().len();
     let _second = setup.spawn(&["up"]);
     std::thread::sleep(Duration::from_millis(1_500));
-    stop.store(true, Ordering::Relaxed);
+    load.stop.store(true, Ordering::Relaxed);
     sender.join().unwrap();
-    let accepted = accepted.lock().unwrap().clone();
+    let accepted = load.accepted.lock().unwrap().clone();
     assert!(
         before_restart > 50 && accepted.len() > before_restart + 50,
         "too little traffic: {before_restart} then {}",

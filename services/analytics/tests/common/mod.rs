@@ -4,11 +4,13 @@
 //! ClickHouse database, Redis key prefix, data directory and port.
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_analytics");
@@ -360,4 +362,87 @@ pub fn clickhouse_config(dir: &Path, http_port: u16, tcp_port: u16) {
         .status()
         .unwrap();
     assert!(status.success());
+}
+
+/// Starts a private ClickHouse from a config written by [`clickhouse_config`]
+/// and waits until it answers.
+pub fn start_clickhouse(dir: &Path, http_port: u16) -> Proc {
+    let proc = Proc(
+        Command::new("clickhouse-server")
+            .arg(format!(
+                "--config-file={}",
+                dir.join("config.xml").display()
+            ))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until(Duration::from_secs(30), || {
+        http(http_port, "GET", "/ping", &[], "")
+            .map(|r| r.0 == 200)
+            .unwrap_or(false)
+    });
+    proc
+}
+
+/// What a load generator thread shares with its test.
+#[derive(Clone, Default)]
+pub struct Load {
+    pub stop: Arc<AtomicBool>,
+    /// Ids that got a 202.
+    pub accepted: Arc<Mutex<BTreeSet<String>>>,
+    pub retries: Arc<AtomicU64>,
+}
+
+/// Sends `name` events with unique ids `<prefix>-<n>`, retrying each until
+/// it gets a 202, as SDKs do on connection errors and 503s. The last event
+/// is settled even after `stop`, so every id tried ends up accepted.
+pub fn generator(
+    port: u16,
+    creds: &Credentials,
+    prefix: &str,
+    name: &str,
+    load: &Load,
+) -> std::thread::JoinHandle<()> {
+    let headers: Vec<(String, String)> = creds
+        .headers()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let (prefix, name, load) = (prefix.to_owned(), name.to_owned(), load.clone());
+    std::thread::spawn(move || {
+        let headers: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let mut conn: Option<Conn> = None;
+        let mut n = 0u64;
+        while !load.stop.load(Ordering::Relaxed) {
+            let id = format!("{prefix}-{n}");
+            let body = format!(
+                r#"{{"type":"track","payload":{{"name":"{name}","id":"{id}","deviceId":"{prefix}-d{}","properties":{{"__path":"/p{}"}}}}}}"#,
+                n % 17,
+                n % 5
+            );
+            loop {
+                let reply = match conn.as_mut() {
+                    Some(c) => c.send("POST", "/track", &headers, body.as_bytes()),
+                    None => Conn::open(port).and_then(|mut c| {
+                        let reply = c.send("POST", "/track", &headers, body.as_bytes());
+                        conn = Some(c);
+                        reply
+                    }),
+                };
+                if let Ok((202, _, _)) = reply {
+                    load.accepted.lock().unwrap().insert(id.clone());
+                    break;
+                }
+                conn = None;
+                load.retries.fetch_add(1, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(30));
+            }
+            n += 1;
+        }
+    })
 }
