@@ -17,7 +17,10 @@ struct Aggregate {
     select: &'static str,
 }
 
-const ANALYTICS_EVENTS: &str = "name NOT IN ('identify', 'increment', 'decrement', 'alias')";
+/// Profile operations are stored as events for audit; analytics (queries
+/// and aggregates) leave them out. The views of `schemas/clickhouse` spell
+/// out the same condition.
+pub const ANALYTICS_EVENTS: &str = "name NOT IN ('identify', 'increment', 'decrement', 'alias')";
 
 const AGGREGATES: &[Aggregate] = &[
     Aggregate {

@@ -12,7 +12,7 @@ mod error;
 mod migrate;
 mod rows;
 
-pub use backfill::Rebuilt;
+pub use backfill::{ANALYTICS_EVENTS, Rebuilt};
 pub use client::{Store, StoreSettings};
 pub use error::StoreError;
 pub use migrate::{MIGRATIONS, Migration};

@@ -45,6 +45,22 @@ pub async fn connect(
     Ok(ConnectionManager::new_with_config(client.clone(), config).await?)
 }
 
+/// Waits after the `failures`-th failure in a row: 200 ms doubling up to
+/// 6.4 s. False when `shutdown` came first.
+pub async fn backoff(failures: u32, shutdown: &tokio_util::sync::CancellationToken) -> bool {
+    let pause = Duration::from_millis(100 * 2u64.pow(failures.min(5)));
+    tokio::select! {
+        _ = shutdown.cancelled() => false,
+        _ = tokio::time::sleep(pause) => true,
+    }
+}
+
+/// Whether Redis answers: what `/readyz` reports for a stage.
+pub async fn ping(conn: &mut ConnectionManager) -> Result<(), StreamError> {
+    let _: String = redis::cmd("PING").query_async(conn).await?;
+    Ok(())
+}
+
 /// Resets the idle time of entries this consumer holds, so that other
 /// consumers do not claim them while it waits (e.g. for ClickHouse).
 pub async fn touch(

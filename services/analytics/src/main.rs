@@ -545,10 +545,8 @@ async fn serve_admin(config: Arc<Config>, shutdown: CancellationToken) -> Result
         let (mut redis, metrics) = (redis.clone(), metrics.clone());
         async move {
             let ready = async move {
-                redis::cmd("PING")
-                    .query_async::<String>(&mut redis)
+                analytics_streams::ping(&mut redis)
                     .await
-                    .map(|_| ())
                     .map_err(|e| format!("redis: {e}"))
             };
             analytics_http::health_route(req.uri().path(), ready, || metrics.render())

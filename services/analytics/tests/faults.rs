@@ -8,40 +8,15 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::*;
 
-fn start_redis(dir: &Path, port: u16) -> Proc {
-    let proc = Proc(
-        Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(["--appendonly", "yes", "--appendfsync", "always"])
-            .arg("--dir")
-            .arg(dir)
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_until(Duration::from_secs(20), || {
-        let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
-        client
-            .get_connection()
-            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
-            .is_ok()
-    });
-    proc
-}
+/// Redis that writes every acknowledged command to disk before answering.
+const AOF_ALWAYS: &[&str] = &["--appendonly", "yes", "--appendfsync", "always"];
 
 /// Stops a process with SIGTERM (a clean stop) and waits for it.
 fn stop(proc: &mut Proc) {
@@ -86,11 +61,10 @@ fn stream_state(setup: &Setup) -> String {
 fn nothing_is_lost_or_doubled_while_everything_breaks() {
     let work = PathBuf::from(var("TEST_WORK_DIR")).join(unique("faults"));
     let (redis_dir, ch_dir) = (work.join("redis"), work.join("clickhouse"));
-    std::fs::create_dir_all(&redis_dir).unwrap();
     let redis_port = free_port();
     let (ch_http, ch_tcp) = (free_port(), free_port());
     clickhouse_config(&ch_dir, ch_http, ch_tcp);
-    let mut redis_server = start_redis(&redis_dir, redis_port);
+    let mut redis_server = start_redis(&redis_dir, redis_port, AOF_ALWAYS);
     let mut clickhouse = start_clickhouse(&ch_dir, ch_http);
 
     let mut setup = Setup::new("faults")
@@ -146,7 +120,7 @@ fn nothing_is_lost_or_doubled_while_everything_breaks() {
     at(23);
     stop(&mut redis_server);
     std::thread::sleep(Duration::from_millis(500));
-    redis_server = start_redis(&redis_dir, redis_port);
+    redis_server = start_redis(&redis_dir, redis_port, AOF_ALWAYS);
     // The edge dies.
     at(27);
     kill(&mut edge);

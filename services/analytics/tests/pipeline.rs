@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -268,27 +268,8 @@ fn every_error_status_answers_json_and_writes_nothing() {
 #[test]
 fn redis_down_answers_503() {
     let dir = std::path::PathBuf::from(var("TEST_WORK_DIR")).join(unique("redis"));
-    std::fs::create_dir_all(&dir).unwrap();
     let port = free_port();
-    let redis = Proc(
-        Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .arg("--dir")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_until(Duration::from_secs(10), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
+    let redis = start_redis(&dir, port, &[]);
     let mut setup = Setup::new("redisdown");
     setup.redis_url = format!("redis://127.0.0.1:{port}");
     let _up = setup.spawn(&["up"]);

@@ -106,14 +106,9 @@ impl Edge {
 
     async fn ready(&self) -> Result<(), String> {
         let mut conn = self.redis.clone();
-        let ping = redis::cmd("PING");
-        match tokio::time::timeout(
-            Duration::from_secs(1),
-            ping.query_async::<String>(&mut conn),
-        )
-        .await
+        match tokio::time::timeout(Duration::from_secs(1), analytics_streams::ping(&mut conn)).await
         {
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(format!("redis: {e}")),
             Err(_) => Err("redis: no answer within 1 s".into()),
         }

@@ -31,7 +31,7 @@ use analytics_config::Config;
 use analytics_enrich::Enrichment;
 use analytics_meta::Meta;
 use analytics_streams::{
-    ClaimPolicy, GroupReader, StreamError, claim_stale, connect, ensure_group, maintain,
+    ClaimPolicy, GroupReader, StreamError, backoff, claim_stale, connect, ensure_group, maintain,
 };
 use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
@@ -165,10 +165,8 @@ impl Partition {
                     }
                     // Whatever was read stays pending for us: read it again.
                     reader.rewind();
-                    let pause = Duration::from_millis(100 * 2u64.pow(failures.min(5)));
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(pause) => {}
+                    if !backoff(failures, &shutdown).await {
+                        break;
                     }
                 }
             }

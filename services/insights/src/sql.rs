@@ -7,8 +7,7 @@ use serde_json::Value;
 
 use crate::params::{Filter, Operator, Range, Target};
 
-/// Profile operations are stored as events for audit; analytics leave them out.
-pub const ANALYTICS_EVENTS: &str = "name NOT IN ('identify', 'increment', 'decrement', 'alias')";
+pub use analytics_store::ANALYTICS_EVENTS;
 
 #[derive(Debug, Clone)]
 pub enum Bound {

@@ -7,7 +7,7 @@ use analytics_config::Config;
 use analytics_enrich::Record;
 use analytics_store::{AliasRow, EventRow, InsertRow, ProfileRow, Store, StoreError};
 use analytics_streams::{
-    ClaimPolicy, DeadLetter, Entry, GroupReader, ReadBatch, StreamError, ack, claim_stale,
+    ClaimPolicy, DeadLetter, Entry, GroupReader, ReadBatch, StreamError, ack, backoff, claim_stale,
     dead_letter, maintain, touch,
 };
 use redis::aio::ConnectionManager;
@@ -89,7 +89,7 @@ impl Partition {
                     failures += 1;
                     tracing::warn!(error = %e, stream = %self.key, "sink read failed; retrying");
                     reader.rewind();
-                    if !pause(failures, &shutdown).await {
+                    if !backoff(failures, &shutdown).await {
                         break;
                     }
                 }
@@ -223,7 +223,7 @@ impl Partition {
                     // checked against ClickHouse then: nothing is counted twice.
                     failures += 1;
                     tracing::warn!(error = %e, "ack failed; will retry");
-                    if failures >= 5 || !pause(failures, shutdown).await {
+                    if failures >= 5 || !backoff(failures, shutdown).await {
                         return;
                     }
                 }
@@ -313,14 +313,5 @@ where
             }
             Ok(())
         }
-    }
-}
-
-/// Sleeps with exponential backoff; false when shutdown came first.
-async fn pause(failures: u32, shutdown: &CancellationToken) -> bool {
-    let pause = Duration::from_millis(100 * 2u64.pow(failures.min(5)));
-    tokio::select! {
-        _ = shutdown.cancelled() => false,
-        _ = tokio::time::sleep(pause) => true,
     }
 }

@@ -446,3 +446,34 @@ pub fn generator(
         }
     })
 }
+
+/// Starts a private `redis-server` on `port` with its files in `dir` (plus
+/// `args`) and waits until it answers.
+pub fn start_redis(dir: &Path, port: u16, args: &[&str]) -> Proc {
+    std::fs::create_dir_all(dir).unwrap();
+    let proc = Proc(
+        Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(args)
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until(Duration::from_secs(20), || {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
+        client
+            .get_connection()
+            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+            .is_ok()
+    });
+    proc
+}
