@@ -9,10 +9,36 @@ ensure_packages() {
   command -v clickhouse-client >/dev/null || missing+=(clickhouse-client)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "installing ${missing[*]}" >&2
-    local sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server clickhouse-server clickhouse-client >/dev/null
+    apt_install redis-server clickhouse-server clickhouse-client
+  fi
+}
+
+# apt_install PACKAGE...: installs Debian packages (as root, or with sudo).
+apt_install() {
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+
+# python_tool VENV REQUIREMENT...: a virtualenv at VENV holding the given
+# pinned packages (made once; kept while the requirements are unchanged).
+python_tool() {
+  local venv=$1; shift
+  local wanted="$*"
+  if [ "$(cat "$venv/.requirements" 2>/dev/null)" != "$wanted" ]; then
+    echo "preparing $venv ($wanted)" >&2
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --upgrade pip wheel setuptools >/dev/null
+    for requirement in "$@"; do
+      # "--no-build-isolation=PKG" builds PKG with what the venv already has.
+      case $requirement in
+        --no-build-isolation=*) "$venv/bin/pip" install -q --no-build-isolation "${requirement#*=}" ;;
+        *) "$venv/bin/pip" install -q "$requirement" ;;
+      esac
+    done
+    echo "$wanted" > "$venv/.requirements"
   fi
 }
 

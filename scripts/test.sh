@@ -34,6 +34,19 @@ fi
 # uap-core's user-agent rules, for the user-agent tests.
 fetch_npm_files uap-core "$CARGO_TARGET_DIR/uap-core" regexes.yaml
 
+# Deployment checkers: docker-compose 1.29 (PyYAML 5.4.1 only builds with
+# Cython < 3, and it wants an older jsonschema than kubernetes-validate, so
+# each lives in its own virtualenv), promtool, and nginx for the
+# reverse-proxy example.
+tools="${TEST_TOOLS_DIR:-/var/tmp/analytics-tools}"
+python_tool "$tools/compose" "cython<3" "--no-build-isolation=PyYAML==5.4.1" "docker-compose==1.29.2"
+python_tool "$tools/k8s" "kubernetes-validate==1.37.0"
+command -v promtool >/dev/null || { echo "installing prometheus (promtool)" >&2; apt_install prometheus; }
+command -v nginx >/dev/null || { echo "installing nginx" >&2; apt_install nginx; }
+export TEST_DOCKER_COMPOSE="$tools/compose/bin/docker-compose"
+export TEST_DEPLOY_PYTHON="$tools/compose/bin/python"
+export TEST_KUBERNETES_VALIDATE="$tools/k8s/bin/kubernetes-validate"
+
 export TEST_UA_REGEXES="$CARGO_TARGET_DIR/uap-core/regexes.yaml"
 export TEST_REDIS_URL="redis://127.0.0.1:$redis_port"
 export TEST_CLICKHOUSE_URL="http://127.0.0.1:$ch_http"

@@ -42,10 +42,13 @@ setters! {
     "ANALYTICS_DATA_DIR" => |c, k, v| c.data_dir = parse(k, v)?;
     "ANALYTICS_METADATA_URL" => |c, k, v| c.metadata_url = optional(v);
     "ANALYTICS_CLIENT_IP_HEADER" => |c, k, v| c.client_ip_header = optional(v).map(|h| h.to_ascii_lowercase());
+    "ANALYTICS_TRUSTED_PROXIES" => |c, k, v| c.trusted_proxies = v.split(',').map(str::trim).filter(|n| !n.is_empty()).map(|n| parse(k, n)).collect::<Result<_, _>>()?;
+    "ANALYTICS_PATH_PREFIX" => |c, k, v| c.path_prefix = v.trim().to_owned();
     "ANALYTICS_CONSUMER_NAME" => |c, k, v| c.consumer_name = optional(v);
     "ANALYTICS_GEOIP_DB" => |c, k, v| c.geoip_db = v.split(',').map(str::trim).filter(|p| !p.is_empty()).map(Into::into).collect();
     "ANALYTICS_UA_REGEXES" => |c, k, v| c.ua_regexes = optional(v).map(Into::into);
     "ANALYTICS_REDIS_URL" => |c, k, v| c.redis.url = v.trim().to_owned();
+    "ANALYTICS_REDIS_CLUSTER" => |c, k, v| c.redis.cluster = parse(k, v)?;
     "ANALYTICS_REDIS_PARTITIONS" => |c, k, v| c.redis.partitions = parse(k, v)?;
     "ANALYTICS_REDIS_MAX_STREAM_LEN" => |c, k, v| c.redis.max_stream_len = parse(k, v)?;
     "ANALYTICS_REDIS_KEY_PREFIX" => |c, k, v| c.redis.key_prefix = v.trim().to_owned();
@@ -53,6 +56,7 @@ setters! {
     "ANALYTICS_CLICKHOUSE_DATABASE" => |c, k, v| c.clickhouse.database = v.trim().to_owned();
     "ANALYTICS_CLICKHOUSE_USER" => |c, k, v| c.clickhouse.user = v.trim().to_owned();
     "ANALYTICS_CLICKHOUSE_PASSWORD" => |c, k, v| c.clickhouse.password = v.to_owned();
+    "ANALYTICS_CLICKHOUSE_CLUSTER" => |c, k, v| c.clickhouse.cluster = optional(v);
     "ANALYTICS_EDGE_MAX_BODY_BYTES" => |c, k, v| c.edge.max_body_bytes = parse(k, v)?;
     "ANALYTICS_EDGE_MAX_BATCH_BYTES" => |c, k, v| c.edge.max_batch_bytes = parse(k, v)?;
     "ANALYTICS_EDGE_MAX_BATCH_EVENTS" => |c, k, v| c.edge.max_batch_events = parse(k, v)?;

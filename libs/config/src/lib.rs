@@ -12,12 +12,15 @@ mod env;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+
+mod net;
+pub use net::ProxyNet;
 
 pub use env::ENV_KEYS;
 
 /// Everything a stage can be configured with.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Address the HTTP server (edge, insights, health and metrics) binds.
@@ -29,9 +32,20 @@ pub struct Config {
     /// sea-orm database URL; SQLite in `data_dir` when unset.
     #[serde(default)]
     pub metadata_url: Option<String>,
-    /// Trusted header carrying the client IP (e.g. `x-forwarded-for`); the socket address when unset.
+    /// Header a reverse proxy sets to the client IP (e.g. `x-forwarded-for`,
+    /// `x-real-ip`); the socket address when unset. In a list, the right-most
+    /// address that is not a trusted proxy is the client.
     #[serde(default)]
     pub client_ip_header: Option<String>,
+    /// Networks of the reverse proxies allowed to set `client_ip_header`
+    /// (`10.0.0.0/8`, `::1`). Empty: the header is believed from any peer,
+    /// which is only right when nothing but the proxy can reach the server.
+    #[serde(default)]
+    pub trusted_proxies: Vec<ProxyNet>,
+    /// Path under which the HTTP API is mounted (`/api/v1/analytics`), for a
+    /// proxy that forwards that prefix unchanged; empty for the root.
+    #[serde(default)]
+    pub path_prefix: String,
     /// Name of this process in its consumer groups; the host name when unset.
     #[serde(default)]
     pub consumer_name: Option<String>,
@@ -55,7 +69,7 @@ pub struct Config {
     pub insights: InsightsConfig,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct InsightsConfig {
     /// Longest `startDate`..`endDate` span.
@@ -69,7 +83,7 @@ pub struct InsightsConfig {
     pub query_timeout_ms: u64,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
     /// `redis://host:port[/db]`.
@@ -84,9 +98,12 @@ pub struct RedisConfig {
     /// Key prefix of every stream, so several installs can share one Redis.
     #[serde(default = "defaults::key_prefix")]
     pub key_prefix: String,
+    /// Redis Cluster: `url` may then list several seed nodes, comma-separated.
+    #[serde(default)]
+    pub cluster: bool,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ClickHouseConfig {
     #[serde(default = "defaults::clickhouse_url")]
@@ -97,9 +114,13 @@ pub struct ClickHouseConfig {
     pub user: String,
     #[serde(default)]
     pub password: String,
+    /// Cluster name (from the servers' `remote_servers`) that migrations
+    /// target: replicated tables on every shard behind a `Distributed` table.
+    #[serde(default)]
+    pub cluster: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct EdgeConfig {
     /// Largest accepted body of a single-event request.
@@ -128,7 +149,7 @@ pub struct EdgeConfig {
     pub rate_limit_per_ip: u32,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct EnricherConfig {
     /// Entries read per `XREADGROUP`.
@@ -151,7 +172,7 @@ pub struct EnricherConfig {
     pub dedupe_window_ms: u64,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SinkConfig {
     /// A batch is flushed when it holds this many rows…
@@ -259,6 +280,15 @@ mod defaults {
     }
 }
 
+const REDACTED: &str = "<redacted>";
+
+/// A name ClickHouse accepts unquoted: letters, digits, underscores.
+fn is_identifier(name: &str) -> bool {
+    !name.is_empty()
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+}
+
 macro_rules! default_section {
     ($t:ty) => {
         impl Default for $t {
@@ -333,25 +363,49 @@ impl Config {
                 message: message.into(),
             })
         };
-        for (key, url) in [
-            ("redis.url", &self.redis.url),
-            ("clickhouse.url", &self.clickhouse.url),
-        ] {
+        if let Err(e) = url::Url::parse(&self.clickhouse.url) {
+            return invalid("clickhouse.url", &format!("not a URL ({e})"));
+        }
+        for url in self.redis_urls() {
             if let Err(e) = url::Url::parse(url) {
-                return invalid(key, &format!("not a URL ({e})"));
+                return invalid("redis.url", &format!("not a URL ({e})"));
+            }
+            if !url.starts_with("redis://") && !url.starts_with("rediss://") {
+                return invalid("redis.url", "must start with redis:// or rediss://");
             }
         }
-        if !self.redis.url.starts_with("redis://") && !self.redis.url.starts_with("rediss://") {
-            return invalid("redis.url", "must start with redis:// or rediss://");
+        if !self.redis.cluster && self.redis_urls().count() != 1 {
+            return invalid(
+                "redis.url",
+                "several URLs need redis.cluster = true (ANALYTICS_REDIS_CLUSTER)",
+            );
+        }
+        if let Some(cluster) = &self.clickhouse.cluster
+            && !is_identifier(cluster)
+        {
+            return invalid(
+                "clickhouse.cluster",
+                "must be letters, digits and underscores, not starting with a digit",
+            );
+        }
+        let prefix = &self.path_prefix;
+        if !prefix.is_empty()
+            && (!prefix.starts_with('/')
+                || prefix.ends_with('/')
+                || prefix.contains("//")
+                || !prefix
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"/-_.~".contains(&b)))
+        {
+            return invalid(
+                "path_prefix",
+                "must start with '/', not end with '/', and hold only letters, digits and -_.~",
+            );
         }
         if !self.clickhouse.url.starts_with("http://") {
             return invalid("clickhouse.url", "must start with http://");
         }
-        let db = &self.clickhouse.database;
-        if db.is_empty()
-            || !db.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-            || db.starts_with(|c: char| c.is_ascii_digit())
-        {
+        if !is_identifier(&self.clickhouse.database) {
             return invalid(
                 "clickhouse.database",
                 "must be letters, digits and underscores, not starting with a digit",
@@ -431,6 +485,32 @@ impl Config {
             .unwrap_or_else(|| self.data_dir.join("regexes.yaml"))
     }
 
+    /// The Redis URLs: one, or a cluster's seed nodes.
+    pub fn redis_urls(&self) -> impl Iterator<Item = &str> {
+        self.redis
+            .url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+    }
+
+    /// This configuration as TOML, with passwords replaced: what `analytics
+    /// config` prints.
+    pub fn redacted_toml(&self) -> String {
+        let mut shown = self.clone();
+        if !shown.clickhouse.password.is_empty() {
+            shown.clickhouse.password = REDACTED.into();
+        }
+        if let Some(url) = &mut shown.metadata_url
+            && let Ok(mut parsed) = url::Url::parse(url)
+            && parsed.password().is_some()
+        {
+            let _ = parsed.set_password(Some(REDACTED));
+            *url = parsed.to_string();
+        }
+        toml::to_string(&shown).expect("a configuration always serializes")
+    }
+
     /// The metadata database URL, SQLite in the data directory by default.
     pub fn metadata_url(&self) -> String {
         match &self.metadata_url {
@@ -500,6 +580,64 @@ mod tests {
 
         let err = toml::from_str::<Config>("[sink]\nmax_row = 1\n").unwrap_err();
         assert!(err.to_string().contains("max_row"), "{err}");
+    }
+
+    #[test]
+    fn deployment_settings_parse_and_print_without_passwords() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("ANALYTICS_REDIS_CLUSTER", "true"),
+                (
+                    "ANALYTICS_REDIS_URL",
+                    "redis://10.0.0.1:7000, redis://10.0.0.2:7000",
+                ),
+                ("ANALYTICS_TRUSTED_PROXIES", "10.0.0.0/8, ::1"),
+                ("ANALYTICS_PATH_PREFIX", "/api/v1/analytics"),
+                ("ANALYTICS_CLICKHOUSE_CLUSTER", "events_cluster"),
+                ("ANALYTICS_CLICKHOUSE_PASSWORD", "s3cret"),
+                ("ANALYTICS_METADATA_URL", "postgres://meta:hunter2@db/meta"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.redis_urls().collect::<Vec<_>>(),
+            ["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"]
+        );
+        assert_eq!(c.trusted_proxies.len(), 2);
+        assert_eq!(c.clickhouse.cluster.as_deref(), Some("events_cluster"));
+        let shown = c.redacted_toml();
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+        let back: Config = toml::from_str(&shown).unwrap();
+        assert_eq!(back.path_prefix, "/api/v1/analytics");
+        assert_eq!(back.trusted_proxies, c.trusted_proxies);
+        assert_eq!(back.redis.url, c.redis.url);
+    }
+
+    #[test]
+    fn bad_deployment_settings_are_named() {
+        for (key, value, named) in [
+            (
+                "ANALYTICS_REDIS_URL",
+                "redis://a:1,redis://b:1",
+                "redis.cluster",
+            ),
+            (
+                "ANALYTICS_TRUSTED_PROXIES",
+                "10.0.0.0/40",
+                "ANALYTICS_TRUSTED_PROXIES",
+            ),
+            ("ANALYTICS_PATH_PREFIX", "api/", "path_prefix"),
+            ("ANALYTICS_PATH_PREFIX", "/api/", "path_prefix"),
+            ("ANALYTICS_CLICKHOUSE_CLUSTER", "a b", "clickhouse.cluster"),
+            ("ANALYTICS_REDIS_CLUSTER", "yes", "ANALYTICS_REDIS_CLUSTER"),
+        ] {
+            let err = Config::load(None, env(&[(key, value)])).unwrap_err();
+            assert!(err.to_string().contains(named), "{key}={value}: {err}");
+        }
     }
 
     #[test]

@@ -149,3 +149,60 @@ where
         _ => None,
     }
 }
+
+/// Removes the mount point `prefix` (`/api/v1/analytics`) from the request's
+/// path so routes match as if served at the root. Health and metrics paths
+/// also answer unprefixed, for probes that talk to the server directly.
+/// Returns `false` when the path lies outside the prefix.
+pub fn strip_path_prefix<B>(req: &mut Request<B>, prefix: &str) -> bool {
+    if prefix.is_empty() || matches!(req.uri().path(), "/healthz" | "/readyz" | "/metrics") {
+        return true;
+    }
+    let Some(rest) = req.uri().path().strip_prefix(prefix) else {
+        return false;
+    };
+    let rest = match rest {
+        "" => "/",
+        r if r.starts_with('/') => r,
+        _ => return false,
+    };
+    let path_and_query = match req.uri().query() {
+        Some(query) => format!("{rest}?{query}"),
+        None => rest.to_owned(),
+    };
+    match path_and_query.parse() {
+        Ok(uri) => {
+            *req.uri_mut() = uri;
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod prefix_tests {
+    use super::*;
+
+    fn stripped(prefix: &str, uri: &str) -> Option<String> {
+        let mut req = Request::get(uri).body(()).unwrap();
+        strip_path_prefix(&mut req, prefix).then(|| req.uri().to_string())
+    }
+
+    #[test]
+    fn the_prefix_is_removed_and_the_query_kept() {
+        let p = "/api/v1/analytics";
+        assert_eq!(
+            stripped(p, "/api/v1/analytics/track").as_deref(),
+            Some("/track")
+        );
+        assert_eq!(
+            stripped(p, "/api/v1/analytics/insights/x/metrics?startDate=1").as_deref(),
+            Some("/insights/x/metrics?startDate=1")
+        );
+        assert_eq!(stripped(p, "/api/v1/analytics").as_deref(), Some("/"));
+        assert_eq!(stripped(p, "/healthz").as_deref(), Some("/healthz"));
+        assert_eq!(stripped(p, "/track"), None);
+        assert_eq!(stripped(p, "/api/v1/analyticsx/track"), None);
+        assert_eq!(stripped("", "/track").as_deref(), Some("/track"));
+    }
+}

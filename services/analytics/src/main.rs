@@ -62,6 +62,15 @@ enum Command {
     /// Inspect, replay or drop dead letters.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Check the configuration (file + ANALYTICS_* variables) and print it
+    /// as TOML, passwords redacted.
+    Config,
+    /// Exit 0 when this process's own server answers 200 on PATH: a
+    /// container health check that needs no curl in the image.
+    Probe {
+        #[arg(default_value = "/readyz")]
+        path: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -210,6 +219,11 @@ async fn run(command: Command, config: Arc<Config>) -> Result<()> {
             }
         }
         Command::Dlq(command) => dlq(&config, command).await,
+        Command::Config => {
+            print!("{}", config.redacted_toml());
+            Ok(())
+        }
+        Command::Probe { path } => probe(&config, &path).await,
         Command::Up => up(config).await,
         Command::Edge | Command::Insights => {
             let shutdown = shutdown_on_signal();
@@ -389,9 +403,13 @@ async fn serve_api(
         )
     });
     let edge_routes = apis.edge;
-    let handler = move |req: Request<Incoming>, peer: SocketAddr| {
-        let (edge, insights) = (edge.clone(), insights.clone());
+    let prefix: Arc<str> = config.path_prefix.as_str().into();
+    let handler = move |mut req: Request<Incoming>, peer: SocketAddr| {
+        let (edge, insights, prefix) = (edge.clone(), insights.clone(), prefix.clone());
         async move {
+            if !analytics_http::strip_path_prefix(&mut req, &prefix) {
+                return analytics_http::ApiError::NotFound.into_response();
+            }
             if let Some(insights) = &insights
                 && req.uri().path().starts_with("/insights/")
             {
@@ -532,6 +550,39 @@ where
     shutdown.cancel();
     admin.await??;
     result
+}
+
+/// Asks this configuration's own server for `path`; an error unless it answers 200.
+async fn probe(config: &Config, path: &str) -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut addr = config.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut head = vec![0u8; 64];
+        let n = stream.read(&mut head).await?;
+        head.truncate(n);
+        Ok::<_, std::io::Error>(head)
+    };
+    let head = tokio::time::timeout(Duration::from_secs(3), exchange)
+        .await
+        .with_context(|| format!("{addr}{path}: no answer within 3 s"))?
+        .with_context(|| format!("{addr}{path}: cannot connect"))?;
+    let status_line = String::from_utf8_lossy(&head);
+    let status_line = status_line.lines().next().unwrap_or_default();
+    if status_line.split_whitespace().nth(1) == Some("200") {
+        Ok(())
+    } else {
+        anyhow::bail!("{addr}{path}: {status_line}")
+    }
 }
 
 /// Health and metrics for a stage that serves no API of its own.

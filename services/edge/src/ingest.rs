@@ -3,6 +3,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use analytics_config::ProxyNet;
 use analytics_enrich::cookieless_device_id;
 use analytics_event::{EventKind, Incoming, Limits, RawEvent, Route, now_ms, validate};
 use analytics_http::{ApiError, Body, Caller, json};
@@ -241,12 +242,13 @@ impl Edge {
     }
 
     fn client_ip(&self, headers: &HeaderMap, peer: SocketAddr) -> String {
-        let from_header = self.config.client_ip_header.as_deref().and_then(|name| {
-            let value = headers.get(name)?.to_str().ok()?;
-            // x-forwarded-for lists the original client first.
-            value.split(',').next()?.trim().parse::<IpAddr>().ok()
-        });
-        from_header.unwrap_or(peer.ip()).to_string()
+        client_ip(
+            self.config.client_ip_header.as_deref(),
+            &self.config.trusted_proxies,
+            headers,
+            peer.ip(),
+        )
+        .to_string()
     }
 
     async fn stamp(
@@ -315,4 +317,102 @@ struct Stamp {
     origin: String,
     sdk_name: String,
     sdk_version: String,
+}
+
+/// The client's address: the socket peer, unless a trusted proxy sent
+/// `header`. Each proxy appends the address it received from, so the list is
+/// read from the right and the first address that is not itself a trusted
+/// proxy is the client; entries further left are whatever the client claimed.
+pub fn client_ip(
+    header: Option<&str>,
+    trusted: &[ProxyNet],
+    headers: &HeaderMap,
+    peer: IpAddr,
+) -> IpAddr {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|net| net.contains(ip));
+    let Some(name) = header else { return peer };
+    if !trusted.is_empty() && !is_trusted(peer) {
+        return peer;
+    }
+    let mut hops = headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|hop| hop.trim().parse::<IpAddr>().ok())
+        .collect::<Vec<_>>();
+    hops.reverse();
+    for hop in hops {
+        match hop {
+            Some(ip) if is_trusted(ip) => continue,
+            Some(ip) => return ip,
+            None => break,
+        }
+    }
+    peer
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn from(header: Option<&str>, trusted: &[&str], xff: &[&str], peer: &str) -> IpAddr {
+        let trusted: Vec<ProxyNet> = trusted.iter().map(|n| n.parse().unwrap()).collect();
+        let mut headers = HeaderMap::new();
+        for value in xff {
+            headers.append("x-forwarded-for", HeaderValue::from_str(value).unwrap());
+        }
+        client_ip(header, &trusted, &headers, ip(peer))
+    }
+
+    #[test]
+    fn the_peer_is_the_client_without_a_configured_header() {
+        assert_eq!(from(None, &[], &["1.2.3.4"], "10.0.0.1"), ip("10.0.0.1"));
+    }
+
+    #[test]
+    fn the_right_most_untrusted_hop_is_the_client() {
+        let h = Some("x-forwarded-for");
+        // A client forging the header only prepends to what the proxy adds.
+        assert_eq!(
+            from(h, &["10.0.0.0/8"], &["6.6.6.6, 1.2.3.4"], "10.0.0.1"),
+            ip("1.2.3.4")
+        );
+        // Two proxies in a row, in one header or in two.
+        assert_eq!(
+            from(h, &["10.0.0.0/8"], &["1.2.3.4, 10.9.9.9"], "10.0.0.1"),
+            ip("1.2.3.4")
+        );
+        assert_eq!(
+            from(h, &["10.0.0.0/8"], &["1.2.3.4", "10.9.9.9"], "10.0.0.1"),
+            ip("1.2.3.4")
+        );
+        // No trusted list: the header is believed, right-most entry.
+        assert_eq!(
+            from(h, &[], &["6.6.6.6, 1.2.3.4"], "10.0.0.1"),
+            ip("1.2.3.4")
+        );
+    }
+
+    #[test]
+    fn untrusted_peers_and_garbage_fall_back_to_the_peer() {
+        let h = Some("x-forwarded-for");
+        assert_eq!(
+            from(h, &["10.0.0.0/8"], &["1.2.3.4"], "8.8.8.8"),
+            ip("8.8.8.8")
+        );
+        assert_eq!(
+            from(h, &["10.0.0.0/8"], &["not-an-ip"], "10.0.0.1"),
+            ip("10.0.0.1")
+        );
+        assert_eq!(from(h, &["10.0.0.0/8"], &[], "10.0.0.1"), ip("10.0.0.1"));
+        assert_eq!(
+            from(h, &["10.0.0.0/8"], &["10.1.1.1"], "10.0.0.1"),
+            ip("10.0.0.1")
+        );
+    }
 }

@@ -223,7 +223,19 @@ pub struct Conn {
 
 impl Conn {
     pub fn open(port: u16) -> std::io::Result<Conn> {
-        let stream = TcpStream::connect(("127.0.0.1", port))?;
+        Conn::wrap(TcpStream::connect(("127.0.0.1", port))?, port)
+    }
+
+    /// A connection from another loopback address (`127.0.0.2`), so the
+    /// server sees a peer other than its own.
+    pub fn open_from(local: std::net::Ipv4Addr, port: u16) -> std::io::Result<Conn> {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+        socket.bind(&std::net::SocketAddr::from((local, 0)).into())?;
+        socket.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())?;
+        Conn::wrap(socket.into(), port)
+    }
+
+    fn wrap(stream: TcpStream, port: u16) -> std::io::Result<Conn> {
         stream.set_read_timeout(Some(Duration::from_secs(30)))?;
         stream.set_nodelay(true)?;
         Ok(Conn {
