@@ -25,7 +25,7 @@ pub use group::{
     claim_stale, dead_entries, dead_letter, drop_dead, ensure_group, replay_dead,
 };
 pub use keys::{Topic, partition_for, stream_key};
-pub use maintenance::{StreamStats, maintain, stream_stats, trim_acknowledged};
+pub use maintenance::{GroupStats, StreamStats, maintain, stream_stats, trim_acknowledged};
 
 use std::time::Duration;
 

@@ -5,24 +5,48 @@ use redis::streams::StreamInfoGroupsReply;
 
 use crate::StreamError;
 
-/// Length of a stream and the pending count of each of its groups.
+/// Length of a stream and the state of each of its groups.
 #[derive(Debug, Clone, Default)]
 pub struct StreamStats {
     pub length: u64,
-    pub groups: Vec<(String, u64)>,
+    pub groups: Vec<GroupStats>,
 }
 
-/// Periodic upkeep of a stream its consumers run: publishes its length and
-/// pending counts as gauges, then trims what every group acknowledged.
-pub async fn maintain(conn: &mut ConnectionManager, key: &str) -> Result<(), StreamError> {
+#[derive(Debug, Clone, Default)]
+pub struct GroupStats {
+    pub name: String,
+    /// Delivered and not yet acknowledged.
+    pub pending: u64,
+    /// Not yet delivered; `None` when Redis cannot tell (after XDEL or
+    /// trimming past undelivered entries).
+    pub lag: Option<u64>,
+}
+
+/// Periodic upkeep of a stream its consumers run: publishes its length,
+/// each group's pending count and lag, and the length of the partition's
+/// dead-letter stream `dead` as gauges, then trims what every group
+/// acknowledged.
+pub async fn maintain(
+    conn: &mut ConnectionManager,
+    key: &str,
+    dead: &str,
+) -> Result<(), StreamError> {
     let stats = stream_stats(conn, key).await?;
     metrics::gauge!("analytics_streams_length_entries", "stream" => key.to_owned())
         .set(stats.length as f64);
-    for (group, pending) in &stats.groups {
+    for group in &stats.groups {
         metrics::gauge!("analytics_streams_pending_entries",
-            "stream" => key.to_owned(), "group" => group.clone())
-        .set(*pending as f64);
+            "stream" => key.to_owned(), "group" => group.name.clone())
+        .set(group.pending as f64);
+        if let Some(lag) = group.lag {
+            metrics::gauge!("analytics_streams_lag_entries",
+                "stream" => key.to_owned(), "group" => group.name.clone())
+            .set(lag as f64);
+        }
     }
+    let dead_letters: u64 = redis::cmd("XLEN").arg(dead).query_async(conn).await?;
+    metrics::gauge!("analytics_streams_dead_letters_entries", "stream" => dead.to_owned())
+        .set(dead_letters as f64);
     let removed = trim_acknowledged(conn, key).await?;
     metrics::counter!("analytics_streams_trimmed_total", "stream" => key.to_owned())
         .increment(removed);
@@ -55,7 +79,11 @@ pub async fn stream_stats(
             .map(|i| {
                 i.groups
                     .into_iter()
-                    .map(|g| (g.name, g.pending as u64))
+                    .map(|g| GroupStats {
+                        name: g.name,
+                        pending: g.pending as u64,
+                        lag: g.lag.map(|l| l as u64),
+                    })
                     .collect()
             })
             .unwrap_or_default(),

@@ -4,6 +4,10 @@
 //! Metric names follow `analytics_<stage>_<thing>_<unit>`; every stage
 //! registers its own through the `metrics` macros.
 
+mod catalogue;
+
+pub use catalogue::{Kind, METRICS};
+
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -28,7 +32,9 @@ pub fn metrics_handle() -> PrometheusHandle {
             let handle = recorder.handle();
             // Another recorder may already be installed (by an embedding
             // program); then this handle simply renders nothing.
-            let _ = metrics::set_global_recorder(recorder);
+            if metrics::set_global_recorder(recorder).is_ok() {
+                catalogue::describe_all();
+            }
             handle
         })
         .clone()

@@ -172,7 +172,7 @@ impl Partition {
             }
             if last_maintenance.elapsed() >= MAINTENANCE_EVERY {
                 last_maintenance = Instant::now();
-                if let Err(e) = maintain(&mut self.conn, &self.keys.raw).await {
+                if let Err(e) = maintain(&mut self.conn, &self.keys.raw, &self.keys.dead).await {
                     tracing::debug!(error = %e, "stream upkeep failed");
                 }
             }

@@ -100,7 +100,7 @@ impl Partition {
             }
             if last_maintenance.elapsed() >= MAINTENANCE_EVERY {
                 last_maintenance = Instant::now();
-                if let Err(e) = maintain(&mut self.conn, &self.key).await {
+                if let Err(e) = maintain(&mut self.conn, &self.key, &self.dead).await {
                     tracing::debug!(error = %e, "stream upkeep failed");
                 }
             }
