@@ -31,6 +31,15 @@ if [ ! -d "$sdk_dir/node_modules/@openpanel/sdk" ]; then
   (cd "$sdk_dir" && npm init -y >/dev/null && npm install --no-audit --no-fund @openpanel/sdk@1 >/dev/null)
 fi
 
+# The published @openpanel/web tracker, driven in Debian's Chromium by
+# playwright-core, for the browser test.
+browser_dir="$CARGO_TARGET_DIR/browser-client"
+if [ ! -d "$browser_dir/node_modules/@openpanel/web" ] || [ ! -d "$browser_dir/node_modules/playwright-core" ]; then
+  mkdir -p "$browser_dir"
+  (cd "$browser_dir" && npm init -y >/dev/null && npm install --no-audit --no-fund @openpanel/web@1 playwright-core@1 >/dev/null)
+fi
+command -v chromium >/dev/null || { echo "installing chromium" >&2; apt_install chromium chromium-driver; }
+
 # uap-core's user-agent rules, for the user-agent tests.
 fetch_npm_files uap-core "$CARGO_TARGET_DIR/uap-core" regexes.yaml
 
@@ -51,6 +60,7 @@ export TEST_UA_REGEXES="$CARGO_TARGET_DIR/uap-core/regexes.yaml"
 export TEST_REDIS_URL="redis://127.0.0.1:$redis_port"
 export TEST_CLICKHOUSE_URL="http://127.0.0.1:$ch_http"
 export TEST_SDK_NODE_PATH="$sdk_dir/node_modules"
+export TEST_BROWSER_NODE_PATH="$browser_dir/node_modules"
 export TEST_WORK_DIR="$work"
 
 cargo build --workspace --all-targets
