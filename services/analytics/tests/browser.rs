@@ -75,7 +75,7 @@ fn openpanel_web_in_chromium_reaches_clickhouse_from_allowed_origins_only() {
     let rows = || {
         setup.query(&format!(
             "SELECT name, path, origin, browser, os FROM events WHERE project_id = '{project_id}' \
-             ORDER BY created_at, name FORMAT TSV"
+             ORDER BY name, path FORMAT TSV"
         ))
     };
     wait_until(Duration::from_secs(60), || rows().lines().count() >= 3);
