@@ -7,6 +7,8 @@ pub enum StreamError {
     Redis(#[from] redis::RedisError),
     #[error("stream entry {id} has no `e` payload field")]
     MissingPayload { id: String },
+    #[error("redis configuration: {0}")]
+    Config(String),
 }
 
 impl StreamError {
@@ -19,7 +21,7 @@ impl StreamError {
                     || e.is_timeout()
                     || e.is_connection_refusal()
             }
-            StreamError::MissingPayload { .. } => false,
+            StreamError::MissingPayload { .. } | StreamError::Config(_) => false,
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::Conn;
 use redis::streams::{StreamId, StreamPendingCountReply, StreamReadReply};
 use redis::{RedisResult, Value};
 
@@ -37,11 +37,7 @@ impl ReadBatch {
 }
 
 /// Creates `group` on `key` (and the stream) unless it exists.
-pub async fn ensure_group(
-    conn: &mut ConnectionManager,
-    key: &str,
-    group: &str,
-) -> Result<(), StreamError> {
+pub async fn ensure_group(conn: &mut Conn, key: &str, group: &str) -> Result<(), StreamError> {
     let created: RedisResult<()> = redis::cmd("XGROUP")
         .arg("CREATE")
         .arg(key)
@@ -60,7 +56,7 @@ pub async fn ensure_group(
 /// first, then new ones with a blocking read. Owns its connection, since a
 /// blocking read holds the connection it runs on.
 pub struct GroupReader {
-    conn: ConnectionManager,
+    conn: Conn,
     key: String,
     group: String,
     consumer: String,
@@ -72,7 +68,7 @@ pub struct GroupReader {
 
 impl GroupReader {
     pub fn new(
-        conn: ConnectionManager,
+        conn: Conn,
         key: String,
         group: String,
         consumer: String,
@@ -156,7 +152,7 @@ fn split(ids: Vec<StreamId>, redelivered: bool) -> ReadBatch {
 
 /// Acknowledges entries of `group` on `key`.
 pub async fn ack(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     key: &str,
     group: &str,
     ids: &[String],
@@ -183,7 +179,7 @@ pub struct DeadLetter {
 /// Moves entries to `dead_key` with their reason and acknowledges them on
 /// `key`, atomically (both keys share a slot).
 pub async fn dead_letter(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     key: &str,
     dead_key: &str,
     group: &str,
@@ -240,7 +236,7 @@ pub struct ClaimPolicy {
 /// its own pending entries, which it may be holding in a batch that waits
 /// for ClickHouse.
 pub async fn claim_stale(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     key: &str,
     dead_key: &str,
     group: &str,
@@ -329,7 +325,7 @@ fn field(map: &std::collections::HashMap<String, Value>, key: &str) -> String {
 
 /// The oldest `count` entries of a dead-letter stream.
 pub async fn dead_entries(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     dead_key: &str,
     count: usize,
 ) -> Result<Vec<DeadEntry>, StreamError> {
@@ -358,11 +354,7 @@ pub async fn dead_entries(
 /// Puts a dead entry's payload back on the stream it failed in (as a new
 /// entry, so every group sees it again) and removes it from the dead
 /// letters, atomically. The payload is copied byte for byte.
-pub async fn replay_dead(
-    conn: &mut ConnectionManager,
-    dead_key: &str,
-    id: &str,
-) -> Result<bool, StreamError> {
+pub async fn replay_dead(conn: &mut Conn, dead_key: &str, id: &str) -> Result<bool, StreamError> {
     let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
         .arg(dead_key)
         .arg(id)
@@ -395,11 +387,7 @@ pub async fn replay_dead(
 }
 
 /// Deletes a dead entry for good.
-pub async fn drop_dead(
-    conn: &mut ConnectionManager,
-    dead_key: &str,
-    id: &str,
-) -> Result<bool, StreamError> {
+pub async fn drop_dead(conn: &mut Conn, dead_key: &str, id: &str) -> Result<bool, StreamError> {
     let removed: u64 = redis::cmd("XDEL")
         .arg(dead_key)
         .arg(id)

@@ -14,11 +14,13 @@
 //! reason and stays replayable. Streams are trimmed only behind what every
 //! group has acknowledged ([`trim_acknowledged`]).
 
+mod conn;
 mod error;
 mod group;
 mod keys;
 mod maintenance;
 
+pub use conn::{Conn, RedisTarget, SlotCommands, connect, query_by_slot, slot_groups};
 pub use error::StreamError;
 pub use group::{
     ClaimPolicy, DeadEntry, DeadLetter, Entry, GroupReader, PAYLOAD_FIELD, ReadBatch, ack,
@@ -28,22 +30,6 @@ pub use keys::{Topic, partition_for, stream_key};
 pub use maintenance::{GroupStats, StreamStats, maintain, stream_stats, trim_acknowledged};
 
 use std::time::Duration;
-
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-
-/// Opens a connection that reconnects by itself after Redis restarts, whose
-/// replies may take up to `response_timeout`. Blocking reads need their own
-/// connection with a timeout longer than the block.
-pub async fn connect(
-    client: &redis::Client,
-    response_timeout: Duration,
-) -> Result<ConnectionManager, StreamError> {
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(response_timeout))
-        .set_number_of_retries(1);
-    Ok(ConnectionManager::new_with_config(client.clone(), config).await?)
-}
 
 /// Waits after the `failures`-th failure in a row: 200 ms doubling up to
 /// 6.4 s. False when `shutdown` came first.
@@ -56,7 +42,7 @@ pub async fn backoff(failures: u32, shutdown: &tokio_util::sync::CancellationTok
 }
 
 /// Whether Redis answers: what `/readyz` reports for a stage.
-pub async fn ping(conn: &mut ConnectionManager) -> Result<(), StreamError> {
+pub async fn ping(conn: &mut Conn) -> Result<(), StreamError> {
     let _: String = redis::cmd("PING").query_async(conn).await?;
     Ok(())
 }
@@ -64,7 +50,7 @@ pub async fn ping(conn: &mut ConnectionManager) -> Result<(), StreamError> {
 /// Resets the idle time of entries this consumer holds, so that other
 /// consumers do not claim them while it waits (e.g. for ClickHouse).
 pub async fn touch(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     key: &str,
     group: &str,
     consumer: &str,

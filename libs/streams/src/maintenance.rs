@@ -1,6 +1,6 @@
 //! Stream lengths, pending counts and trimming behind acknowledged entries.
 
-use redis::aio::ConnectionManager;
+use crate::Conn;
 use redis::streams::StreamInfoGroupsReply;
 
 use crate::StreamError;
@@ -26,11 +26,7 @@ pub struct GroupStats {
 /// each group's pending count and lag, and the length of the partition's
 /// dead-letter stream `dead` as gauges, then trims what every group
 /// acknowledged.
-pub async fn maintain(
-    conn: &mut ConnectionManager,
-    key: &str,
-    dead: &str,
-) -> Result<(), StreamError> {
+pub async fn maintain(conn: &mut Conn, key: &str, dead: &str) -> Result<(), StreamError> {
     let stats = stream_stats(conn, key).await?;
     metrics::gauge!("analytics_streams_length_entries", "stream" => key.to_owned())
         .set(stats.length as f64);
@@ -53,10 +49,7 @@ pub async fn maintain(
     Ok(())
 }
 
-pub async fn stream_stats(
-    conn: &mut ConnectionManager,
-    key: &str,
-) -> Result<StreamStats, StreamError> {
+pub async fn stream_stats(conn: &mut Conn, key: &str) -> Result<StreamStats, StreamError> {
     let (length, info): (u64, Option<StreamInfoGroupsReply>) = redis::pipe()
         .cmd("XLEN")
         .arg(key)
@@ -93,10 +86,7 @@ pub async fn stream_stats(
 /// Removes the entries that every group of `key` has acknowledged: those
 /// older than both the oldest pending entry and the last delivered one.
 /// Returns how many entries were removed. A stream without groups is left alone.
-pub async fn trim_acknowledged(
-    conn: &mut ConnectionManager,
-    key: &str,
-) -> Result<u64, StreamError> {
+pub async fn trim_acknowledged(conn: &mut Conn, key: &str) -> Result<u64, StreamError> {
     let info: StreamInfoGroupsReply = match redis::cmd("XINFO")
         .arg("GROUPS")
         .arg(key)

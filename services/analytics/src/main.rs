@@ -329,8 +329,9 @@ async fn migrate_clickhouse(config: &Config) -> Result<Vec<u32>> {
     }
 }
 
-fn redis_client(config: &Config) -> Result<redis::Client> {
-    redis::Client::open(config.redis.url.as_str()).context("invalid redis.url")
+fn redis_client(config: &Config) -> Result<analytics_streams::RedisTarget> {
+    analytics_streams::RedisTarget::new(config.redis_urls(), config.redis.cluster)
+        .context("invalid redis.url")
 }
 
 async fn bind(config: &Config) -> Result<TcpListener> {

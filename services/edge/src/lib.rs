@@ -23,13 +23,13 @@ use std::time::Duration;
 use analytics_config::Config;
 use analytics_http::{ApiError, Authenticator, Body, health_route};
 use analytics_meta::Meta;
+use analytics_streams::Conn;
 use hyper::{Method, Request, Response};
-use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 
 /// What the edge needs from outside.
 pub struct EdgeDeps {
-    pub redis: ConnectionManager,
+    pub redis: Conn,
     pub meta: Meta,
     /// Renders `/metrics`.
     pub metrics: Arc<dyn Fn() -> String + Send + Sync>,
@@ -42,7 +42,7 @@ pub struct Edge {
     writer: writer::Writer,
     limits: Arc<limits::IngestLimits>,
     salts: salt::SaltCache,
-    redis: ConnectionManager,
+    redis: Conn,
     metrics: Arc<dyn Fn() -> String + Send + Sync>,
 }
 

@@ -11,8 +11,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use analytics_streams::{PAYLOAD_FIELD, StreamError, Topic, stream_key};
-use redis::aio::ConnectionManager;
+use analytics_streams::Conn;
+use analytics_streams::{
+    PAYLOAD_FIELD, SlotCommands, StreamError, Topic, query_by_slot, stream_key,
+};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -46,7 +48,7 @@ pub struct Writer {
 impl Writer {
     /// Starts the collector and the stream-length monitor.
     pub fn start(
-        conn: ConnectionManager,
+        conn: Conn,
         prefix: String,
         partitions: u16,
         max_stream_len: u64,
@@ -90,7 +92,7 @@ impl Writer {
     }
 }
 
-async fn collect(conn: ConnectionManager, keys: Arc<[String]>, mut rx: mpsc::Receiver<Job>) {
+async fn collect(conn: Conn, keys: Arc<[String]>, mut rx: mpsc::Receiver<Job>) {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     while let Some(first) = rx.recv().await {
         let mut jobs = vec![first];
@@ -111,19 +113,17 @@ async fn collect(conn: ConnectionManager, keys: Arc<[String]>, mut rx: mpsc::Rec
         let keys = keys.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let mut pipe = redis::pipe();
+            let mut commands = SlotCommands::new();
             for job in &jobs {
                 for (partition, payload) in &job.entries {
-                    pipe.cmd("XADD")
-                        .arg(&keys[usize::from(*partition)])
-                        .arg("*")
-                        .arg(PAYLOAD_FIELD)
-                        .arg(payload)
-                        .ignore();
+                    let key = &keys[usize::from(*partition)];
+                    let mut xadd = redis::cmd("XADD");
+                    xadd.arg(key).arg("*").arg(PAYLOAD_FIELD).arg(payload);
+                    commands.push(key, xadd);
                 }
             }
             let started = Instant::now();
-            let result: Result<(), redis::RedisError> = pipe.query_async(&mut conn).await;
+            let result = query_by_slot(&mut conn, commands).await.map(drop);
             metrics::histogram!("analytics_edge_xadd_seconds")
                 .record(started.elapsed().as_secs_f64());
             metrics::histogram!("analytics_edge_xadd_batch_entries").record(count as f64);
@@ -138,18 +138,26 @@ async fn collect(conn: ConnectionManager, keys: Arc<[String]>, mut rx: mpsc::Rec
 }
 
 async fn monitor_lengths(
-    mut conn: ConnectionManager,
+    mut conn: Conn,
     keys: Arc<[String]>,
     max_len: u64,
     over_cap: Arc<[AtomicBool]>,
     shutdown: CancellationToken,
 ) {
     loop {
-        let mut pipe = redis::pipe();
+        let mut commands = SlotCommands::new();
         for key in keys.iter() {
-            pipe.cmd("XLEN").arg(key);
+            let mut xlen = redis::cmd("XLEN");
+            xlen.arg(key);
+            commands.push(key, xlen);
         }
-        match pipe.query_async::<Vec<u64>>(&mut conn).await {
+        let lengths = query_by_slot(&mut conn, commands)
+            .await
+            .and_then(|replies| {
+                redis::from_redis_value::<Vec<u64>>(redis::Value::Array(replies))
+                    .map_err(Into::into)
+            });
+        match lengths {
             Ok(lengths) => {
                 for (p, len) in lengths.into_iter().enumerate() {
                     over_cap[p].store(len >= max_len, Ordering::Relaxed);

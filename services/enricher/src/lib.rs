@@ -30,10 +30,10 @@ use std::time::{Duration, Instant};
 use analytics_config::Config;
 use analytics_enrich::Enrichment;
 use analytics_meta::Meta;
+use analytics_streams::Conn;
 use analytics_streams::{
     ClaimPolicy, GroupReader, StreamError, backoff, claim_stale, connect, ensure_group, maintain,
 };
-use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -49,7 +49,7 @@ const MAINTENANCE_EVERY: Duration = Duration::from_secs(5);
 
 /// What the enricher needs from outside.
 pub struct EnricherDeps {
-    pub redis: redis::Client,
+    pub redis: analytics_streams::RedisTarget,
     pub meta: Meta,
     /// User-agent and GeoIP lookups (either may be absent).
     pub enrichment: Enrichment,
@@ -112,7 +112,7 @@ pub async fn run(
 struct Partition {
     keys: Keys,
     consumer: String,
-    conn: ConnectionManager,
+    conn: Conn,
     config: Arc<Config>,
     shared: Arc<Shared>,
 }

@@ -9,9 +9,10 @@ use analytics_enrich::{Enrichment, Identity, ProfileState, Record, UserAgent, pr
 use analytics_event::{EventKind, RawEvent, now_ms};
 use analytics_meta::Meta;
 use analytics_store::AliasRow;
-use analytics_streams::{DeadLetter, ReadBatch, StreamError, dead_letter};
+use analytics_streams::{
+    Conn, DeadLetter, ReadBatch, SlotCommands, StreamError, dead_letter, query_by_slot, slot_groups,
+};
 use redis::Value;
-use redis::aio::ConnectionManager;
 use serde_json::Value as Json;
 use xxhash_rust::xxh3::Xxh3;
 
@@ -104,7 +105,7 @@ fn reply<T: redis::FromRedisValue>(value: Option<Value>) -> Result<T, ProcessErr
 pub async fn process(
     shared: &Shared,
     keys: &Keys,
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     batch: ReadBatch,
 ) -> Result<Outcome, ProcessError> {
     let mut outcome = Outcome::default();
@@ -154,31 +155,32 @@ pub async fn process(
 }
 
 /// Profiles behind aliases, profiles of identified devices, and devices
-/// that carry over from yesterday's salt: read in one round trip.
+/// that carry over from yesterday's salt: read in one round trip (one per
+/// hash slot on a cluster).
 async fn resolve_identities(
     keys: &Keys,
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     items: &mut [Item],
 ) -> Result<(), ProcessError> {
-    let mut pipe = redis::pipe();
+    let mut commands = SlotCommands::new();
     for item in items.iter() {
         let raw = &item.raw;
-        if raw.profile_id.is_empty() {
-            pipe.cmd("GET")
-                .arg(keys.device_profile(&raw.project_id, &raw.device_id));
+        let key = if raw.profile_id.is_empty() {
+            keys.device_profile(&raw.project_id, &raw.device_id)
         } else {
-            pipe.cmd("GET")
-                .arg(keys.alias(&raw.project_id, &raw.profile_id));
-        }
+            keys.alias(&raw.project_id, &raw.profile_id)
+        };
+        let mut get = redis::cmd("GET");
+        get.arg(&key);
+        commands.push(&key, get);
         if !raw.previous_device_id.is_empty() {
-            pipe.cmd("EXISTS")
-                .arg(keys.session(&raw.project_id, &raw.previous_device_id));
+            let key = keys.session(&raw.project_id, &raw.previous_device_id);
+            let mut exists = redis::cmd("EXISTS");
+            exists.arg(&key);
+            commands.push(&key, exists);
         }
     }
-    if pipe.cmd_iter().next().is_none() {
-        return Ok(());
-    }
-    let mut replies = pipe.query_async::<Vec<Value>>(conn).await?.into_iter();
+    let mut replies = query_by_slot(conn, commands).await?.into_iter();
     for item in items.iter_mut() {
         let found: Option<String> = reply(replies.next())?;
         if let Some(profile) = found {
@@ -195,100 +197,117 @@ async fn resolve_identities(
     Ok(())
 }
 
+/// What the reply of one `apply_state` command is for.
+enum Expect {
+    Nothing,
+    /// The profile's state after the operation of item N.
+    Profile(usize),
+    /// Session ids, in order, of the listed items.
+    Sessions(Vec<usize>),
+}
+
 /// Sessions, device → profile links and profile operations, in one round
-/// trip; the sessions of the whole batch go to one script call.
+/// trip; the sessions of the whole batch go to one script call (one per
+/// hash slot on a cluster, where a script may only touch one slot).
 async fn apply_state(
     shared: &Shared,
     keys: &Keys,
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     items: &mut [Item],
 ) -> Result<(), ProcessError> {
     let settings = &shared.settings;
     let scripts = shared.scripts.read().await.clone();
-    let mut pipe = redis::pipe();
-    let mut expects = Vec::with_capacity(items.len());
-    let mut session_keys = Vec::new();
-    let mut session_args = vec![
-        settings.session_timeout_ms,
-        settings.session_grace_ms,
-        settings.session_timeout_ms + settings.session_grace_ms + 60_000,
-    ]
-    .into_iter()
-    .map(|n| n.to_string())
-    .collect::<Vec<_>>();
-    for item in items.iter() {
+    let mut commands = SlotCommands::new();
+    let mut expects = Vec::new();
+    // (item, session key, event time) of the events that may open a session.
+    let mut openers = Vec::new();
+    for (index, item) in items.iter().enumerate() {
         let (raw, identity) = (&item.raw, &item.identity);
         let project = raw.project_id.as_str();
-        let opens_session =
-            raw.kind == EventKind::Track && !item.ua.is_bot() && identity.session_id.is_empty();
-        if opens_session {
+        if raw.kind == EventKind::Track && !item.ua.is_bot() && identity.session_id.is_empty() {
             let at = analytics_enrich::event_time_ms(raw);
-            session_keys.push(keys.session(project, &identity.device_id));
-            session_args.push(at.to_string());
-            session_args.push(session_id(project, &identity.device_id, at));
+            openers.push((index, keys.session(project, &identity.device_id), at));
         }
         if !identity.profile_id.is_empty() && !item.ua.is_bot() {
-            pipe.cmd("SET")
-                .arg(keys.device_profile(project, &identity.device_id))
+            let key = keys.device_profile(project, &identity.device_id);
+            let mut set = redis::cmd("SET");
+            set.arg(&key)
                 .arg(&identity.profile_id)
                 .arg("EX")
-                .arg(DEVICE_PROFILE_TTL_S)
-                .ignore();
+                .arg(DEVICE_PROFILE_TTL_S);
+            commands.push(&key, set);
+            expects.push(Expect::Nothing);
         }
-        let profile_op = profile_operation(raw);
-        if let Some(args) = &profile_op {
+        if let Some(args) = profile_operation(raw) {
             let (hash, applied) = keys.profile(project, &identity.profile_id);
-            pipe.cmd("EVALSHA")
-                .arg(&scripts.profile)
+            let mut eval = redis::cmd("EVALSHA");
+            eval.arg(&scripts.profile)
                 .arg(2)
-                .arg(hash)
+                .arg(&hash)
                 .arg(applied)
                 .arg(&raw.id)
                 .arg(args);
+            commands.push(&hash, eval);
+            expects.push(Expect::Profile(index));
         }
         if let (EventKind::Alias, Some(alias)) = (raw.kind, &raw.alias) {
-            pipe.cmd("SET")
-                .arg(keys.alias(project, alias))
-                .arg(&identity.profile_id)
-                .ignore();
+            let key = keys.alias(project, alias);
+            let mut set = redis::cmd("SET");
+            set.arg(&key).arg(&identity.profile_id);
+            commands.push(&key, set);
+            expects.push(Expect::Nothing);
         }
-        expects.push((opens_session, profile_op.is_some()));
     }
-    if !session_keys.is_empty() {
-        pipe.cmd("EVALSHA")
-            .arg(&scripts.sessions)
-            .arg(session_keys.len())
-            .arg(&session_keys)
-            .arg(&session_args);
-    }
-    // An empty pipeline gets no reply from redis-rs; skip the round trip.
-    if pipe.cmd_iter().next().is_none() {
-        return Ok(());
-    }
-    let mut replies = pipe.query_async::<Vec<Value>>(conn).await?;
-    let mut sessions = if session_keys.is_empty() {
-        Vec::new()
-    } else {
-        reply::<Vec<String>>(replies.pop())?
-    }
-    .into_iter();
-    let mut replies = replies.into_iter();
-    for (item, (opens_session, changes_profile)) in items.iter_mut().zip(expects) {
-        if opens_session {
-            item.identity.session_id = sessions
-                .next()
-                .ok_or_else(|| ProcessError::Reply("a session id is missing".into()))?;
+    let session_limits = [
+        settings.session_timeout_ms,
+        settings.session_grace_ms,
+        settings.session_timeout_ms + settings.session_grace_ms + 60_000,
+    ];
+    for group in slot_groups(conn, openers.iter().map(|(_, key, _)| key.as_str())) {
+        let mut eval = redis::cmd("EVALSHA");
+        eval.arg(&scripts.sessions).arg(group.len());
+        for &o in &group {
+            eval.arg(&openers[o].1);
         }
+        eval.arg(&session_limits[..]);
+        for &o in &group {
+            let (index, _, at) = &openers[o];
+            let device = &items[*index].identity.device_id;
+            eval.arg(*at)
+                .arg(session_id(&items[*index].raw.project_id, device, *at));
+        }
+        commands.push(&openers[group[0]].1, eval);
+        expects.push(Expect::Sessions(
+            group.iter().map(|&o| openers[o].0).collect(),
+        ));
+    }
+    let replies = query_by_slot(conn, commands).await?;
+    for (expect, value) in expects.into_iter().zip(replies) {
+        match expect {
+            Expect::Nothing => {}
+            Expect::Profile(index) => {
+                let pairs: Vec<(String, String)> = reply(Some(value))?;
+                let state = ProfileState::from_hash(pairs);
+                let item = &mut items[index];
+                item.records.push(Record::Profiles(profile_row(
+                    &item.raw.project_id,
+                    &item.identity.profile_id,
+                    &state,
+                )));
+            }
+            Expect::Sessions(indices) => {
+                let ids: Vec<String> = reply(Some(value))?;
+                if ids.len() != indices.len() {
+                    return Err(ProcessError::Reply("a session id is missing".into()));
+                }
+                for (index, id) in indices.into_iter().zip(ids) {
+                    items[index].identity.session_id = id;
+                }
+            }
+        }
+    }
+    for item in items.iter_mut() {
         let raw = &item.raw;
-        if changes_profile {
-            let pairs: Vec<(String, String)> = reply(replies.next())?;
-            let state = ProfileState::from_hash(pairs);
-            item.records.push(Record::Profiles(profile_row(
-                &raw.project_id,
-                &item.identity.profile_id,
-                &state,
-            )));
-        }
         if let (EventKind::Alias, Some(alias)) = (raw.kind, &raw.alias) {
             item.records.push(Record::ProfileAliases(AliasRow {
                 project_id: raw.project_id.clone(),
@@ -415,7 +434,7 @@ fn dedupe_keys(raw: &RawEvent) -> (String, String) {
 async fn commit(
     shared: &Shared,
     keys: &Keys,
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     items: &[Item],
     dropped: &[String],
 ) -> Result<(u64, u64), ProcessError> {

@@ -2,7 +2,7 @@
 //! several enricher processes work on the same devices and profiles.
 //! Each script touches keys of one hash tag only (one cluster slot).
 
-use redis::aio::ConnectionManager;
+use analytics_streams::Conn;
 
 /// Sessions of a batch of events, in order. KEYS[i]: the session hash of
 /// event i's device. ARGV: timeout (ms), grace (ms), TTL (ms), then per
@@ -126,7 +126,7 @@ pub struct Scripts {
 
 impl Scripts {
     /// Loads every script (again, after a Redis restart forgot them).
-    pub async fn load(conn: &mut ConnectionManager) -> Result<Scripts, redis::RedisError> {
+    pub async fn load(conn: &mut Conn) -> Result<Scripts, redis::RedisError> {
         let load = |code: &'static str| {
             let mut conn = conn.clone();
             async move {

@@ -6,11 +6,11 @@ use std::time::{Duration, Instant};
 use analytics_config::Config;
 use analytics_enrich::Record;
 use analytics_store::{AliasRow, EventRow, InsertRow, ProfileRow, Store, StoreError};
+use analytics_streams::Conn;
 use analytics_streams::{
     ClaimPolicy, DeadLetter, Entry, GroupReader, ReadBatch, StreamError, ack, backoff, claim_stale,
     dead_letter, maintain, touch,
 };
-use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 
 use crate::GROUP;
@@ -41,7 +41,7 @@ pub struct Partition {
     key: String,
     dead: String,
     consumer: String,
-    conn: ConnectionManager,
+    conn: Conn,
     store: Store,
     config: Arc<Config>,
     buffer: Buffer,
@@ -52,7 +52,7 @@ impl Partition {
         key: String,
         dead: String,
         consumer: String,
-        conn: ConnectionManager,
+        conn: Conn,
         store: Store,
         config: Arc<Config>,
     ) -> Self {

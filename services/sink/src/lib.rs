@@ -30,7 +30,7 @@ pub const GROUP: &str = "sink";
 
 /// What the sink needs from outside.
 pub struct SinkDeps {
-    pub redis: redis::Client,
+    pub redis: analytics_streams::RedisTarget,
     pub store: Store,
     /// This process's name in the consumer group.
     pub consumer: String,
