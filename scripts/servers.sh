@@ -66,6 +66,47 @@ start_redis() {
   wait_for "redis on $port" redis-cli -p "$port" ping
 }
 
+# cluster_ports N: N free ports whose cluster bus ports (port + 10000) are free too.
+cluster_ports() {
+  python3 - "$1" <<'PY'
+import random, socket, sys
+def free(port):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port)); return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+ports = []
+while len(ports) < int(sys.argv[1]):
+    p = random.randint(20000, 29999)
+    if p not in ports and free(p) and free(p + 10000):
+        ports.append(p)
+print(" ".join(map(str, ports)))
+PY
+}
+
+# start_redis_cluster DIR PORT...: one primary per port, slots spread over
+# them; prints the pids, one per line.
+start_redis_cluster() {
+  local dir=$1; shift
+  local nodes=()
+  for port in "$@"; do
+    mkdir -p "$dir/$port"
+    redis-server --port "$port" --bind 127.0.0.1 --dir "$dir/$port" --save "" --appendonly no \
+      --cluster-enabled yes --cluster-config-file "$dir/$port/nodes.conf" \
+      --daemonize no --logfile "$dir/$port/redis.log" >/dev/null 2>&1 &
+    echo $!
+    nodes+=("127.0.0.1:$port")
+  done
+  for port in "$@"; do wait_for "redis cluster node $port" redis-cli -p "$port" ping; done
+  redis-cli --cluster create "${nodes[@]}" --cluster-replicas 0 --cluster-yes >"$dir/create.log" 2>&1
+  for port in "$@"; do
+    wait_for "cluster state on $port" bash -c "redis-cli -p $port cluster info | grep -q 'cluster_state:ok'"
+  done
+}
+
 # clickhouse_config DIR HTTP_PORT TCP_PORT: writes DIR/config.xml for a private server.
 clickhouse_config() {
   local dir=$1 http=$2 tcp=$3

@@ -23,6 +23,11 @@ ch_http=$(free_port)
 ch_tcp=$(free_port)
 pids+=("$(start_redis "$work/redis" "$redis_port" | head -1)")
 pids+=("$(start_clickhouse "$work/clickhouse" "$ch_http" "$ch_tcp" | head -1)")
+# A 3-primary Redis Cluster for the cluster-mode test.
+read -r -a cluster < <(cluster_ports 3)
+mapfile -t cluster_pids < <(start_redis_cluster "$work/redis-cluster" "${cluster[@]}")
+pids+=("${cluster_pids[@]}")
+export TEST_REDIS_CLUSTER_URLS="redis://127.0.0.1:${cluster[0]},redis://127.0.0.1:${cluster[1]},redis://127.0.0.1:${cluster[2]}"
 
 # The published OpenPanel SDK, for the end-to-end client test.
 sdk_dir="$CARGO_TARGET_DIR/openpanel-sdk"
