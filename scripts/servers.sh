@@ -138,6 +138,48 @@ XML
 XML
 }
 
+# start_zookeeper DIR PORT: a standalone ZooKeeper (Debian package
+# zookeeper) for replicated ClickHouse tables; prints the pid.
+start_zookeeper() {
+  local dir=$1 port=$2
+  mkdir -p "$dir/data"
+  cat > "$dir/zoo.cfg" <<CFG
+tickTime=500
+dataDir=$dir/data
+clientPort=$port
+clientPortAddress=127.0.0.1
+admin.enableServer=false
+maxClientCnxns=200
+4lw.commands.whitelist=ruok
+CFG
+  java -cp /etc/zookeeper/conf:/usr/share/java/zookeeper.jar -Dzookeeper.log.dir="$dir" \
+    org.apache.zookeeper.server.ZooKeeperServerMain "$dir/zoo.cfg" >"$dir/zookeeper.log" 2>&1 &
+  echo $!
+  wait_for "zookeeper on $port" bash -c "exec 3<>/dev/tcp/127.0.0.1/$port; echo ruok >&3; grep -q imok <&3"
+}
+
+# clickhouse_cluster_config DIR CLUSTER SHARD ZK_PORT INTERSERVER_PORT TCP_PORT...:
+# adds DIR/config.d/cluster.xml: CLUSTER has one single-replica shard per
+# TCP port (all on loopback), and this server is shard SHARD.
+clickhouse_cluster_config() {
+  local dir=$1 cluster=$2 shard=$3 zk=$4 interserver=$5; shift 5
+  mkdir -p "$dir/config.d"
+  {
+    echo "<yandex>"
+    echo "  <interserver_http_port>$interserver</interserver_http_port>"
+    echo "  <interserver_http_host>127.0.0.1</interserver_http_host>"
+    echo "  <zookeeper><node><host>127.0.0.1</host><port>$zk</port></node></zookeeper>"
+    echo "  <distributed_ddl><path>/clickhouse/task_queue/ddl</path></distributed_ddl>"
+    echo "  <macros><shard>$shard</shard><replica>r1</replica></macros>"
+    echo "  <remote_servers><$cluster>"
+    for tcp in "$@"; do
+      echo "    <shard><internal_replication>true</internal_replication><replica><host>127.0.0.1</host><port>$tcp</port></replica></shard>"
+    done
+    echo "  </$cluster></remote_servers>"
+    echo "</yandex>"
+  } > "$dir/config.d/cluster.xml"
+}
+
 # start_clickhouse DIR HTTP_PORT TCP_PORT: prints the pid.
 start_clickhouse() {
   local dir=$1 http=$2 tcp=$3

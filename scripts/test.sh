@@ -23,6 +23,22 @@ ch_http=$(free_port)
 ch_tcp=$(free_port)
 pids+=("$(start_redis "$work/redis" "$redis_port" | head -1)")
 pids+=("$(start_clickhouse "$work/clickhouse" "$ch_http" "$ch_tcp" | head -1)")
+# Two ClickHouse servers sharing a ZooKeeper, one shard each, for the
+# ClickHouse cluster test.
+command -v java >/dev/null && [ -f /usr/share/java/zookeeper.jar ] \
+  || { echo "installing zookeeper" >&2; apt_install zookeeper; }
+zk_port=$(free_port)
+pids+=("$(start_zookeeper "$work/zookeeper" "$zk_port" | head -1)")
+shards=()
+for n in 1 2; do shards+=("$(free_port) $(free_port) $(free_port)"); done  # http tcp interserver
+for n in 0 1; do
+  read -r http tcp interserver <<<"${shards[$n]}"
+  clickhouse_cluster_config "$work/clickhouse-shard$n" analytics_cluster "0$((n + 1))" "$zk_port" "$interserver" \
+    "$(cut -d' ' -f2 <<<"${shards[0]}")" "$(cut -d' ' -f2 <<<"${shards[1]}")"
+  pids+=("$(start_clickhouse "$work/clickhouse-shard$n" "$http" "$tcp" | head -1)")
+done
+export TEST_CLICKHOUSE_CLUSTER_URLS="http://127.0.0.1:$(cut -d' ' -f1 <<<"${shards[0]}"),http://127.0.0.1:$(cut -d' ' -f1 <<<"${shards[1]}")"
+
 # A 3-primary Redis Cluster for the cluster-mode test.
 read -r -a cluster < <(cluster_ports 3)
 mapfile -t cluster_pids < <(start_redis_cluster "$work/redis-cluster" "${cluster[@]}")

@@ -112,6 +112,7 @@ pub async fn clickhouse_insert(
         database: database.into(),
         user: "default".into(),
         password: String::new(),
+        cluster: None,
     });
     store.migrate().await?;
     let now = std::time::SystemTime::now()

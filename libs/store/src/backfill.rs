@@ -84,11 +84,18 @@ impl Store {
             .await?;
         let mut rebuilt = Vec::new();
         for aggregate in AGGREGATES {
+            // On a cluster, partitions are dropped from every shard's table.
+            let target = match &self.cluster {
+                Some(cluster) => {
+                    crate::cluster::local_table(aggregate.table, &self.database, cluster)
+                }
+                None => aggregate.table.to_owned(),
+            };
             let select = aggregate.select.replace("{analytics}", ANALYTICS_EVENTS);
             if aggregate.monthly {
                 for month in &months {
                     self.db
-                        .query(&format!("ALTER TABLE {} DROP PARTITION ?", aggregate.table))
+                        .query(&format!("ALTER TABLE {target} DROP PARTITION ?"))
                         .bind(*month)
                         .execute()
                         .await?;
@@ -105,7 +112,7 @@ impl Store {
                 });
             } else {
                 self.db
-                    .query(&format!("TRUNCATE TABLE {}", aggregate.table))
+                    .query(&format!("TRUNCATE TABLE {target}"))
                     .execute()
                     .await?;
                 let sql = select.replace("{where}", "");

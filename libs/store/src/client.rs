@@ -15,6 +15,8 @@ pub struct StoreSettings {
     pub database: String,
     pub user: String,
     pub password: String,
+    /// Cluster the tables are spread over (`clickhouse.cluster`), if any.
+    pub cluster: Option<String>,
 }
 
 /// A handle on the analytics database; cheap to clone.
@@ -23,6 +25,7 @@ pub struct Store {
     pub(crate) server: Client,
     pub(crate) db: Client,
     pub(crate) database: String,
+    pub(crate) cluster: Option<String>,
 }
 
 impl Store {
@@ -32,11 +35,18 @@ impl Store {
             .with_user(&settings.user)
             .with_password(&settings.password)
             .with_validation(false);
-        let db = server.clone().with_database(&settings.database);
+        let mut db = server.clone().with_database(&settings.database);
+        if settings.cluster.is_some() {
+            // An insert returns once every shard has its rows, not when they
+            // are queued on this server for forwarding: the sink acknowledges
+            // entries only after that.
+            db = db.with_setting("insert_distributed_sync", "1");
+        }
         Store {
             server,
             db,
             database: settings.database.clone(),
+            cluster: settings.cluster.clone(),
         }
     }
 

@@ -11,6 +11,8 @@ pub enum StoreError {
         #[source]
         source: clickhouse::error::Error,
     },
+    #[error("{0}")]
+    Cluster(String),
 }
 
 /// ClickHouse error codes that mean the rows themselves cannot be stored
@@ -37,6 +39,7 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         let error = match self {
             StoreError::ClickHouse(e) | StoreError::Migration { source: e, .. } => e,
+            StoreError::Cluster(_) => return false,
         };
         matches!(
             error,

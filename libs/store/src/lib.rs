@@ -8,6 +8,7 @@
 
 mod backfill;
 mod client;
+mod cluster;
 mod error;
 mod migrate;
 mod rows;

@@ -70,8 +70,15 @@ impl Store {
     /// Creates the database if needed and applies the migrations not yet
     /// recorded. Returns the versions applied by this call.
     pub async fn migrate(&self) -> Result<Vec<u32>, StoreError> {
+        let on_cluster = match &self.cluster {
+            Some(cluster) => format!(" ON CLUSTER {cluster}"),
+            None => String::new(),
+        };
         self.server
-            .query(&format!("CREATE DATABASE IF NOT EXISTS {}", self.database))
+            .query(&format!(
+                "CREATE DATABASE IF NOT EXISTS {}{on_cluster}",
+                self.database
+            ))
             .execute()
             .await?;
         self.db
@@ -89,7 +96,21 @@ impl Store {
             .await?;
         let mut applied = Vec::new();
         for migration in MIGRATIONS.iter().filter(|m| !done.contains(&m.version)) {
-            for statement in migration.statements() {
+            let statements = match &self.cluster {
+                None => migration.statements(),
+                Some(cluster) => {
+                    let mut rewritten = Vec::new();
+                    for statement in migration.statements() {
+                        rewritten.extend(crate::cluster::rewrite(
+                            &statement,
+                            &self.database,
+                            cluster,
+                        )?);
+                    }
+                    rewritten
+                }
+            };
+            for statement in statements {
                 self.db
                     .query(&statement)
                     .execute()

@@ -307,6 +307,7 @@ fn store(config: &Config) -> Store {
         database: config.clickhouse.database.clone(),
         user: config.clickhouse.user.clone(),
         password: config.clickhouse.password.clone(),
+        cluster: config.clickhouse.cluster.clone(),
     })
 }
 

@@ -1,0 +1,135 @@
+//! The single-server migrations rewritten for a ClickHouse cluster.
+//!
+//! Every table `t` becomes a replicated table `t_local` on every shard
+//! (`ON CLUSTER`, `Replicated*MergeTree` keyed by the servers' `{shard}` and
+//! `{replica}` macros) behind a `Distributed` table named `t`, so inserts and
+//! queries keep using `t`. Materialized views run on every shard, from the
+//! shard's `events_local` into the shard's aggregate tables; queries merge
+//! the partial states across shards. One set of schema files serves both
+//! layouts, and the rewrite is checked statement by statement.
+
+use crate::StoreError;
+
+/// Cluster statements for one single-server migration statement.
+pub fn rewrite(statement: &str, database: &str, cluster: &str) -> Result<Vec<String>, StoreError> {
+    let unsupported = || StoreError::Cluster(format!("cannot rewrite for a cluster: {statement}"));
+    if let Some(rest) = statement.strip_prefix("CREATE TABLE IF NOT EXISTS ") {
+        let (name, rest) = rest.split_once(' ').ok_or_else(unsupported)?;
+        let (columns, rest) = rest.split_once(") ENGINE = ").ok_or_else(unsupported)?;
+        let (engine, rest) = rest.split_once('(').ok_or_else(unsupported)?;
+        let (args, tail) = rest.split_once(')').ok_or_else(unsupported)?;
+        let local = format!("{name}_local");
+        let mut replicated_args =
+            format!("'/clickhouse/tables/{{shard}}/{database}/{local}', '{{replica}}'");
+        if !args.trim().is_empty() {
+            replicated_args.push_str(", ");
+            replicated_args.push_str(args.trim());
+        }
+        // One device's events on one shard keeps its visits together;
+        // other tables only need spreading.
+        let sharding = if columns.contains("device_id String") {
+            "cityHash64(device_id)"
+        } else {
+            "rand()"
+        };
+        return Ok(vec![
+            format!(
+                "CREATE TABLE IF NOT EXISTS {database}.{local} ON CLUSTER {cluster} {columns}) \
+                 ENGINE = Replicated{engine}({replicated_args}){tail}"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {database}.{name} ON CLUSTER {cluster} \
+                 AS {database}.{local} \
+                 ENGINE = Distributed({cluster}, {database}, {local}, {sharding})"
+            ),
+        ]);
+    }
+    if let Some(rest) = statement.strip_prefix("CREATE MATERIALIZED VIEW IF NOT EXISTS ") {
+        let (name, rest) = rest.split_once(" TO ").ok_or_else(unsupported)?;
+        let (target, select) = rest.split_once(" AS\n").ok_or_else(unsupported)?;
+        let select = rewrite_source(select).ok_or_else(unsupported)?;
+        return Ok(vec![format!(
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.{name} ON CLUSTER {cluster} \
+             TO {database}.{target}_local AS\n{}",
+            select.replace(
+                "FROM events_local",
+                &format!("FROM {database}.events_local")
+            )
+        )]);
+    }
+    Err(unsupported())
+}
+
+/// The view's SELECT reading the shard's `events_local` instead of `events`.
+fn rewrite_source(select: &str) -> Option<String> {
+    let at = select.find("\nFROM events\n")?;
+    let mut out = select.to_owned();
+    out.replace_range(at..at + "\nFROM events\n".len(), "\nFROM events_local\n");
+    Some(out)
+}
+
+/// The replicated table behind a distributed one, for statements that
+/// must reach every shard (partition drops, truncation).
+pub fn local_table(table: &str, database: &str, cluster: &str) -> String {
+    format!("{database}.{table}_local ON CLUSTER {cluster}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::migrate::MIGRATIONS;
+
+    #[test]
+    fn every_migration_statement_has_a_cluster_form() {
+        for migration in MIGRATIONS {
+            for statement in migration.statements() {
+                let rewritten = rewrite(&statement, "db", "c").unwrap();
+                for s in &rewritten {
+                    assert!(s.contains(" ON CLUSTER c "), "{s}");
+                    assert!(
+                        !s.contains("FROM events\n"),
+                        "a view still reads `events`: {s}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn tables_become_replicated_behind_distributed() {
+        let sql = "CREATE TABLE IF NOT EXISTS profiles (\n    id String,\n    version UInt64\n) \
+                   ENGINE = ReplacingMergeTree(version)\nORDER BY (project_id, id)";
+        let out = rewrite(sql, "db", "c").unwrap();
+        assert_eq!(
+            out[0],
+            "CREATE TABLE IF NOT EXISTS db.profiles_local ON CLUSTER c (\n    id String,\n    version UInt64\n) \
+             ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/db/profiles_local', '{replica}', version)\n\
+             ORDER BY (project_id, id)"
+        );
+        assert_eq!(
+            out[1],
+            "CREATE TABLE IF NOT EXISTS db.profiles ON CLUSTER c AS db.profiles_local \
+             ENGINE = Distributed(c, db, profiles_local, rand())"
+        );
+        let events = "CREATE TABLE IF NOT EXISTS events (\n    device_id String\n) ENGINE = MergeTree()\nORDER BY device_id";
+        let out = rewrite(events, "db", "c").unwrap();
+        assert!(out[0].contains(
+            "ReplicatedMergeTree('/clickhouse/tables/{shard}/db/events_local', '{replica}')\n"
+        ));
+        assert!(out[1].ends_with("Distributed(c, db, events_local, cityHash64(device_id))"));
+    }
+
+    #[test]
+    fn views_read_and_write_the_shard_tables() {
+        let sql =
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS x_mv TO x AS\nSELECT a\nFROM events\nWHERE b";
+        let out = rewrite(sql, "db", "c").unwrap();
+        assert_eq!(
+            out,
+            [
+                "CREATE MATERIALIZED VIEW IF NOT EXISTS db.x_mv ON CLUSTER c TO db.x_local AS\nSELECT a\nFROM db.events_local\nWHERE b"
+            ]
+        );
+        assert!(rewrite("DROP TABLE events", "db", "c").is_err());
+    }
+}

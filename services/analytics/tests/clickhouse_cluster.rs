@@ -1,0 +1,227 @@
+//! ClickHouse cluster: migrations with `clickhouse.cluster` build
+//! replicated tables behind `Distributed` ones on two real servers (with the
+//! ZooKeeper the test script starts); the same events sent to a
+//! single-server install and to the cluster spread over both shards and
+//! give the same insights answers.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+
+const CLUSTER: &str = "analytics_cluster";
+
+struct Install {
+    setup: Setup,
+    _up: Proc,
+    project: String,
+    write: Credentials,
+    read: (String, String),
+}
+
+impl Install {
+    fn start(setup: Setup) -> Install {
+        setup.admin(&["migrate"]);
+        let project = setup.admin(&["project", "create", "--name", "Shop"]);
+        let project = project["id"].as_str().unwrap().to_owned();
+        let client = |kind: &str| {
+            let c = setup.admin(&["client", "create", "--project", &project, "--type", kind]);
+            (
+                c["id"].as_str().unwrap().to_owned(),
+                c["secret"].as_str().unwrap().to_owned(),
+            )
+        };
+        let (id, secret) = client("write");
+        let read = client("read");
+        let up = setup.spawn(&["up"]);
+        Install {
+            write: Credentials {
+                project_id: project.clone(),
+                id,
+                secret,
+            },
+            read,
+            project,
+            _up: up,
+            setup,
+        }
+    }
+
+    fn insights(&self, path_and_query: &str) -> Value {
+        let path = format!("/insights/{}/{path_and_query}", self.project);
+        let headers = [
+            ("openpanel-client-id", self.read.0.as_str()),
+            ("openpanel-client-secret", self.read.1.as_str()),
+        ];
+        let (status, _, text) = http(self.setup.port, "GET", &path, &headers, "").unwrap();
+        assert_eq!(status, 200, "{path}: {text}");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    fn stored(&self) -> u64 {
+        self.setup
+            .query(&format!(
+                "SELECT count() FROM events WHERE project_id = '{}'",
+                self.project
+            ))
+            .parse()
+            .unwrap()
+    }
+}
+
+/// The same events, with fixed ids, devices and times, for any install.
+fn events(now_s: i64) -> Vec<(String, Value)> {
+    let pages = ["/", "/pricing", "/docs", "/blog", "/signup"];
+    let referrers = [
+        "https://www.google.com/",
+        "https://news.ycombinator.com/",
+        "",
+    ];
+    let mut out = Vec::new();
+    for device in 0..120 {
+        let start = now_s - 40 * 3600 + device * 600;
+        for step in 0..(2 + device % 4) {
+            let at = start + step * 60;
+            let path = pages[((device + step) % 5) as usize];
+            let mut properties = json!({"__path": format!("https://shop.example{path}")});
+            if step == 0 && !referrers[(device % 3) as usize].is_empty() {
+                properties["__referrer"] = json!(referrers[(device % 3) as usize]);
+            }
+            out.push((
+                "/track".to_owned(),
+                json!({"type": "track", "payload": {
+                    "name": "screen_view", "deviceId": format!("d{device}"),
+                    "id": format!("sv-{device}-{step}"),
+                    "timestamp": at * 1000, "properties": properties}}),
+            ));
+        }
+        if device % 3 == 0 {
+            out.push((
+                "/track".to_owned(),
+                json!({"type": "track", "payload": {
+                    "name": "signup", "deviceId": format!("d{device}"),
+                    "id": format!("su-{device}"), "timestamp": (start + 300) * 1000}}),
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn a_two_shard_cluster_answers_like_a_single_server() {
+    let urls = var("TEST_CLICKHOUSE_CLUSTER_URLS");
+    let nodes: Vec<&str> = urls.split(',').collect();
+    let single = Install::start(Setup::new("chsingle"));
+    let mut cluster_setup = Setup::new("chcluster")
+        .with("ANALYTICS_CLICKHOUSE_URL", nodes[0])
+        .with("ANALYTICS_CLICKHOUSE_CLUSTER", CLUSTER);
+    cluster_setup.clickhouse_url = nodes[0].to_owned();
+    let cluster = Install::start(cluster_setup);
+
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let events = events(now_s);
+    for install in [&single, &cluster] {
+        let mut conn = Conn::open(install.setup.port).unwrap();
+        for (path, body) in &events {
+            let (status, _, text) = conn
+                .send(
+                    "POST",
+                    path,
+                    &install.write.headers(),
+                    body.to_string().as_bytes(),
+                )
+                .unwrap();
+            assert_eq!(status, 202, "{text}");
+        }
+    }
+    let total = events.len() as u64;
+    wait_until(Duration::from_secs(90), || {
+        single.stored() == total && cluster.stored() == total
+    });
+
+    // Both shards hold part of the events, and nothing twice.
+    let per_shard: Vec<u64> = nodes
+        .iter()
+        .map(|url| {
+            clickhouse(
+                url,
+                &cluster.setup.name,
+                &format!(
+                    "SELECT count() FROM events_local WHERE project_id = '{}'",
+                    cluster.project
+                ),
+            )
+            .parse()
+            .unwrap()
+        })
+        .collect();
+    assert_eq!(per_shard.iter().sum::<u64>(), total, "{per_shard:?}");
+    assert!(
+        per_shard.iter().all(|n| *n > 0),
+        "one shard is empty: {per_shard:?}"
+    );
+    // The views ran on both shards.
+    for url in &nodes {
+        let sessions = clickhouse(
+            url,
+            &cluster.setup.name,
+            "SELECT count() FROM sessions_local",
+        );
+        assert_ne!(sessions, "0", "no sessions on {url}");
+    }
+
+    let day = |s: i64| {
+        let days = s.div_euclid(86_400);
+        // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = doy - (153 * mp + 2) / 5 + 1;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 };
+        let y = yoe + era * 400 + i64::from(m <= 2);
+        format!("{y:04}-{m:02}-{d:02}")
+    };
+    let q = format!(
+        "startDate={}&endDate={}",
+        day(now_s - 3 * 86_400),
+        day(now_s)
+    );
+    let queries = [
+        format!("metrics?{q}"),
+        format!("metrics?{q}&timezone=Asia/Seoul"),
+        format!("timeseries?{q}&interval=hour"),
+        format!("timeseries?{q}&interval=day&timezone=America/New_York"),
+        format!("top/pages?{q}&limit=10"),
+        format!("top/entry_pages?{q}"),
+        format!("top/referrers?{q}"),
+        format!("funnel?{q}&steps=screen_view,signup"),
+        format!("retention?{q}&period=day"),
+    ];
+    // The aggregate tables fill as the views run; answers settle once the
+    // last rows are in on both sides.
+    for query in &queries {
+        let mut last = (Value::Null, Value::Null);
+        let settled = (0..50).any(|_| {
+            last = (single.insights(query), cluster.insights(query));
+            if last.0 == last.1 {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            false
+        });
+        assert!(settled, "{query}:\nsingle  {}\ncluster {}", last.0, last.1);
+    }
+    let metrics = single.insights(&format!("metrics?{q}"));
+    assert_eq!(
+        metrics["current"]["unique_visitors"], 120,
+        "the comparison must cover real data: {metrics}"
+    );
+}
