@@ -24,7 +24,7 @@ apt_install() {
 # python_tool VENV REQUIREMENT...: a virtualenv at VENV holding the given
 # pinned packages (made once; kept while the requirements are unchanged).
 python_tool() {
-  local venv=$1; shift
+  local venv=$1 requirement; shift
   local wanted="$*"
   if [ "$(cat "$venv/.requirements" 2>/dev/null)" != "$wanted" ]; then
     echo "preparing $venv ($wanted)" >&2
@@ -42,8 +42,20 @@ python_tool() {
   fi
 }
 
+# free_port: a free loopback port below the kernel's ephemeral range, so no
+# outgoing connection of an already running server can take it meanwhile.
 free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+  python3 -c '
+import random, socket
+while True:
+    p = random.randint(20000, 32000)
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p)); print(p); break
+    except OSError:
+        pass
+    finally:
+        s.close()'
 }
 
 wait_for() { # description, command...
@@ -91,7 +103,7 @@ PY
 # them; prints the pids, one per line.
 start_redis_cluster() {
   local dir=$1; shift
-  local nodes=()
+  local nodes=() port
   for port in "$@"; do
     mkdir -p "$dir/$port"
     redis-server --port "$port" --bind 127.0.0.1 --dir "$dir/$port" --save "" --appendonly no \
@@ -162,7 +174,7 @@ CFG
 # adds DIR/config.d/cluster.xml: CLUSTER has one single-replica shard per
 # TCP port (all on loopback), and this server is shard SHARD.
 clickhouse_cluster_config() {
-  local dir=$1 cluster=$2 shard=$3 zk=$4 interserver=$5; shift 5
+  local dir=$1 cluster=$2 shard=$3 zk=$4 interserver=$5 tcp; shift 5
   mkdir -p "$dir/config.d"
   {
     echo "<yandex>"
