@@ -119,13 +119,14 @@ start_redis_cluster() {
   done
 }
 
-# clickhouse_config DIR HTTP_PORT TCP_PORT: writes DIR/config.xml for a private server.
+# clickhouse_config DIR HTTP_PORT TCP_PORT [PROFILE_XML]: writes DIR/config.xml
+# for a private server; PROFILE_XML adds settings to the default profile.
 clickhouse_config() {
-  local dir=$1 http=$2 tcp=$3
+  local dir=$1 http=$2 tcp=$3 profile=${4:-}
   mkdir -p "$dir/data" "$dir/tmp" "$dir/log" "$dir/user_files" "$dir/format_schemas"
   cat > "$dir/users.xml" <<XML
 <yandex>
-  <profiles><default><max_memory_usage>4000000000</max_memory_usage></default></profiles>
+  <profiles><default><max_memory_usage>4000000000</max_memory_usage>$profile</default></profiles>
   <users><default><password></password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
     <profile>default</profile><quota>default</quota></default></users>
   <quotas><default></default></quotas>
@@ -192,10 +193,10 @@ clickhouse_cluster_config() {
   } > "$dir/config.d/cluster.xml"
 }
 
-# start_clickhouse DIR HTTP_PORT TCP_PORT: prints the pid.
+# start_clickhouse DIR HTTP_PORT TCP_PORT [PROFILE_XML]: prints the pid.
 start_clickhouse() {
   local dir=$1 http=$2 tcp=$3
-  clickhouse_config "$dir" "$http" "$tcp"
+  clickhouse_config "$dir" "$http" "$tcp" "${4:-}"
   clickhouse-server --config-file="$dir/config.xml" >"$dir/log/stdout.log" 2>&1 &
   echo $!
   wait_for "clickhouse on $http" curl -sf "http://127.0.0.1:$http/ping"

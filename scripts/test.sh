@@ -22,7 +22,9 @@ redis_port=$(free_port)
 ch_http=$(free_port)
 ch_tcp=$(free_port)
 pids+=("$(start_redis "$work/redis" "$redis_port" | head -1)")
-pids+=("$(start_clickhouse "$work/clickhouse" "$ch_http" "$ch_tcp" | head -1)")
+# Queries are logged (system.query_log) for the current-ClickHouse
+# compatibility test, which replays the insights API's queries on chdb.
+pids+=("$(start_clickhouse "$work/clickhouse" "$ch_http" "$ch_tcp" "<log_queries>1</log_queries>" | head -1)")
 # Two ClickHouse servers sharing a ZooKeeper, one shard each, for the
 # ClickHouse cluster test.
 command -v java >/dev/null && [ -f /usr/share/java/zookeeper.jar ] \
@@ -71,11 +73,14 @@ fetch_npm_files uap-core "$CARGO_TARGET_DIR/uap-core" regexes.yaml
 tools="${TEST_TOOLS_DIR:-/var/tmp/analytics-tools}"
 python_tool "$tools/compose" "cython<3" "--no-build-isolation=PyYAML==5.4.1" "docker-compose==1.29.2"
 python_tool "$tools/k8s" "kubernetes-validate==1.37.0"
+# chdb: the current ClickHouse release, in process.
+python_tool "$tools/chdb" "chdb==4.4.0"
 command -v promtool >/dev/null || { echo "installing prometheus (promtool)" >&2; apt_install prometheus; }
 command -v nginx >/dev/null || { echo "installing nginx" >&2; apt_install nginx; }
 export TEST_DOCKER_COMPOSE="$tools/compose/bin/docker-compose"
 export TEST_DEPLOY_PYTHON="$tools/compose/bin/python"
 export TEST_KUBERNETES_VALIDATE="$tools/k8s/bin/kubernetes-validate"
+export TEST_CHDB_PYTHON="$tools/chdb/bin/python"
 
 export TEST_UA_REGEXES="$CARGO_TARGET_DIR/uap-core/regexes.yaml"
 export TEST_REDIS_URL="redis://127.0.0.1:$redis_port"

@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 const CLUSTER: &str = "analytics_cluster";
 
@@ -71,44 +71,6 @@ impl Install {
     }
 }
 
-/// The same events, with fixed ids, devices and times, for any install.
-fn events(now_s: i64) -> Vec<(String, Value)> {
-    let pages = ["/", "/pricing", "/docs", "/blog", "/signup"];
-    let referrers = [
-        "https://www.google.com/",
-        "https://news.ycombinator.com/",
-        "",
-    ];
-    let mut out = Vec::new();
-    for device in 0..120 {
-        let start = now_s - 40 * 3600 + device * 600;
-        for step in 0..(2 + device % 4) {
-            let at = start + step * 60;
-            let path = pages[((device + step) % 5) as usize];
-            let mut properties = json!({"__path": format!("https://shop.example{path}")});
-            if step == 0 && !referrers[(device % 3) as usize].is_empty() {
-                properties["__referrer"] = json!(referrers[(device % 3) as usize]);
-            }
-            out.push((
-                "/track".to_owned(),
-                json!({"type": "track", "payload": {
-                    "name": "screen_view", "deviceId": format!("d{device}"),
-                    "id": format!("sv-{device}-{step}"),
-                    "timestamp": at * 1000, "properties": properties}}),
-            ));
-        }
-        if device % 3 == 0 {
-            out.push((
-                "/track".to_owned(),
-                json!({"type": "track", "payload": {
-                    "name": "signup", "deviceId": format!("d{device}"),
-                    "id": format!("su-{device}"), "timestamp": (start + 300) * 1000}}),
-            ));
-        }
-    }
-    out
-}
-
 #[test]
 fn a_two_shard_cluster_answers_like_a_single_server() {
     let urls = var("TEST_CLICKHOUSE_CLUSTER_URLS");
@@ -124,7 +86,7 @@ fn a_two_shard_cluster_answers_like_a_single_server() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
-    let events = events(now_s);
+    let events = sample_events(now_s);
     for install in [&single, &cluster] {
         let mut conn = Conn::open(install.setup.port).unwrap();
         for (path, body) in &events {
@@ -175,24 +137,10 @@ fn a_two_shard_cluster_answers_like_a_single_server() {
         assert_ne!(sessions, "0", "no sessions on {url}");
     }
 
-    let day = |s: i64| {
-        let days = s.div_euclid(86_400);
-        // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z - era * 146_097;
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let d = doy - (153 * mp + 2) / 5 + 1;
-        let m = if mp < 10 { mp + 3 } else { mp - 9 };
-        let y = yoe + era * 400 + i64::from(m <= 2);
-        format!("{y:04}-{m:02}-{d:02}")
-    };
     let q = format!(
         "startDate={}&endDate={}",
-        day(now_s - 3 * 86_400),
-        day(now_s)
+        utc_date(now_s - 3 * 86_400),
+        utc_date(now_s)
     );
     let queries = [
         format!("metrics?{q}"),

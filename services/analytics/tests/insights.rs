@@ -767,17 +767,6 @@ fn every_endpoint_matches_an_independent_recount() {
     assert_eq!(before, answers());
 }
 
-fn url_escape(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 #[test]
 fn hostile_parameters_get_400s_and_change_nothing() {
     let setup =

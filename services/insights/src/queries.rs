@@ -409,7 +409,10 @@ pub async fn retention(
         Period::Week => ("toMonday", 7),
     };
     // Activity per device and period in the range; the cohort is the
-    // period of a device's first event ever (up to the range's end).
+    // period of a device's first event ever (up to the range's end). The
+    // right side has one row per device, so ALL keeps every period of the
+    // left; ANY would too on 18.16, but current servers read ANY INNER as
+    // one row per key on both sides. They also require subquery names.
     let mut sql = Sql::new(&format!(
         "SELECT toString(cohort) AS cohort_date, intDiv(toInt32(period) - toInt32(cohort), {days}) AS k, \
          uniqExact(device_id) AS devices FROM (SELECT DISTINCT device_id, {bucket}(created_at, ?) AS period FROM events"
@@ -417,9 +420,9 @@ pub async fn retention(
     sql.str(&range.timezone)
         .append(&events_where(project, range, filters))
         .push(&format!(
-            ") ANY INNER JOIN (SELECT device_id, min({bucket}(created_at, ?)) AS cohort FROM events \
+            ") AS activity ALL INNER JOIN (SELECT device_id, min({bucket}(created_at, ?)) AS cohort FROM events \
              WHERE project_id = ? AND created_at <= toDateTime(?, ?) AND {ANALYTICS_EVENTS} GROUP BY device_id) \
-             USING device_id WHERE cohort >= {bucket}(toDateTime(?, ?), ?) GROUP BY cohort, k ORDER BY cohort, k"
+             AS cohorts USING device_id WHERE cohort >= {bucket}(toDateTime(?, ?), ?) GROUP BY cohort, k ORDER BY cohort, k"
         ));
     sql.str(&range.timezone)
         .str(project)

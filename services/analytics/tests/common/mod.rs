@@ -13,6 +13,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use serde_json::{Value, json};
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_analytics");
 
 pub fn var(name: &str) -> String {
@@ -499,4 +501,70 @@ pub fn start_redis(dir: &Path, port: u16, args: &[&str]) -> Proc {
             .is_ok()
     });
     proc
+}
+
+/// The same events, with fixed ids, devices and times, for any install:
+/// 120 visitors' screen views (paths, referrers) over the last two days,
+/// and a sign-up for every third.
+pub fn sample_events(now_s: i64) -> Vec<(String, Value)> {
+    let pages = ["/", "/pricing", "/docs", "/blog", "/signup"];
+    let referrers = [
+        "https://www.google.com/",
+        "https://news.ycombinator.com/",
+        "",
+    ];
+    let mut out = Vec::new();
+    for device in 0..120 {
+        let start = now_s - 40 * 3600 + device * 600;
+        for step in 0..(2 + device % 4) {
+            let at = start + step * 60;
+            let path = pages[((device + step) % 5) as usize];
+            let mut properties = json!({"__path": format!("https://shop.example{path}")});
+            if step == 0 && !referrers[(device % 3) as usize].is_empty() {
+                properties["__referrer"] = json!(referrers[(device % 3) as usize]);
+            }
+            out.push((
+                "/track".to_owned(),
+                json!({"type": "track", "payload": {
+                    "name": "screen_view", "deviceId": format!("d{device}"),
+                    "id": format!("sv-{device}-{step}"),
+                    "timestamp": at * 1000, "properties": properties}}),
+            ));
+        }
+        if device % 3 == 0 {
+            out.push((
+                "/track".to_owned(),
+                json!({"type": "track", "payload": {
+                    "name": "signup", "deviceId": format!("d{device}"),
+                    "id": format!("su-{device}"), "timestamp": (start + 300) * 1000}}),
+            ));
+        }
+    }
+    out
+}
+
+/// `YYYY-MM-DD` of a Unix time in UTC (Howard Hinnant's civil-from-days).
+pub fn utc_date(unix_s: i64) -> String {
+    let z = unix_s.div_euclid(86_400) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// Percent-encodes everything but unreserved characters, for query strings.
+pub fn url_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

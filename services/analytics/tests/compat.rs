@@ -1,0 +1,286 @@
+//! Current ClickHouse: every insights route runs against 18.16 with sample
+//! data; the SQL it sent (from `system.query_log`) is replayed on chdb, the
+//! current ClickHouse release in process, after applying every migration
+//! there and loading the same rows. Both engines must give the same answers.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+
+/// Runs `sql` on the 18.16 server (POST, so statements work too).
+fn server(setup: &Setup, sql: &str) -> Result<String, String> {
+    let port: u16 = setup
+        .clickhouse_url
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let path = format!("/?database={}", setup.name);
+    let (status, _, text) = http(port, "POST", &path, &[], sql).unwrap();
+    if status == 200 { Ok(text) } else { Err(text) }
+}
+
+/// The query as the insights API sent it, answering in TabSeparated.
+fn as_tsv(query: &str) -> String {
+    let trimmed = query.trim_end();
+    let body = match trimmed.rfind("FORMAT ") {
+        Some(at) if !trimmed[at + 7..].contains(char::is_whitespace) => &trimmed[..at],
+        _ => trimmed,
+    };
+    format!("{} FORMAT TabSeparated", body.trim_end())
+}
+
+/// Every insights route of the OpenAPI description.
+fn documented_routes() -> BTreeSet<String> {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/openapi.json"),
+    )
+    .unwrap();
+    let spec: Value = serde_json::from_str(&text).unwrap();
+    let mut routes = BTreeSet::new();
+    for (path, methods) in spec["paths"].as_object().unwrap() {
+        if let Some(rest) = path.strip_prefix("/insights/{projectId}/") {
+            for method in methods.as_object().unwrap().keys() {
+                routes.insert(format!("{} {rest}", method.to_uppercase()));
+            }
+        }
+    }
+    routes
+}
+
+#[test]
+fn insights_queries_answer_alike_on_current_clickhouse() {
+    let setup = Setup::new("compat");
+    setup.admin(&["migrate"]);
+    let project = setup.admin(&["project", "create", "--name", "Compat"]);
+    let project = project["id"].as_str().unwrap().to_owned();
+    let client = |kind: &str| {
+        let c = setup.admin(&["client", "create", "--project", &project, "--type", kind]);
+        (
+            c["id"].as_str().unwrap().to_owned(),
+            c["secret"].as_str().unwrap().to_owned(),
+        )
+    };
+    let (write_id, write_secret) = client("write");
+    let (read_id, read_secret) = client("read");
+    let _up = setup.spawn(&["up"]);
+
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let mut events = sample_events(now_s);
+    for user in 0..10 {
+        events.push((
+            "/identify".to_owned(),
+            json!({"profileId": format!("user-{user}"), "firstName": "Ada", "email": format!("u{user}@example.com"),
+                   "properties": {"plan": if user % 2 == 0 { "pro" } else { "free" }}}),
+        ));
+        events.push((
+            "/track".to_owned(),
+            json!({"type": "track", "payload": {"name": "login", "deviceId": format!("d{user}"),
+                   "profileId": format!("user-{user}"), "id": format!("login-{user}"),
+                   "timestamp": (now_s - 3600) * 1000}}),
+        ));
+    }
+    let write = [
+        ("openpanel-client-id", write_id.as_str()),
+        ("openpanel-client-secret", write_secret.as_str()),
+    ];
+    let mut conn = Conn::open(setup.port).unwrap();
+    for (path, body) in &events {
+        let (status, _, text) = conn
+            .send("POST", path, &write, body.to_string().as_bytes())
+            .unwrap();
+        assert_eq!(status, 202, "{text}");
+    }
+    let total = events.len();
+    wait_until(Duration::from_secs(60), || {
+        server(
+            &setup,
+            &format!("SELECT count() FROM events WHERE project_id = '{project}'"),
+        )
+        .is_ok_and(|n| n.trim() == total.to_string())
+    });
+    wait_until(Duration::from_secs(30), || {
+        server(&setup, "SELECT count() FROM profiles").is_ok_and(|n| n.trim() == "10")
+    });
+
+    // Every route, on the aggregate path (whole days) and the raw one
+    // (filters, a half-hour time zone).
+    let q = format!(
+        "startDate={}&endDate={}",
+        utc_date(now_s - 3 * 86_400),
+        utc_date(now_s)
+    );
+    let filter = url_escape(&json!([{"key": "path", "value": "/pricing"}]).to_string());
+    let mut gets = vec![
+        format!("metrics?{q}"),
+        format!("metrics?{q}&filters={filter}"),
+        format!("metrics?{q}&timezone=Asia/Kolkata"),
+        format!("timeseries?{q}&interval=hour"),
+        format!("timeseries?{q}&interval=day&timezone=America/New_York"),
+        format!("timeseries?{q}&interval=week&filters={filter}"),
+        format!("timeseries?{q}&interval=month"),
+        format!("funnel?{q}&steps=screen_view,signup"),
+        format!("funnel?{q}&steps=screen_view,login&groupBy=profile&window=86400"),
+        format!("retention?{q}&period=day"),
+        format!("retention?{q}&period=week&filters={filter}"),
+        "live".to_owned(),
+        format!("events?{q}&limit=20"),
+        format!("events?{q}&limit=5&format=ndjson&filters={filter}"),
+        "profiles/user-1".to_owned(),
+    ];
+    for dimension in [
+        "pages",
+        "entry_pages",
+        "exit_pages",
+        "referrers",
+        "referrer_types",
+        "utm_source",
+        "utm_campaign",
+        "countries",
+        "regions",
+        "cities",
+        "browsers",
+        "os",
+        "devices",
+    ] {
+        gets.push(format!("top/{dimension}?{q}&limit=10"));
+    }
+    gets.push(format!(
+        "top/pages?{q}&filters={filter}&timezone=Asia/Kolkata"
+    ));
+    let read = [
+        ("openpanel-client-id", read_id.as_str()),
+        ("openpanel-client-secret", read_secret.as_str()),
+    ];
+    let mut covered = BTreeSet::new();
+    for get in &gets {
+        let path = format!("/insights/{project}/{get}");
+        let (status, _, text) = http(setup.port, "GET", &path, &read, "").unwrap();
+        assert_eq!(status, 200, "{path}: {text}");
+        let route = get.split('?').next().unwrap();
+        let route = match route.split_once('/') {
+            Some(("top", _)) => "top/{dimension}".to_owned(),
+            Some(("profiles", _)) => "profiles/{profileId}".to_owned(),
+            _ => route.to_owned(),
+        };
+        covered.insert(format!("GET {route}"));
+    }
+    let body = json!({"startDate": utc_date(now_s - 3 * 86_400), "endDate": utc_date(now_s),
+        "steps": [{"name": "screen_view", "filters": [{"key": "path", "value": "/"}]}, {"name": "signup"}]});
+    let mut headers = read.to_vec();
+    headers.push(("content-type", "application/json"));
+    let (status, _, text) = http(
+        setup.port,
+        "POST",
+        &format!("/insights/{project}/funnel"),
+        &headers,
+        &body.to_string(),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{text}");
+    covered.insert("POST funnel".to_owned());
+    assert_eq!(
+        covered,
+        documented_routes(),
+        "every documented route is exercised"
+    );
+
+    // What the insights API asked ClickHouse: this project's queries, and
+    // the time-range checks (which name no project).
+    server(&setup, "SYSTEM FLUSH LOGS").unwrap();
+    let logged = server(
+        &setup,
+        &format!(
+            "SELECT DISTINCT query FROM system.query_log WHERE type = 2 AND query LIKE 'SELECT%' \
+             AND (position(query, '{project}') > 0 OR position(query, 'AS aligned') > 0) \
+             AND event_time > now() - 600 FORMAT JSONEachRow"
+        ),
+    )
+    .unwrap();
+    let queries: Vec<String> = logged
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["query"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .filter(|q| {
+            !q.contains("system.") && !q.contains("SELECT count() FROM events WHERE project_id")
+        })
+        .map(|q| as_tsv(&q))
+        .collect();
+    assert!(queries.len() >= 25, "too few queries logged: {queries:#?}");
+
+    let migrations: Vec<String> = analytics_store::MIGRATIONS
+        .iter()
+        .flat_map(|m| m.statements())
+        .collect();
+    let mut tables = serde_json::Map::new();
+    for table in ["events", "profiles", "profile_aliases"] {
+        let rows = server(
+            &setup,
+            &format!("SELECT * FROM {table} FORMAT TabSeparated"),
+        )
+        .unwrap();
+        tables.insert(table.into(), json!(rows));
+    }
+    let job = json!({"database": setup.name, "migrations": migrations, "tables": tables, "queries": queries});
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compat/chdb_run.py");
+    let mut child = Command::new(var("TEST_CHDB_PYTHON"))
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(job.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "chdb: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let current = report["server"].as_str().unwrap();
+    let major: u32 = current.split('.').next().unwrap().parse().unwrap();
+    assert!(
+        major >= 25,
+        "chdb runs ClickHouse {current}, not a current release"
+    );
+
+    let mut mismatches = Vec::new();
+    for (query, answer) in queries.iter().zip(report["results"].as_array().unwrap()) {
+        let old = server(&setup, query).unwrap_or_else(|e| format!("error: {e}"));
+        match answer.get("ok").and_then(Value::as_str) {
+            Some(new) if new == old => {}
+            Some(new) => {
+                mismatches.push(format!("{query}\n  18.16: {old:?}\n  {current}: {new:?}"))
+            }
+            None => mismatches.push(format!("{query}\n  {current} failed: {}", answer["error"])),
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "{} of {} queries differ:\n{}",
+        mismatches.len(),
+        queries.len(),
+        mismatches.join("\n\n")
+    );
+}
