@@ -1,10 +1,12 @@
 //! The ClickHouse client and the statements the pipeline runs.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, OnceLock};
 
 use clickhouse::Client;
 
 use crate::StoreError;
+use crate::features::{Features, deduplication_token};
 use crate::rows::{EventRow, InsertRow};
 
 /// Where ClickHouse is and how to log in.
@@ -26,6 +28,8 @@ pub struct Store {
     pub(crate) db: Client,
     pub(crate) database: String,
     pub(crate) cluster: Option<String>,
+    /// Read from the server on first use.
+    features: Arc<OnceLock<Features>>,
 }
 
 impl Store {
@@ -47,6 +51,7 @@ impl Store {
             db,
             database: settings.database.clone(),
             cluster: settings.cluster.clone(),
+            features: Arc::new(OnceLock::new()),
         }
     }
 
@@ -60,12 +65,32 @@ impl Store {
         Ok(())
     }
 
-    /// Inserts `rows` into `table` as one INSERT.
+    /// What the server offers beyond 18.16 (asked once, then remembered).
+    pub async fn features(&self) -> Result<Features, StoreError> {
+        if let Some(features) = self.features.get() {
+            return Ok(*features);
+        }
+        let version: String = self.server.query("SELECT version()").fetch_one().await?;
+        let features = Features::of_version(&version);
+        tracing::info!(version, ?features, "ClickHouse server");
+        Ok(*self.features.get_or_init(|| features))
+    }
+
+    /// Inserts `rows` into `table` as one INSERT; where the server takes
+    /// deduplication tokens, a retry of the same rows is dropped by it.
     pub async fn insert<T: InsertRow>(&self, table: &str, rows: &[T]) -> Result<(), StoreError> {
         if rows.is_empty() {
             return Ok(());
         }
-        let mut insert = self.db.insert::<T>(table).await?;
+        let client = if self.features().await?.deduplication_token {
+            self.db.clone().with_setting(
+                "insert_deduplication_token",
+                deduplication_token(table, rows),
+            )
+        } else {
+            self.db.clone()
+        };
+        let mut insert = client.insert::<T>(table).await?;
         for row in rows {
             insert.write(row).await?;
         }

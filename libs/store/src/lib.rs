@@ -10,11 +10,13 @@ mod backfill;
 mod client;
 mod cluster;
 mod error;
+mod features;
 mod migrate;
 mod rows;
 
 pub use backfill::{ANALYTICS_EVENTS, Rebuilt};
 pub use client::{Store, StoreSettings};
 pub use error::StoreError;
+pub use features::{Features, RowKey, deduplication_token};
 pub use migrate::{MIGRATIONS, Migration};
 pub use rows::{AliasRow, EventRow, InsertRow, ProfileRow, Row, Table};

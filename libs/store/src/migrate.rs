@@ -96,11 +96,16 @@ impl Store {
             .await?;
         let mut applied = Vec::new();
         for migration in MIGRATIONS.iter().filter(|m| !done.contains(&m.version)) {
+            let features = self.features().await?;
+            let adapted = migration
+                .statements()
+                .into_iter()
+                .map(|s| features.adapt(&s));
             let statements = match &self.cluster {
-                None => migration.statements(),
+                None => adapted.collect(),
                 Some(cluster) => {
                     let mut rewritten = Vec::new();
-                    for statement in migration.statements() {
+                    for statement in adapted {
                         rewritten.extend(crate::cluster::rewrite(
                             &statement,
                             &self.database,

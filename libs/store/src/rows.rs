@@ -1,18 +1,47 @@
 //! Row types of the ClickHouse tables, in RowBinary order.
 
 use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::Xxh3;
+
+use crate::RowKey;
 
 pub use clickhouse::Row;
 
 /// A row type that can be written with [`Store::insert`](crate::Store::insert).
 pub trait InsertRow:
-    Row + Serialize + clickhouse::RowWrite + for<'a> Row<Value<'a> = Self> + Send + Sync
+    Row + Serialize + clickhouse::RowWrite + for<'a> Row<Value<'a> = Self> + RowKey + Send + Sync
 {
 }
 
 impl<T> InsertRow for T where
-    T: Row + Serialize + clickhouse::RowWrite + for<'a> Row<Value<'a> = T> + Send + Sync
+    T: Row + Serialize + clickhouse::RowWrite + for<'a> Row<Value<'a> = T> + RowKey + Send + Sync
 {
+}
+
+impl RowKey for EventRow {
+    fn hash_key(&self, hasher: &mut Xxh3) {
+        hasher.update(self.project_id.as_bytes());
+        hasher.update(&[0]);
+        hasher.update(self.id.as_bytes());
+    }
+}
+
+impl RowKey for ProfileRow {
+    fn hash_key(&self, hasher: &mut Xxh3) {
+        hasher.update(self.project_id.as_bytes());
+        hasher.update(&[0]);
+        hasher.update(self.id.as_bytes());
+        hasher.update(&self.version.to_le_bytes());
+    }
+}
+
+impl RowKey for AliasRow {
+    fn hash_key(&self, hasher: &mut Xxh3) {
+        for part in [&self.project_id, &self.alias, &self.profile_id] {
+            hasher.update(part.as_bytes());
+            hasher.update(&[0]);
+        }
+    }
 }
 
 /// The tables the sink writes.

@@ -223,9 +223,12 @@ fn insights_queries_answer_alike_on_current_clickhouse() {
         .collect();
     assert!(queries.len() >= 25, "too few queries logged: {queries:#?}");
 
+    // The schema as the product creates it on a current server.
+    let current = analytics_store::Features::of_version("26.9");
     let migrations: Vec<String> = analytics_store::MIGRATIONS
         .iter()
         .flat_map(|m| m.statements())
+        .map(|s| current.adapt(&s))
         .collect();
     let mut tables = serde_json::Map::new();
     for table in ["events", "profiles", "profile_aliases"] {
@@ -236,7 +239,16 @@ fn insights_queries_answer_alike_on_current_clickhouse() {
         .unwrap();
         tables.insert(table.into(), json!(rows));
     }
-    let job = json!({"database": setup.name, "migrations": migrations, "tables": tables, "queries": queries});
+    // A retried insert carrying the same deduplication token is dropped.
+    let retried = "INSERT INTO events (id, project_id, name) SETTINGS insert_deduplication_token = 'batch-1' \
+                   VALUES ('retry-1', 'p', 'x')";
+    let after = [
+        retried,
+        retried,
+        "SELECT count() FROM events WHERE id = 'retry-1'",
+    ];
+    let job = json!({"database": setup.name, "migrations": migrations, "tables": tables,
+                     "queries": queries, "after": after});
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compat/chdb_run.py");
     let mut child = Command::new(var("TEST_CHDB_PYTHON"))
         .arg(script)
@@ -265,6 +277,12 @@ fn insights_queries_answer_alike_on_current_clickhouse() {
         "chdb runs ClickHouse {current}, not a current release"
     );
 
+    assert_eq!(
+        report["after"][2]["ok"].as_str().map(str::trim),
+        Some("1"),
+        "deduplication token: {}",
+        report["after"]
+    );
     let mut mismatches = Vec::new();
     for (query, answer) in queries.iter().zip(report["results"].as_array().unwrap()) {
         let old = server(&setup, query).unwrap_or_else(|e| format!("error: {e}"));

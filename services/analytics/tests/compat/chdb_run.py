@@ -1,10 +1,11 @@
 """Runs SQL on chdb (the current ClickHouse release, in process).
 
 Reads a JSON job on stdin: {"database", "migrations": [sql], "tables":
-{name: TabSeparated rows}, "queries": [sql]}. Applies the migrations in a
+{name: TabSeparated rows}, "queries": [sql], "after": [sql]}. Applies the migrations in a
 fresh database, loads the rows (the materialized views fill the aggregate
 tables as on a server), runs each query and prints a JSON list of
-{"ok": TabSeparated text} or {"error": message}, one per query.
+{"ok": TabSeparated text} or {"error": message}, one per query, then runs
+the "after" statements the same way.
 """
 
 import json
@@ -31,7 +32,17 @@ def main() -> None:
             results.append({"ok": str(sess.query(query, "TabSeparated"))})
         except Exception as error:  # noqa: BLE001 - reported per query
             results.append({"error": str(error)})
-    json.dump({"version": chdb.__version__, "server": str(sess.query("SELECT version()", "TabSeparated")).strip(), "results": results}, sys.stdout)
+    after = []
+    for statement in job.get("after", []):
+        try:
+            after.append({"ok": str(sess.query(statement, "TabSeparated"))})
+        except Exception as error:  # noqa: BLE001 - reported per statement
+            after.append({"error": str(error)})
+    server = str(sess.query("SELECT version()", "TabSeparated")).strip()
+    json.dump(
+        {"version": chdb.__version__, "server": server, "results": results, "after": after},
+        sys.stdout,
+    )
 
 
 if __name__ == "__main__":
