@@ -47,26 +47,50 @@ pub async fn ping(conn: &mut Conn) -> Result<(), StreamError> {
     Ok(())
 }
 
-/// Resets the idle time of entries this consumer holds, so that other
-/// consumers do not claim them while it waits (e.g. for ClickHouse).
-pub async fn touch(
+/// Entries per keep-alive script call, so one call stays short.
+const KEEP_ALIVE_CHUNK: usize = 500;
+
+/// For each id: if `consumer` still holds it, reset its idle time (so no
+/// other consumer claims it) and return it; an id another consumer has
+/// claimed meanwhile is left alone and not returned.
+const KEEP_OWNED: &str = r"
+local owned = {}
+for i = 3, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if p[1] and p[1][2] == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+    owned[#owned + 1] = ARGV[i]
+  end
+end
+return owned
+";
+
+/// Keeps this consumer's pending entries among `ids` from being claimed by
+/// others (while it waits for ClickHouse, or inserts a large batch), and
+/// returns the ids it still holds. Entries a faster consumer took over are
+/// not taken back: the caller drops them from its batch, so two consumers
+/// never write the same entries.
+pub async fn keep_owned(
     conn: &mut Conn,
     key: &str,
     group: &str,
     consumer: &str,
     ids: &[String],
-) -> Result<(), StreamError> {
-    if ids.is_empty() {
-        return Ok(());
+) -> Result<std::collections::HashSet<String>, StreamError> {
+    let mut owned = std::collections::HashSet::with_capacity(ids.len());
+    for chunk in ids.chunks(KEEP_ALIVE_CHUNK) {
+        // Plain EVAL: Redis caches the compiled script by its hash, and
+        // this runs once per flush, not per event.
+        let held: Vec<String> = redis::cmd("EVAL")
+            .arg(KEEP_OWNED)
+            .arg(1)
+            .arg(key)
+            .arg(group)
+            .arg(consumer)
+            .arg(chunk)
+            .query_async(conn)
+            .await?;
+        owned.extend(held);
     }
-    let _: redis::Value = redis::cmd("XCLAIM")
-        .arg(key)
-        .arg(group)
-        .arg(consumer)
-        .arg(0)
-        .arg(ids)
-        .arg("JUSTID")
-        .query_async(conn)
-        .await?;
-    Ok(())
+    Ok(owned)
 }

@@ -55,8 +55,51 @@ fn stream_state(setup: &Setup) -> String {
     out.join("; ")
 }
 
-/// It prints its figures (accepted, stored, duplicates, lost, drain time);
-/// `--no-capture` shows them.
+/// A small deterministic generator (xorshift64*) for the kill schedule.
+struct Dice(u64);
+
+impl Dice {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+    }
+}
+
+/// Samples how far behind ClickHouse is while the test runs: now minus the
+/// newest stored receive time (whole seconds, as stored).
+fn watch_lag(
+    setup: &Setup,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
+    let setup = setup.clone();
+    std::thread::spawn(move || {
+        let mut worst = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(500));
+            let newest = try_clickhouse(
+                &setup.clickhouse_url,
+                &setup.name,
+                "SELECT toUInt64(max(received_at)) FROM events",
+            );
+            let (Some(newest), Ok(now)) = (
+                newest.ok().and_then(|n| n.parse::<u64>().ok()),
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH),
+            ) else {
+                continue; // ClickHouse is down on purpose for a while.
+            };
+            if newest > 0 {
+                worst = worst.max(now.as_secs().saturating_sub(newest));
+            }
+        }
+        worst
+    })
+}
+
+/// It prints its figures (accepted, stored, duplicates, lost, drain time,
+/// max lag, the kill schedule's seed); `--no-capture` shows them. Kill times
+/// and victims are random; `TEST_FAULT_SEED` replays a schedule.
 #[test]
 fn nothing_is_lost_or_doubled_while_everything_breaks() {
     let work = PathBuf::from(var("TEST_WORK_DIR")).join(unique("faults"));
@@ -88,7 +131,21 @@ fn nothing_is_lost_or_doubled_while_everything_breaks() {
     .collect();
     let mut procs: Vec<Proc> = members.iter().map(|(m, stage)| m.spawn(&[stage])).collect();
 
+    let seed = std::env::var("TEST_FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    eprintln!("faults: kill schedule seed {seed} (TEST_FAULT_SEED={seed} replays it)");
+    let mut dice = Dice(seed);
     let load = Load::default();
+    let lag_stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let lag = watch_lag(&setup, lag_stop.clone());
     let generators: Vec<_> = (0..3)
         .map(|g| generator(setup.port, &creds, &format!("g{g}"), "screen_view", &load))
         .collect();
@@ -100,13 +157,25 @@ fn nothing_is_lost_or_doubled_while_everything_breaks() {
         }
     };
 
-    // Consumers die mid-batch and come back, several times.
-    for (round, victims) in [(2, vec![0]), (4, vec![2]), (6, vec![1, 3]), (8, vec![0, 2])] {
-        at(round);
+    // Consumers die mid-batch and come back, several times: at a random
+    // moment of each two-second slot, one or two random members (every
+    // member at least once over the four slots).
+    for slot in 0..4u64 {
+        let moment = Duration::from_millis(1_000 + slot * 2_000 + dice.below(1_500));
+        std::thread::sleep(moment.saturating_sub(started.elapsed()));
+        let mut victims = vec![slot as usize];
+        if dice.below(2) == 1 {
+            victims.push(dice.below(4) as usize);
+        }
+        victims.dedup();
         for &v in &victims {
             kill(&mut procs[v]);
         }
-        std::thread::sleep(Duration::from_millis(700));
+        eprintln!(
+            "faults: {:.2} s: killed {victims:?}",
+            started.elapsed().as_secs_f64()
+        );
+        std::thread::sleep(Duration::from_millis(300 + dice.below(700)));
         for &v in &victims {
             procs[v] = members[v].0.spawn(&[members[v].1]);
         }
@@ -149,6 +218,8 @@ fn nothing_is_lost_or_doubled_while_everything_breaks() {
     });
     std::thread::sleep(Duration::from_secs(2));
     let drain = sent_done.elapsed();
+    lag_stop.store(true, Ordering::Relaxed);
+    let max_lag = lag.join().unwrap();
 
     let stored: Vec<String> = setup
         .query("SELECT id FROM events")
@@ -159,7 +230,7 @@ fn nothing_is_lost_or_doubled_while_everything_breaks() {
     let lost: Vec<&String> = accepted.difference(&unique).collect();
     let duplicates = stored.len() - unique.len();
     eprintln!(
-        "faults: accepted {} events ({} retries), stored {}, duplicates {duplicates}, lost {}, drained in {:.1} s",
+        "faults: accepted {} events ({} retries), stored {}, duplicates {duplicates}, lost {}, drained in {:.1} s, max lag {max_lag} s (ClickHouse stopped for 10 s of it)",
         accepted.len(),
         load.retries.load(Ordering::Relaxed),
         stored.len(),
@@ -171,6 +242,15 @@ fn nothing_is_lost_or_doubled_while_everything_breaks() {
         "too little traffic: {}",
         accepted.len()
     );
+    if duplicates > 0 {
+        eprintln!(
+            "faults: stored twice (id, copies, sessions, received): {}",
+            setup.query(
+                "SELECT id, count(), groupUniqArray(session_id), groupArray(received_at) FROM events \
+                 GROUP BY id HAVING count() > 1 ORDER BY id LIMIT 10"
+            )
+        );
+    }
     assert_eq!(duplicates, 0, "events stored twice");
     assert!(
         lost.is_empty(),

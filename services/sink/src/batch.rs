@@ -1,5 +1,6 @@
 //! One partition's batch: fill, flush to ClickHouse, acknowledge.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,7 +10,7 @@ use analytics_store::{AliasRow, EventRow, InsertRow, ProfileRow, Store, StoreErr
 use analytics_streams::Conn;
 use analytics_streams::{
     ClaimPolicy, DeadLetter, Entry, GroupReader, ReadBatch, StreamError, ack, backoff, claim_stale,
-    dead_letter, maintain, touch,
+    dead_letter, keep_owned, maintain,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -34,6 +35,15 @@ struct Buffer {
 impl Buffer {
     fn rows(&self) -> usize {
         self.events.len() + self.profiles.len() + self.aliases.len()
+    }
+
+    /// Drops the entries another consumer has taken over.
+    fn retain(&mut self, owned: &HashSet<String>) {
+        self.ids.retain(|id| owned.contains(id));
+        self.events.retain(|(e, _)| owned.contains(&e.id));
+        self.profiles.retain(|(e, _)| owned.contains(&e.id));
+        self.aliases.retain(|(e, _)| owned.contains(&e.id));
+        self.letters.retain(|l| owned.contains(&l.entry.id));
     }
 }
 
@@ -159,28 +169,28 @@ impl Partition {
         if self.buffer.ids.is_empty() {
             return;
         }
-        let buffer = std::mem::take(&mut self.buffer);
+        let mut buffer = std::mem::take(&mut self.buffer);
         let started = Instant::now();
+        self.keep_owned(&mut buffer).await;
         let rows = buffer.rows();
-        let mut letters = buffer.letters;
-        let mut events = buffer.events;
-        let mut profiles = buffer.profiles;
-        let mut aliases = buffer.aliases;
         let mut maybe_stored = buffer.maybe_stored;
         let mut failures = 0u32;
         loop {
-            match self
+            // While the insert runs, the entries stay this consumer's.
+            let heartbeat = self.heartbeat(buffer.ids.clone());
+            let written = self
                 .write(
                     Pending {
-                        events: &mut events,
-                        profiles: &mut profiles,
-                        aliases: &mut aliases,
+                        events: &mut buffer.events,
+                        profiles: &mut buffer.profiles,
+                        aliases: &mut buffer.aliases,
                     },
                     maybe_stored,
-                    &mut letters,
+                    &mut buffer.letters,
                 )
-                .await
-            {
+                .await;
+            heartbeat.abort();
+            match written {
                 Ok(()) => break,
                 Err(e) => {
                     failures += 1;
@@ -188,12 +198,7 @@ impl Partition {
                     tracing::warn!(error = %e, rows, "insert failed; will retry");
                     // The failed insert may have been applied: check before the next try.
                     maybe_stored = true;
-                    let ids = buffer.ids.clone();
-                    if let Err(e) =
-                        touch(&mut self.conn, &self.key, GROUP, &self.consumer, &ids).await
-                    {
-                        tracing::debug!(error = %e, "cannot refresh pending entries");
-                    }
+                    self.keep_owned(&mut buffer).await;
                     if shutdown.is_cancelled() && failures >= 3 {
                         tracing::warn!(
                             rows,
@@ -209,6 +214,7 @@ impl Partition {
         }
         metrics::histogram!("analytics_sink_flush_seconds").record(started.elapsed().as_secs_f64());
         metrics::histogram!("analytics_sink_batch_rows").record(rows as f64);
+        let mut letters = std::mem::take(&mut buffer.letters);
         let mut failures = 0u32;
         loop {
             let result =
@@ -231,6 +237,51 @@ impl Partition {
             letters.clear();
         }
         metrics::counter!("analytics_sink_rows_total").increment(rows as u64);
+    }
+
+    /// Keeps only the entries this consumer still holds (refreshing their
+    /// idle time): one that sat here past `claim_idle_ms` may have been
+    /// taken over, and then the other consumer writes it, not this one.
+    /// When Redis cannot tell, the batch is kept whole; its entries come
+    /// back as redeliveries and are checked against ClickHouse.
+    async fn keep_owned(&mut self, buffer: &mut Buffer) {
+        match keep_owned(
+            &mut self.conn,
+            &self.key,
+            GROUP,
+            &self.consumer,
+            &buffer.ids,
+        )
+        .await
+        {
+            Ok(owned) => {
+                let before = buffer.ids.len();
+                buffer.retain(&owned);
+                if buffer.ids.len() < before {
+                    tracing::info!(
+                        dropped = before - buffer.ids.len(),
+                        "entries taken over by another consumer left to it"
+                    );
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot check pending entries"),
+        }
+    }
+
+    /// Refreshes the idle time of `ids` every third of `claim_idle_ms`
+    /// until aborted.
+    fn heartbeat(&self, ids: Vec<String>) -> tokio::task::JoinHandle<()> {
+        let (mut conn, key, consumer) =
+            (self.conn.clone(), self.key.clone(), self.consumer.clone());
+        let every = Duration::from_millis((self.config.sink.claim_idle_ms / 3).max(100));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(e) = keep_owned(&mut conn, &key, GROUP, &consumer, &ids).await {
+                    tracing::debug!(error = %e, "cannot refresh pending entries");
+                }
+            }
+        })
     }
 
     /// Inserts what is left of the batch; rows are removed from the vectors

@@ -361,6 +361,11 @@ pub fn http(
 
 /// Runs `sql` on ClickHouse over HTTP and returns the trimmed TSV answer.
 pub fn clickhouse(url: &str, database: &str, sql: &str) -> String {
+    try_clickhouse(url, database, sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// Like [`clickhouse`], for a server that may be down or refuse.
+pub fn try_clickhouse(url: &str, database: &str, sql: &str) -> Result<String, String> {
     let port: u16 = url
         .rsplit(':')
         .next()
@@ -369,9 +374,11 @@ pub fn clickhouse(url: &str, database: &str, sql: &str) -> String {
         .parse()
         .unwrap();
     let path = format!("/?database={database}");
-    let (status, _, body) = http(port, "POST", &path, &[], sql).unwrap();
-    assert_eq!(status, 200, "{sql}: {body}");
-    body.trim().to_owned()
+    match http(port, "POST", &path, &[], sql) {
+        Ok((200, _, body)) => Ok(body.trim().to_owned()),
+        Ok((status, _, body)) => Err(format!("{status}: {body}")),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Writes a private ClickHouse config with the same helper the scripts use.
