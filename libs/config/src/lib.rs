@@ -92,7 +92,8 @@ pub struct RedisConfig {
     /// Number of partitions of each stream (raw, enriched).
     #[serde(default = "defaults::partitions")]
     pub partitions: u16,
-    /// Length of one partition above which the edge answers 503.
+    /// Cap of every partition: past it the edge answers 503 (raw) and
+    /// enrichers pause (enriched).
     #[serde(default = "defaults::max_stream_len")]
     pub max_stream_len: u64,
     /// Key prefix of every stream, so several installs can share one Redis.

@@ -68,6 +68,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "Batches read again after a failure or a takeover.",
     ),
     (
+        "analytics_enricher_paused_total",
+        Kind::Counter,
+        "Times an enricher paused reading because its enriched partition was at redis.max_stream_len.",
+    ),
+    (
         "analytics_enricher_batch_seconds",
         Kind::Histogram,
         "Time to enrich and forward one batch.",

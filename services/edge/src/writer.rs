@@ -8,7 +8,7 @@
 //! request is refused with 503 instead of buffering in memory.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use analytics_streams::Conn;
@@ -42,7 +42,12 @@ struct Job {
 /// Handle used by request handlers; cheap to share.
 pub struct Writer {
     jobs: mpsc::Sender<Job>,
-    over_cap: Arc<[AtomicBool]>,
+    /// Estimated length of each raw partition: its last `XLEN` plus what
+    /// was admitted since. A request is admitted only while its entries fit
+    /// under the cap, so a partition outgrows it only by what was in
+    /// flight when the length was last read.
+    lengths: Arc<[AtomicU64]>,
+    max_len: u64,
 }
 
 impl Writer {
@@ -56,38 +61,81 @@ impl Writer {
         shutdown: CancellationToken,
     ) -> (Writer, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(max_pending.max(1));
-        let over_cap: Arc<[AtomicBool]> = (0..partitions).map(|_| AtomicBool::new(false)).collect();
+        let lengths: Arc<[AtomicU64]> = (0..partitions).map(|_| AtomicU64::new(0)).collect();
         let keys: Arc<[String]> = (0..partitions)
             .map(|p| stream_key(&prefix, Topic::Raw, p))
             .collect();
         tokio::spawn(monitor_lengths(
             conn.clone(),
             keys.clone(),
-            max_stream_len,
-            over_cap.clone(),
+            lengths.clone(),
             shutdown,
         ));
         let collector = tokio::spawn(collect(conn, keys, rx));
-        (Writer { jobs: tx, over_cap }, collector)
+        let writer = Writer {
+            jobs: tx,
+            lengths,
+            max_len: max_stream_len,
+        };
+        (writer, collector)
+    }
+
+    /// Counts `entries` against their partitions' caps; refused (and
+    /// nothing counted) when one would go over.
+    fn admit(&self, entries: &[(u16, Vec<u8>)]) -> bool {
+        let mut per_partition = vec![0u64; self.lengths.len()];
+        for (p, _) in entries {
+            per_partition[usize::from(*p)] += 1;
+        }
+        for (p, &n) in per_partition.iter().enumerate() {
+            if n == 0 {
+                continue;
+            }
+            let before = self.lengths[p].fetch_add(n, Ordering::Relaxed);
+            if before + n > self.max_len {
+                self.release(&per_partition[..=p]);
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Takes back admitted counts (`counts[p]` for partition `p`).
+    fn release(&self, counts: &[u64]) {
+        for (p, &n) in counts.iter().enumerate() {
+            if n > 0 {
+                let _ = self.lengths[p].fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| {
+                    Some(l.saturating_sub(n))
+                });
+            }
+        }
     }
 
     /// Writes `entries` (partition, payload) and waits for Redis to confirm.
     pub async fn write(&self, entries: Vec<(u16, Vec<u8>)>) -> Result<(), WriteError> {
-        if entries
-            .iter()
-            .any(|(p, _)| self.over_cap[usize::from(*p)].load(Ordering::Relaxed))
-        {
+        if !self.admit(&entries) {
             return Err(WriteError::OverCap);
         }
+        let mut counts = vec![0u64; self.lengths.len()];
+        for (p, _) in &entries {
+            counts[usize::from(*p)] += 1;
+        }
         let (done, confirmed) = oneshot::channel();
-        self.jobs
-            .try_send(Job { entries, done })
-            .map_err(|_| WriteError::Saturated)?;
+        if self.jobs.try_send(Job { entries, done }).is_err() {
+            self.release(&counts);
+            return Err(WriteError::Saturated);
+        }
         match confirmed.await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(WriteError::Redis(e)),
+            Ok(Err(e)) => {
+                self.release(&counts);
+                Err(WriteError::Redis(e))
+            }
             // The collector is gone (shutting down): nothing was written.
-            Err(_) => Err(WriteError::Saturated),
+            Err(_) => {
+                self.release(&counts);
+                Err(WriteError::Saturated)
+            }
         }
     }
 }
@@ -137,11 +185,11 @@ async fn collect(conn: Conn, keys: Arc<[String]>, mut rx: mpsc::Receiver<Job>) {
     let _ = in_flight.acquire_many(MAX_IN_FLIGHT as u32).await;
 }
 
+/// Re-reads the partitions' real lengths (consumers trim them) every 200 ms.
 async fn monitor_lengths(
     mut conn: Conn,
     keys: Arc<[String]>,
-    max_len: u64,
-    over_cap: Arc<[AtomicBool]>,
+    estimates: Arc<[AtomicU64]>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -151,16 +199,16 @@ async fn monitor_lengths(
             xlen.arg(key);
             commands.push(key, xlen);
         }
-        let lengths = query_by_slot(&mut conn, commands)
+        let read = query_by_slot(&mut conn, commands)
             .await
             .and_then(|replies| {
                 redis::from_redis_value::<Vec<u64>>(redis::Value::Array(replies))
                     .map_err(Into::into)
             });
-        match lengths {
-            Ok(lengths) => {
-                for (p, len) in lengths.into_iter().enumerate() {
-                    over_cap[p].store(len >= max_len, Ordering::Relaxed);
+        match read {
+            Ok(read) => {
+                for (p, len) in read.into_iter().enumerate() {
+                    estimates[p].store(len, Ordering::Relaxed);
                     metrics::gauge!("analytics_edge_stream_length_entries", "partition" => p.to_string())
                         .set(len as f64);
                 }

@@ -140,6 +140,13 @@ impl Partition {
                     &policy,
                 )
                 .await
+            } else if self.downstream_full().await {
+                // Reading pauses; the raw partition fills up to its cap and
+                // the edge answers 503, so no stream outgrows the cap.
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                }
             } else {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
@@ -177,6 +184,21 @@ impl Partition {
                 }
             }
         }
+    }
+
+    /// Whether the enriched partition has reached `redis.max_stream_len`
+    /// (the sinks are behind). Unknown counts as not full: a Redis failure
+    /// shows up in the read that follows.
+    async fn downstream_full(&mut self) -> bool {
+        let len: Result<u64, _> = redis::cmd("XLEN")
+            .arg(&self.keys.enriched)
+            .query_async(&mut self.conn)
+            .await;
+        let full = matches!(len, Ok(n) if n >= self.config.redis.max_stream_len);
+        if full {
+            metrics::counter!("analytics_enricher_paused_total").increment(1);
+        }
+        full
     }
 
     async fn process(&mut self, batch: analytics_streams::ReadBatch) -> Result<(), ProcessError> {
