@@ -371,18 +371,20 @@ async fn overload(args: &SuiteArgs, seconds: u64) -> Result<Value> {
     let client = redis::Client::open(args.redis_url.as_str())?;
     let mut conn = client.get_multiplexed_async_connection().await?;
     let load = tokio::spawn(load::run(plan(args, &p, 100, None, seconds, 1)));
-    let mut max_len = 0u64;
+    let (mut max_len, mut max_enriched) = (0u64, 0u64);
     let mut rss_samples = Vec::new();
     while !load.is_finished() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         for partition in 0..4 {
-            let key = format!("{}:raw:{{p{partition}}}", p.database);
-            let len: u64 = redis::cmd("XLEN")
-                .arg(&key)
-                .query_async(&mut conn)
-                .await
-                .unwrap_or(0);
-            max_len = max_len.max(len);
+            for (topic, max) in [("raw", &mut max_len), ("enriched", &mut max_enriched)] {
+                let key = format!("{}:{topic}:{{p{partition}}}", p.database);
+                let len: u64 = redis::cmd("XLEN")
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap_or(0);
+                *max = (*max).max(len);
+            }
         }
         let status =
             std::fs::read_to_string(format!("/proc/{}/status", p.child.id())).unwrap_or_default();
@@ -399,6 +401,9 @@ async fn overload(args: &SuiteArgs, seconds: u64) -> Result<Value> {
     Ok(json!({
         "stream_cap": CAP,
         "max_partition_length": max_len,
+        "max_enriched_partition_length": max_enriched,
+        "rss_max_second_half_mb": rss_samples[rss_samples.len() / 2..].iter().copied().fold(0.0, f64::max),
+        "rss_max_first_half_mb": rss_samples[..rss_samples.len() / 2].iter().copied().fold(0.0, f64::max),
         "accepted_requests": outcome.accepted_requests,
         "rejected_requests": outcome.rejected_requests,
         "rss_first_mb": rss_samples.first().copied().unwrap_or(0.0),
@@ -546,15 +551,17 @@ async fn suite(args: SuiteArgs) -> Result<()> {
         ratio(f(&e2e, "events_per_second"), ch.per_second)
     );
     md += &format!(
-        "| overload (batches as fast as possible, stream cap {}) | {} requests refused with 503 of {}; longest partition {} entries; RSS {:.0} MB at start, {:.0} MB at end, peak {:.0} MB | | stay under the cap, 503 not memory |\n",
+        "| overload (batches as fast as possible, stream cap {}) | {} requests refused with 503 of {}; longest raw partition {} entries, enriched {}; RSS {:.0} MB at start, {:.0} MB at end, peak {:.0} MB in the first half, {:.0} MB in the second | | stay under the cap, 503 not memory |\n",
         overload["stream_cap"],
         overload["rejected_requests"],
         overload["accepted_requests"].as_u64().unwrap_or(0)
             + overload["rejected_requests"].as_u64().unwrap_or(0),
         overload["max_partition_length"],
+        overload["max_enriched_partition_length"],
         f(&overload, "rss_first_mb"),
         f(&overload, "rss_last_mb"),
-        f(&overload, "peak_rss_mb")
+        f(&overload, "rss_max_first_half_mb"),
+        f(&overload, "rss_max_second_half_mb")
     );
     for m in &matrix {
         let r = &m["result"];
