@@ -15,23 +15,9 @@ fn openpanel_web_in_chromium_reaches_clickhouse_from_allowed_origins_only() {
     let setup = Setup::new("browser");
     setup.admin(&["migrate"]);
     let (allowed, blocked) = (free_port(), free_port());
-    let project = setup.admin(&[
-        "project",
-        "create",
-        "--name",
-        "Web",
-        "--origin",
-        &format!("http://127.0.0.1:{allowed}"),
-    ]);
-    let project_id = project["id"].as_str().unwrap().to_owned();
-    let client = setup.admin(&[
-        "client",
-        "create",
-        "--project",
-        &project_id,
-        "--type",
-        "write",
-    ]);
+    let origin = format!("http://127.0.0.1:{allowed}");
+    let project_id = setup.create_project("Web", &[&origin]);
+    let client = setup.client(&project_id, "write");
     let _up = setup.spawn(&["up"]);
 
     let node_path = var("TEST_BROWSER_NODE_PATH");
@@ -40,7 +26,7 @@ fn openpanel_web_in_chromium_reaches_clickhouse_from_allowed_origins_only() {
     let out = Command::new("node")
         .arg(&script)
         .arg(format!("http://127.0.0.1:{}", setup.port))
-        .arg(client["id"].as_str().unwrap())
+        .arg(&client.id)
         .arg(allowed.to_string())
         .arg(blocked.to_string())
         .arg(&tracker)
@@ -92,7 +78,6 @@ fn openpanel_web_in_chromium_reaches_clickhouse_from_allowed_origins_only() {
     let rows = rows();
     let rows: Vec<Vec<&str>> = rows.lines().map(|l| l.split('\t').collect()).collect();
     assert_eq!(rows.len(), 3, "{rows:?}");
-    let origin = format!("http://127.0.0.1:{allowed}");
     // uap-core names headless Chromium by the token in its user agent.
     let agent = summary["userAgent"].as_str().unwrap();
     let browser = if agent.contains("HeadlessChrome/") {

@@ -18,30 +18,18 @@ struct Install {
     _up: Proc,
     project: String,
     write: Credentials,
-    read: (String, String),
+    read: Credentials,
 }
 
 impl Install {
     fn start(setup: Setup) -> Install {
         setup.admin(&["migrate"]);
-        let project = setup.admin(&["project", "create", "--name", "Shop"]);
-        let project = project["id"].as_str().unwrap().to_owned();
-        let client = |kind: &str| {
-            let c = setup.admin(&["client", "create", "--project", &project, "--type", kind]);
-            (
-                c["id"].as_str().unwrap().to_owned(),
-                c["secret"].as_str().unwrap().to_owned(),
-            )
-        };
-        let (id, secret) = client("write");
-        let read = client("read");
+        let project = setup.create_project("Shop", &[]);
+        let write = setup.client(&project, "write");
+        let read = setup.client(&project, "read");
         let up = setup.spawn(&["up"]);
         Install {
-            write: Credentials {
-                project_id: project.clone(),
-                id,
-                secret,
-            },
+            write,
             read,
             project,
             _up: up,
@@ -51,11 +39,8 @@ impl Install {
 
     fn insights(&self, path_and_query: &str) -> Value {
         let path = format!("/insights/{}/{path_and_query}", self.project);
-        let headers = [
-            ("openpanel-client-id", self.read.0.as_str()),
-            ("openpanel-client-secret", self.read.1.as_str()),
-        ];
-        let (status, _, text) = http(self.setup.port, "GET", &path, &headers, "").unwrap();
+        let (status, _, text) =
+            http(self.setup.port, "GET", &path, &self.read.headers(), "").unwrap();
         assert_eq!(status, 200, "{path}: {text}");
         serde_json::from_str(&text).unwrap()
     }

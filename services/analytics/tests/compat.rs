@@ -6,27 +6,12 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
 use serde_json::{Value, json};
-
-/// Runs `sql` on the 18.16 server (POST, so statements work too).
-fn server(setup: &Setup, sql: &str) -> Result<String, String> {
-    let port: u16 = setup
-        .clickhouse_url
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let path = format!("/?database={}", setup.name);
-    let (status, _, text) = http(port, "POST", &path, &[], sql).unwrap();
-    if status == 200 { Ok(text) } else { Err(text) }
-}
 
 /// The query as the insights API sent it, answering in TabSeparated.
 fn as_tsv(query: &str) -> String {
@@ -60,17 +45,9 @@ fn documented_routes() -> BTreeSet<String> {
 fn insights_queries_answer_alike_on_current_clickhouse() {
     let setup = Setup::new("compat");
     setup.admin(&["migrate"]);
-    let project = setup.admin(&["project", "create", "--name", "Compat"]);
-    let project = project["id"].as_str().unwrap().to_owned();
-    let client = |kind: &str| {
-        let c = setup.admin(&["client", "create", "--project", &project, "--type", kind]);
-        (
-            c["id"].as_str().unwrap().to_owned(),
-            c["secret"].as_str().unwrap().to_owned(),
-        )
-    };
-    let (write_id, write_secret) = client("write");
-    let (read_id, read_secret) = client("read");
+    let project = setup.create_project("Compat", &[]);
+    let write = setup.client(&project, "write");
+    let read = setup.client(&project, "read");
     let _up = setup.spawn(&["up"]);
 
     let now_s = std::time::SystemTime::now()
@@ -91,27 +68,25 @@ fn insights_queries_answer_alike_on_current_clickhouse() {
                    "timestamp": (now_s - 3600) * 1000}}),
         ));
     }
-    let write = [
-        ("openpanel-client-id", write_id.as_str()),
-        ("openpanel-client-secret", write_secret.as_str()),
-    ];
     let mut conn = Conn::open(setup.port).unwrap();
     for (path, body) in &events {
         let (status, _, text) = conn
-            .send("POST", path, &write, body.to_string().as_bytes())
+            .send("POST", path, &write.headers(), body.to_string().as_bytes())
             .unwrap();
         assert_eq!(status, 202, "{text}");
     }
     let total = events.len();
     wait_until(Duration::from_secs(60), || {
-        server(
-            &setup,
-            &format!("SELECT count() FROM events WHERE project_id = '{project}'"),
-        )
-        .is_ok_and(|n| n.trim() == total.to_string())
+        setup
+            .try_query(&format!(
+                "SELECT count() FROM events WHERE project_id = '{project}'"
+            ))
+            .is_ok_and(|n| n.trim() == total.to_string())
     });
     wait_until(Duration::from_secs(30), || {
-        server(&setup, "SELECT count() FROM profiles").is_ok_and(|n| n.trim() == "10")
+        setup
+            .try_query("SELECT count() FROM profiles")
+            .is_ok_and(|n| n.trim() == "10")
     });
 
     // Every route, on the aggregate path (whole days) and the raw one
@@ -159,10 +134,7 @@ fn insights_queries_answer_alike_on_current_clickhouse() {
     gets.push(format!(
         "top/pages?{q}&filters={filter}&timezone=Asia/Kolkata"
     ));
-    let read = [
-        ("openpanel-client-id", read_id.as_str()),
-        ("openpanel-client-secret", read_secret.as_str()),
-    ];
+    let read = read.headers();
     let mut covered = BTreeSet::new();
     for get in &gets {
         let path = format!("/insights/{project}/{get}");
@@ -198,16 +170,14 @@ fn insights_queries_answer_alike_on_current_clickhouse() {
 
     // What the insights API asked ClickHouse: this project's queries, and
     // the time-range checks (which name no project).
-    server(&setup, "SYSTEM FLUSH LOGS").unwrap();
-    let logged = server(
-        &setup,
-        &format!(
+    setup.try_query("SYSTEM FLUSH LOGS").unwrap();
+    let logged = setup
+        .try_query(&format!(
             "SELECT DISTINCT query FROM system.query_log WHERE type = 2 AND query LIKE 'SELECT%' \
              AND (position(query, '{project}') > 0 OR position(query, 'AS aligned') > 0) \
              AND event_time > now() - 600 FORMAT JSONEachRow"
-        ),
-    )
-    .unwrap();
+        ))
+        .unwrap();
     let queries: Vec<String> = logged
         .lines()
         .map(|l| {
@@ -232,11 +202,9 @@ fn insights_queries_answer_alike_on_current_clickhouse() {
         .collect();
     let mut tables = serde_json::Map::new();
     for table in ["events", "profiles", "profile_aliases"] {
-        let rows = server(
-            &setup,
-            &format!("SELECT * FROM {table} FORMAT TabSeparated"),
-        )
-        .unwrap();
+        let rows = setup
+            .try_query(&format!("SELECT * FROM {table} FORMAT TabSeparated"))
+            .unwrap();
         tables.insert(table.into(), json!(rows));
     }
     // A retried insert carrying the same deduplication token is dropped.
@@ -250,26 +218,12 @@ fn insights_queries_answer_alike_on_current_clickhouse() {
     let job = json!({"database": setup.name, "migrations": migrations, "tables": tables,
                      "queries": queries, "after": after});
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compat/chdb_run.py");
-    let mut child = Command::new(var("TEST_CHDB_PYTHON"))
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(job.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "chdb: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let (ok, stdout, stderr) = run_with_input(
+        Command::new(var("TEST_CHDB_PYTHON")).arg(script),
+        job.to_string().as_bytes(),
     );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(ok, "chdb: {stderr}");
+    let report: Value = serde_json::from_slice(&stdout).unwrap();
     let current = report["server"].as_str().unwrap();
     let major: u32 = current.split('.').next().unwrap().parse().unwrap();
     assert!(
@@ -285,7 +239,9 @@ fn insights_queries_answer_alike_on_current_clickhouse() {
     );
     let mut mismatches = Vec::new();
     for (query, answer) in queries.iter().zip(report["results"].as_array().unwrap()) {
-        let old = server(&setup, query).unwrap_or_else(|e| format!("error: {e}"));
+        let old = setup
+            .try_query(query)
+            .unwrap_or_else(|e| format!("error: {e}"));
         match answer.get("ok").and_then(Value::as_str) {
             Some(new) if new == old => {}
             Some(new) => {

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{BIN, var};
+use common::{BIN, run_with_input, var};
 use serde_json::Value;
 
 fn repo() -> PathBuf {
@@ -19,25 +19,15 @@ fn repo() -> PathBuf {
 
 /// Every YAML document of `text`, as JSON (PyYAML from the compose tools' virtualenv).
 fn yaml_documents(text: &str) -> Vec<Value> {
-    let mut child = Command::new(var("TEST_DEPLOY_PYTHON"))
-        .args([
+    let (ok, stdout, stderr) = run_with_input(
+        Command::new(var("TEST_DEPLOY_PYTHON")).args([
             "-c",
             "import json, sys, yaml; print(json.dumps([d for d in yaml.safe_load_all(sys.stdin) if d is not None]))",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "YAML did not parse");
-    serde_json::from_slice(&out.stdout).unwrap()
+        ]),
+        text.as_bytes(),
+    );
+    assert!(ok, "YAML did not parse: {stderr}");
+    serde_json::from_slice(&stdout).unwrap()
 }
 
 /// Runs `analytics config` with exactly `env`; the effective listen port, or

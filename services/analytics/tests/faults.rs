@@ -84,7 +84,7 @@ fn watch_lag(
                 "SELECT toUInt64(max(received_at)) FROM events",
             );
             let (Some(newest), Ok(now)) = (
-                newest.ok().and_then(|n| n.parse::<u64>().ok()),
+                newest.ok().and_then(|n| n.trim().parse::<u64>().ok()),
                 std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH),
             ) else {
                 continue; // ClickHouse is down on purpose for a while.

@@ -25,19 +25,7 @@ fn rss_mb(proc: &Proc) -> f64 {
 }
 
 fn longest(setup: &Setup, topic: &str) -> u64 {
-    let mut conn = redis::Client::open(setup.redis_url.as_str())
-        .unwrap()
-        .get_connection()
-        .unwrap();
-    (0..4)
-        .map(|p| {
-            redis::cmd("XLEN")
-                .arg(format!("{}:{topic}:{{p{p}}}", setup.name))
-                .query::<u64>(&mut conn)
-                .unwrap()
-        })
-        .max()
-        .unwrap()
+    setup.stream_lengths(topic).into_iter().max().unwrap()
 }
 
 #[test]

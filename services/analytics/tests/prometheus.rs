@@ -5,9 +5,8 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use analytics_telemetry::{Kind, METRICS};
@@ -21,23 +20,9 @@ fn deploy(path: &str) -> PathBuf {
 
 /// Runs promtool with `args`, feeding `stdin`; its exit status and output.
 fn promtool(args: &[&str], stdin: &str) -> (bool, String) {
-    let mut child = Command::new("promtool")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
+    let (ok, stdout, stderr) =
+        run_with_input(Command::new("promtool").args(args), stdin.as_bytes());
+    (ok, String::from_utf8_lossy(&stdout).into_owned() + &stderr)
 }
 
 /// Metric family names of an exposition text (from its `# TYPE` lines).

@@ -135,18 +135,24 @@ impl Setup {
 
     /// A new project and write client, made with the admin commands.
     pub fn create_client(&self, project_name: &str) -> Credentials {
-        let project = self.admin(&["project", "create", "--name", project_name]);
-        let project_id = project["id"].as_str().unwrap().to_owned();
-        let client = self.admin(&[
-            "client",
-            "create",
-            "--project",
-            &project_id,
-            "--type",
-            "write",
-        ]);
+        let project_id = self.create_project(project_name, &[]);
+        self.client(&project_id, "write")
+    }
+
+    /// A new project admitting browsers from `origins`; its id.
+    pub fn create_project(&self, name: &str, origins: &[&str]) -> String {
+        let mut args = vec!["project", "create", "--name", name];
+        for origin in origins {
+            args.extend(["--origin", origin]);
+        }
+        self.admin(&args)["id"].as_str().unwrap().to_owned()
+    }
+
+    /// A new client of `kind` (write, read, root) for `project_id`.
+    pub fn client(&self, project_id: &str, kind: &str) -> Credentials {
+        let client = self.admin(&["client", "create", "--project", project_id, "--type", kind]);
         Credentials {
-            project_id,
+            project_id: project_id.to_owned(),
             id: client["id"].as_str().unwrap().into(),
             secret: client["secret"].as_str().unwrap().into(),
         }
@@ -173,18 +179,28 @@ impl Setup {
         clickhouse(&self.clickhouse_url, &self.name, sql)
     }
 
+    /// Like [`Setup::query`], for a statement that may fail.
+    pub fn try_query(&self, sql: &str) -> Result<String, String> {
+        try_clickhouse(&self.clickhouse_url, &self.name, sql)
+    }
+
     /// Total length of the raw stream partitions.
     pub fn raw_len(&self) -> u64 {
+        self.stream_lengths("raw").iter().sum()
+    }
+
+    /// Length of each of the four partitions of `topic` (raw, enriched, dead).
+    pub fn stream_lengths(&self, topic: &str) -> Vec<u64> {
         let client = redis::Client::open(self.redis_url.as_str()).unwrap();
         let mut conn = client.get_connection().unwrap();
         (0..4)
             .map(|p| {
                 redis::cmd("XLEN")
-                    .arg(format!("{}:raw:{{p{p}}}", self.name))
+                    .arg(format!("{}:{topic}:{{p{p}}}", self.name))
                     .query::<u64>(&mut conn)
                     .unwrap()
             })
-            .sum()
+            .collect()
     }
 }
 
@@ -361,10 +377,14 @@ pub fn http(
 
 /// Runs `sql` on ClickHouse over HTTP and returns the trimmed TSV answer.
 pub fn clickhouse(url: &str, database: &str, sql: &str) -> String {
-    try_clickhouse(url, database, sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
+    try_clickhouse(url, database, sql)
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .trim()
+        .to_owned()
 }
 
-/// Like [`clickhouse`], for a server that may be down or refuse.
+/// Like [`clickhouse`], for a server that may be down or refuse; the
+/// answer as it came (untrimmed: TabSeparated rows may end in a tab).
 pub fn try_clickhouse(url: &str, database: &str, sql: &str) -> Result<String, String> {
     let port: u16 = url
         .rsplit(':')
@@ -375,7 +395,7 @@ pub fn try_clickhouse(url: &str, database: &str, sql: &str) -> Result<String, St
         .unwrap();
     let path = format!("/?database={database}");
     match http(port, "POST", &path, &[], sql) {
-        Ok((200, _, body)) => Ok(body.trim().to_owned()),
+        Ok((200, _, body)) => Ok(body),
         Ok((status, _, body)) => Err(format!("{status}: {body}")),
         Err(e) => Err(e.to_string()),
     }
@@ -574,4 +594,29 @@ pub fn url_escape(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// Runs `command` with `input` on its standard input; its exit status and
+/// what it printed (standard output, then standard error).
+pub fn run_with_input(command: &mut Command, input: &[u8]) -> (bool, Vec<u8>, String) {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    // Written from another thread, so a large input cannot deadlock
+    // against a child that is already filling its output pipe.
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    (
+        out.status.success(),
+        out.stdout,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
