@@ -144,8 +144,15 @@ impl Partition {
         self.buffer.oldest.get_or_insert_with(Instant::now);
         self.buffer.maybe_stored |= batch.redelivered;
         self.buffer.ids.extend(batch.vanished);
+        // A redelivery may repeat entries already buffered; a fresh read never
+        // does, and is not searched (the buffer holds up to sink.max_rows ids).
+        let buffered: HashSet<String> = if batch.redelivered {
+            self.buffer.ids.iter().cloned().collect()
+        } else {
+            HashSet::new()
+        };
         for entry in batch.entries {
-            if self.buffer.ids.contains(&entry.id) && batch.redelivered {
+            if buffered.contains(&entry.id) {
                 continue;
             }
             self.buffer.ids.push(entry.id.clone());
