@@ -14,6 +14,7 @@ mod referrer;
 mod ua;
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use analytics_event::{EventKind, RawEvent};
 use analytics_store::{EventRow, ProfileRow, Table};
@@ -88,14 +89,15 @@ pub fn event_time_ms(raw: &RawEvent) -> i64 {
 }
 
 impl Enrichment {
-    /// The parsed user agent (cached), or an empty one without rules.
-    pub fn user_agent(&self, raw: &RawEvent) -> UserAgent {
+    /// The parsed user agent (shared from the cache), or an empty one
+    /// without rules.
+    pub fn user_agent(&self, raw: &RawEvent) -> Arc<UserAgent> {
         match &self.ua {
-            Some(parser) => (*parser.parse(&raw.user_agent)).clone(),
-            None => UserAgent {
+            Some(parser) => parser.parse(&raw.user_agent),
+            None => Arc::new(UserAgent {
                 device: "",
                 ..UserAgent::default()
-            },
+            }),
         }
     }
 

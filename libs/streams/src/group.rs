@@ -138,12 +138,10 @@ fn split(ids: Vec<StreamId>, redelivered: bool) -> ReadBatch {
         redelivered,
         ..ReadBatch::default()
     };
-    for StreamId { id, map, .. } in ids {
-        match map.get(PAYLOAD_FIELD) {
-            Some(Value::BulkString(bytes)) => batch.entries.push(Entry {
-                id,
-                payload: bytes.clone(),
-            }),
+    for StreamId { id, mut map, .. } in ids {
+        // Moved out, not copied: payloads are most of what a read carries.
+        match map.remove(PAYLOAD_FIELD) {
+            Some(Value::BulkString(payload)) => batch.entries.push(Entry { id, payload }),
             _ => batch.vanished.push(id),
         }
     }

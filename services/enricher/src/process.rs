@@ -2,7 +2,7 @@
 //! rows, committed atomically with the batch's acknowledgement.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use analytics_enrich::{Enrichment, Identity, ProfileState, Record, UserAgent, profile_row};
@@ -72,7 +72,7 @@ impl Shared {
 struct Item {
     entry_id: String,
     raw: RawEvent,
-    ua: UserAgent,
+    ua: Arc<UserAgent>,
     identity: Identity,
     records: Vec<Record>,
 }
