@@ -8,7 +8,12 @@
 //! the partial states across shards. One set of schema files serves both
 //! layouts, and the rewrite is checked statement by statement.
 
-use crate::StoreError;
+use std::time::{Duration, Instant};
+
+use crate::{Store, StoreError};
+
+/// How long `migrate` waits for every server to catch up with the DDL queue.
+const SHARD_SCHEMA_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Cluster statements for one single-server migration statement.
 pub fn rewrite(statement: &str, database: &str, cluster: &str) -> Result<Vec<String>, StoreError> {
@@ -66,6 +71,63 @@ fn rewrite_source(select: &str) -> Option<String> {
     let mut out = select.to_owned();
     out.replace_range(at..at + "\nFROM events\n".len(), "\nFROM events_local\n");
     Some(out)
+}
+
+impl Store {
+    /// Waits until every server of `cluster` has as many tables and views in
+    /// the database as this one. `ON CLUSTER` statements run on each server
+    /// from a queue; a server that lags must not receive rows before its
+    /// materialized views exist, or its aggregates would miss them.
+    pub(crate) async fn wait_for_shards(&self, cluster: &str) -> Result<(), StoreError> {
+        let hosts: Vec<(String, u16)> = self
+            .server
+            .query("SELECT host_address, port FROM system.clusters WHERE cluster = ?")
+            .bind(cluster)
+            .fetch_all()
+            .await?;
+        if hosts.is_empty() {
+            return Err(StoreError::Cluster(format!(
+                "cluster {cluster} is not among this server's remote_servers"
+            )));
+        }
+        // schema_migrations is each server's own record, not a cluster table.
+        let count =
+            "SELECT count() FROM system.tables WHERE database = ? AND name != 'schema_migrations'";
+        let wanted: u64 = self
+            .server
+            .query(count)
+            .bind(&self.database)
+            .fetch_one()
+            .await?;
+        let started = Instant::now();
+        for (host, port) in hosts {
+            let remote = format!("{host}:{port}");
+            loop {
+                let there: u64 = self
+                    .server
+                    .query(
+                        "SELECT count() FROM remote(?, system.tables) \
+                         WHERE database = ? AND name != 'schema_migrations'",
+                    )
+                    .bind(&remote)
+                    .bind(&self.database)
+                    .fetch_one()
+                    .await
+                    .unwrap_or(0);
+                if there >= wanted {
+                    break;
+                }
+                if started.elapsed() > SHARD_SCHEMA_TIMEOUT {
+                    return Err(StoreError::Cluster(format!(
+                        "{remote} has {there} of {wanted} tables of {} after {:?}",
+                        self.database, SHARD_SCHEMA_TIMEOUT
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The replicated table behind a distributed one, for statements that

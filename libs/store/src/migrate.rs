@@ -141,6 +141,9 @@ impl Store {
             );
             applied.push(migration.version);
         }
+        if let Some(cluster) = &self.cluster {
+            self.wait_for_shards(cluster).await?;
+        }
         Ok(applied)
     }
 }

@@ -119,7 +119,15 @@ fn a_two_shard_cluster_answers_like_a_single_server() {
             &cluster.setup.name,
             "SELECT count() FROM sessions_local",
         );
-        assert_ne!(sessions, "0", "no sessions on {url}");
+        let tables = clickhouse(
+            url,
+            "system",
+            &format!(
+                "SELECT groupArray(name) FROM tables WHERE database = '{}'",
+                cluster.setup.name
+            ),
+        );
+        assert_ne!(sessions, "0", "no sessions on {url}; its tables: {tables}");
     }
 
     let q = format!(
