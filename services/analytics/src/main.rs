@@ -250,13 +250,22 @@ async fn up(config: Arc<Config>) -> Result<()> {
         let (config, meta, shutdown) = (config.clone(), meta.clone(), shutdown.clone());
         tokio::spawn(async move { serve_api(&config, meta, Apis::ALL, shutdown).await })
     };
+    // The consumers get threads of their own: a batch being enriched or
+    // encoded is CPU work that does not yield, and on the edge's threads it
+    // would hold requests back for its whole duration. The OS time-slices
+    // threads; tasks on one runtime only take turns at await points.
+    let consumers = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("consumers")
+        .enable_all()
+        .build()
+        .context("cannot start the consumers' runtime")?;
     let enricher = {
         let (config, shutdown) = (config.clone(), shutdown.clone());
-        tokio::spawn(async move { run_enricher(&config, shutdown).await })
+        consumers.spawn(async move { run_enricher(&config, shutdown).await })
     };
     let sink = {
         let (config, shutdown) = (config.clone(), shutdown.clone());
-        tokio::spawn(async move { run_sink(&config, shutdown).await })
+        consumers.spawn(async move { run_sink(&config, shutdown).await })
     };
     // The first stage to stop (by error or by signal) stops the others.
     let mut results = Vec::new();
@@ -268,6 +277,8 @@ async fn up(config: Arc<Config>) -> Result<()> {
         shutdown.cancel();
         results.push(result);
     }
+    // Every task has finished; the runtime only has idle threads left.
+    consumers.shutdown_background();
     results.into_iter().collect::<Result<Vec<()>>>()?;
     Ok(())
 }
