@@ -255,7 +255,10 @@ impl Partition {
         // Entries are claimable only once idle for claim_idle_ms, counted from
         // when this consumer read or claimed them: a younger batch is whole.
         let claim_idle = Duration::from_millis(self.config.sink.claim_idle_ms);
-        if buffer.oldest.is_some_and(|read| read.elapsed() < claim_idle / 2) {
+        if buffer
+            .oldest
+            .is_some_and(|read| read.elapsed() < claim_idle / 2)
+        {
             return;
         }
         match keep_owned(
