@@ -152,12 +152,15 @@ XML
 }
 
 # start_zookeeper DIR PORT: a standalone ZooKeeper (Debian package
-# zookeeper) for replicated ClickHouse tables; prints the pid.
+# zookeeper) for replicated ClickHouse tables; prints the pid. The default
+# tick (2 s) allows sessions of up to 40 s: shorter ones expire on a busy
+# machine, and a server whose session expired has read-only tables for a
+# while (an insert then lands in a table but not in its views).
 start_zookeeper() {
   local dir=$1 port=$2
   mkdir -p "$dir/data"
   cat > "$dir/zoo.cfg" <<CFG
-tickTime=500
+tickTime=2000
 dataDir=$dir/data
 clientPort=$port
 clientPortAddress=127.0.0.1

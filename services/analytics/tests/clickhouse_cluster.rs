@@ -123,10 +123,19 @@ fn a_two_shard_cluster_answers_like_a_single_server() {
             url,
             "system",
             &format!(
-                "SELECT groupArray(name) FROM tables WHERE database = '{}'",
+                "SELECT groupArray((name, toString(metadata_modification_time))) FROM tables \
+                 WHERE database = '{}'",
                 cluster.setup.name
             ),
         );
+        let rows = clickhouse(
+            url,
+            &cluster.setup.name,
+            "SELECT count(), countIf(session_id = ''), toString(min(received_at)), \
+             toString(now()) FROM events_local",
+        );
+        let tables =
+            format!("{tables}; events_local (rows, without session, first received, now): {rows}");
         assert_ne!(sessions, "0", "no sessions on {url}; its tables: {tables}");
     }
 
