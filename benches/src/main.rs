@@ -127,7 +127,9 @@ fn main() -> Result<()> {
     })
 }
 
-/// One `analytics up` under measurement, with its own keys and database.
+/// One `analytics up` under measurement, with its own keys and database,
+/// both removed when it is dropped (a suite run would otherwise leave
+/// gigabytes of dedupe marks and sessions in Redis).
 struct Pipeline {
     child: Child,
     addr: SocketAddr,
@@ -135,12 +137,43 @@ struct Pipeline {
     project: String,
     id: String,
     secret: String,
+    redis_url: String,
+    clickhouse_url: String,
 }
 
 impl Drop for Pipeline {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Err(e) = remove_keys(&self.redis_url, &format!("{}:*", self.database)) {
+            eprintln!("cannot remove the keys of {}: {e}", self.database);
+        }
+        let drop_db = format!("DROP DATABASE IF EXISTS {}", self.database);
+        if let Err(e) = clickhouse_query(&self.clickhouse_url, "default", &drop_db) {
+            eprintln!("cannot drop {}: {e}", self.database);
+        }
+    }
+}
+
+/// Unlinks every key matching `pattern`.
+fn remove_keys(redis_url: &str, pattern: &str) -> redis::RedisResult<()> {
+    let mut conn = redis::Client::open(redis_url)?.get_connection()?;
+    let mut cursor = 0u64;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query(&mut conn)?;
+        if !keys.is_empty() {
+            redis::cmd("UNLINK").arg(&keys).query::<()>(&mut conn)?;
+        }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
     }
 }
 
@@ -228,6 +261,8 @@ async fn start_pipeline_with(
     Ok(Pipeline {
         child,
         addr,
+        redis_url: args.redis_url.clone(),
+        clickhouse_url: args.clickhouse_url.clone(),
         database: name,
         project: text(&b["project_id"]),
         id: text(&b["write"]["id"]),
