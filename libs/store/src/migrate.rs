@@ -95,8 +95,8 @@ impl Store {
             .fetch_all()
             .await?;
         let mut applied = Vec::new();
+        let features = self.features().await?;
         for migration in MIGRATIONS.iter().filter(|m| !done.contains(&m.version)) {
-            let features = self.features().await?;
             let adapted = migration
                 .statements()
                 .into_iter()

@@ -120,23 +120,25 @@ impl ConnectionLike for Conn {
 
 /// Commands on keys of possibly many slots, each with the key that routes
 /// it, run as pipelines that never span a slot; replies in command order.
-#[derive(Default)]
 pub struct SlotCommands {
-    commands: Vec<(Slot, Cmd)>,
+    cluster: bool,
+    /// The slot of each command's key; only computed on a cluster.
+    commands: Vec<(Option<Slot>, Cmd)>,
 }
 
 impl SlotCommands {
-    pub fn new() -> SlotCommands {
-        SlotCommands::default()
+    /// Commands for `conn` (a single server needs no slots).
+    pub fn new(conn: &Conn) -> SlotCommands {
+        SlotCommands {
+            cluster: conn.is_cluster(),
+            commands: Vec::new(),
+        }
     }
 
     /// Adds `cmd`, which touches only keys in the slot of `key`.
     pub fn push(&mut self, key: &str, cmd: Cmd) {
-        self.commands.push((Slot::for_key(key), cmd));
-    }
-
-    pub fn len(&self) -> usize {
-        self.commands.len()
+        let slot = self.cluster.then(|| Slot::for_key(key));
+        self.commands.push((slot, cmd));
     }
 
     pub fn is_empty(&self) -> bool {
@@ -144,25 +146,34 @@ impl SlotCommands {
     }
 }
 
-/// Indices of `keys` grouped by hash slot, in order of first appearance;
-/// one group of all of them when not on a cluster (a single server has no
-/// slots, and one script call beats many).
-pub fn slot_groups<'a>(conn: &Conn, keys: impl IntoIterator<Item = &'a str>) -> Vec<Vec<usize>> {
+/// Positions of `items`, grouped by equal item, groups in order of first
+/// appearance.
+fn group_positions<T: Eq + std::hash::Hash>(items: impl IntoIterator<Item = T>) -> Vec<Vec<usize>> {
     let mut groups: Vec<Vec<usize>> = Vec::new();
-    let mut by_slot: HashMap<Slot, usize> = HashMap::new();
-    for (index, key) in keys.into_iter().enumerate() {
-        let slot = if conn.is_cluster() {
-            Slot::for_key(key)
-        } else {
-            Slot::for_key("")
-        };
-        let group = *by_slot.entry(slot).or_insert_with(|| {
+    let mut by_item: HashMap<T, usize> = HashMap::new();
+    for (index, item) in items.into_iter().enumerate() {
+        let group = *by_item.entry(item).or_insert_with(|| {
             groups.push(Vec::new());
             groups.len() - 1
         });
         groups[group].push(index);
     }
     groups
+}
+
+/// Indices of `keys` grouped by hash slot, in order of first appearance;
+/// one group of all of them when not on a cluster (a single server has no
+/// slots, and one script call beats many).
+pub fn slot_groups<'a>(conn: &Conn, keys: impl IntoIterator<Item = &'a str>) -> Vec<Vec<usize>> {
+    if conn.is_cluster() {
+        return group_positions(keys.into_iter().map(Slot::for_key));
+    }
+    let all: Vec<usize> = (0..keys.into_iter().count()).collect();
+    if all.is_empty() {
+        Vec::new()
+    } else {
+        vec![all]
+    }
 }
 
 /// Runs `commands`: one pipeline on a single server, one per hash slot
@@ -174,24 +185,28 @@ pub async fn query_by_slot(
     if commands.is_empty() {
         return Ok(Vec::new());
     }
-    if !conn.is_cluster() {
+    if !commands.cluster {
         let mut pipe = redis::pipe();
         for (_, cmd) in commands.commands {
             pipe.add_command(cmd);
         }
         return pipe.query_async(conn).await;
     }
-    let total = commands.commands.len();
-    let mut groups: HashMap<Slot, (Vec<usize>, Pipeline)> = HashMap::new();
-    for (index, (slot, cmd)) in commands.commands.into_iter().enumerate() {
-        let (indices, pipe) = groups
-            .entry(slot)
-            .or_insert_with(|| (Vec::new(), redis::pipe()));
-        indices.push(index);
-        pipe.add_command(cmd);
-    }
+    let groups = group_positions(commands.commands.iter().map(|(slot, _)| *slot));
+    let mut cmds: Vec<Option<Cmd>> = commands
+        .commands
+        .into_iter()
+        .map(|(_, c)| Some(c))
+        .collect();
+    let total = cmds.len();
     let mut runs = tokio::task::JoinSet::new();
-    for (indices, pipe) in groups.into_values() {
+    for indices in groups {
+        let mut pipe = redis::pipe();
+        for &index in &indices {
+            if let Some(cmd) = cmds[index].take() {
+                pipe.add_command(cmd);
+            }
+        }
         let mut conn = conn.clone();
         runs.spawn(async move {
             let replies: Result<Vec<Value>, _> = pipe.query_async(&mut conn).await;

@@ -13,49 +13,6 @@ use serde_json::Value;
 
 const CLUSTER: &str = "analytics_cluster";
 
-struct Install {
-    setup: Setup,
-    _up: Proc,
-    project: String,
-    write: Credentials,
-    read: Credentials,
-}
-
-impl Install {
-    fn start(setup: Setup) -> Install {
-        setup.admin(&["migrate"]);
-        let project = setup.create_project("Shop", &[]);
-        let write = setup.client(&project, "write");
-        let read = setup.client(&project, "read");
-        let up = setup.spawn(&["up"]);
-        Install {
-            write,
-            read,
-            project,
-            _up: up,
-            setup,
-        }
-    }
-
-    fn insights(&self, path_and_query: &str) -> Value {
-        let path = format!("/insights/{}/{path_and_query}", self.project);
-        let (status, _, text) =
-            http(self.setup.port, "GET", &path, &self.read.headers(), "").unwrap();
-        assert_eq!(status, 200, "{path}: {text}");
-        serde_json::from_str(&text).unwrap()
-    }
-
-    fn stored(&self) -> u64 {
-        self.setup
-            .query(&format!(
-                "SELECT count() FROM events WHERE project_id = '{}'",
-                self.project
-            ))
-            .parse()
-            .unwrap()
-    }
-}
-
 #[test]
 fn a_two_shard_cluster_answers_like_a_single_server() {
     let urls = var("TEST_CLICKHOUSE_CLUSTER_URLS");
@@ -73,18 +30,7 @@ fn a_two_shard_cluster_answers_like_a_single_server() {
         .as_secs() as i64;
     let events = sample_events(now_s);
     for install in [&single, &cluster] {
-        let mut conn = Conn::open(install.setup.port).unwrap();
-        for (path, body) in &events {
-            let (status, _, text) = conn
-                .send(
-                    "POST",
-                    path,
-                    &install.write.headers(),
-                    body.to_string().as_bytes(),
-                )
-                .unwrap();
-            assert_eq!(status, 202, "{text}");
-        }
+        install.send(&events);
     }
     let total = events.len() as u64;
     wait_until(Duration::from_secs(90), || {

@@ -43,12 +43,8 @@ fn documented_routes() -> BTreeSet<String> {
 
 #[test]
 fn insights_queries_answer_alike_on_current_clickhouse() {
-    let setup = Setup::new("compat");
-    setup.admin(&["migrate"]);
-    let project = setup.create_project("Compat", &[]);
-    let write = setup.client(&project, "write");
-    let read = setup.client(&project, "read");
-    let _up = setup.spawn(&["up"]);
+    let install = Install::start(Setup::new("compat"));
+    let (setup, project, read) = (&install.setup, &install.project, &install.read);
 
     let now_s = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -68,21 +64,9 @@ fn insights_queries_answer_alike_on_current_clickhouse() {
                    "timestamp": (now_s - 3600) * 1000}}),
         ));
     }
-    let mut conn = Conn::open(setup.port).unwrap();
-    for (path, body) in &events {
-        let (status, _, text) = conn
-            .send("POST", path, &write.headers(), body.to_string().as_bytes())
-            .unwrap();
-        assert_eq!(status, 202, "{text}");
-    }
-    let total = events.len();
-    wait_until(Duration::from_secs(60), || {
-        setup
-            .try_query(&format!(
-                "SELECT count() FROM events WHERE project_id = '{project}'"
-            ))
-            .is_ok_and(|n| n.trim() == total.to_string())
-    });
+    install.send(&events);
+    let total = events.len() as u64;
+    wait_until(Duration::from_secs(60), || install.stored() == total);
     wait_until(Duration::from_secs(30), || {
         setup
             .try_query("SELECT count() FROM profiles")

@@ -334,14 +334,13 @@ pub fn client_ip(
     if !trusted.is_empty() && !is_trusted(peer) {
         return peer;
     }
-    let mut hops = headers
+    let hops = headers
         .get_all(name)
         .iter()
+        .rev()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|hop| hop.trim().parse::<IpAddr>().ok())
-        .collect::<Vec<_>>();
-    hops.reverse();
+        .flat_map(|v| v.rsplit(','))
+        .map(|hop| hop.trim().parse::<IpAddr>().ok());
     for hop in hops {
         match hop {
             Some(ip) if is_trusted(ip) => continue,

@@ -80,9 +80,10 @@ impl Writer {
         (writer, collector)
     }
 
-    /// Counts `entries` against their partitions' caps; refused (and
-    /// nothing counted) when one would go over.
-    fn admit(&self, entries: &[(u16, Vec<u8>)]) -> bool {
+    /// Counts `entries` against their partitions' caps and returns the
+    /// count per partition; `None` (and nothing counted) when one would go
+    /// over.
+    fn admit(&self, entries: &[(u16, Vec<u8>)]) -> Option<Vec<u64>> {
         let mut per_partition = vec![0u64; self.lengths.len()];
         for (p, _) in entries {
             per_partition[usize::from(*p)] += 1;
@@ -94,10 +95,10 @@ impl Writer {
             let before = self.lengths[p].fetch_add(n, Ordering::Relaxed);
             if before + n > self.max_len {
                 self.release(&per_partition[..=p]);
-                return false;
+                return None;
             }
         }
-        true
+        Some(per_partition)
     }
 
     /// Takes back admitted counts (`counts[p]` for partition `p`).
@@ -113,13 +114,9 @@ impl Writer {
 
     /// Writes `entries` (partition, payload) and waits for Redis to confirm.
     pub async fn write(&self, entries: Vec<(u16, Vec<u8>)>) -> Result<(), WriteError> {
-        if !self.admit(&entries) {
+        let Some(counts) = self.admit(&entries) else {
             return Err(WriteError::OverCap);
-        }
-        let mut counts = vec![0u64; self.lengths.len()];
-        for (p, _) in &entries {
-            counts[usize::from(*p)] += 1;
-        }
+        };
         let (done, confirmed) = oneshot::channel();
         if self.jobs.try_send(Job { entries, done }).is_err() {
             self.release(&counts);
@@ -161,7 +158,7 @@ async fn collect(conn: Conn, keys: Arc<[String]>, mut rx: mpsc::Receiver<Job>) {
         let keys = keys.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let mut commands = SlotCommands::new();
+            let mut commands = SlotCommands::new(&conn);
             for job in &jobs {
                 for (partition, payload) in &job.entries {
                     let key = &keys[usize::from(*partition)];
@@ -193,7 +190,7 @@ async fn monitor_lengths(
     shutdown: CancellationToken,
 ) {
     loop {
-        let mut commands = SlotCommands::new();
+        let mut commands = SlotCommands::new(&conn);
         for key in keys.iter() {
             let mut xlen = redis::cmd("XLEN");
             xlen.arg(key);

@@ -162,7 +162,7 @@ async fn resolve_identities(
     conn: &mut Conn,
     items: &mut [Item],
 ) -> Result<(), ProcessError> {
-    let mut commands = SlotCommands::new();
+    let mut commands = SlotCommands::new(conn);
     for item in items.iter() {
         let raw = &item.raw;
         let key = if raw.profile_id.is_empty() {
@@ -217,7 +217,7 @@ async fn apply_state(
 ) -> Result<(), ProcessError> {
     let settings = &shared.settings;
     let scripts = shared.scripts.read().await.clone();
-    let mut commands = SlotCommands::new();
+    let mut commands = SlotCommands::new(conn);
     let mut expects = Vec::new();
     // (item, session key, event time) of the events that may open a session.
     let mut openers = Vec::new();

@@ -183,8 +183,10 @@ impl Partition {
         let mut maybe_stored = buffer.maybe_stored;
         let mut failures = 0u32;
         loop {
-            // While the insert runs, the entries stay this consumer's.
-            let heartbeat = self.heartbeat(buffer.ids.clone());
+            // While the insert runs, the entries stay this consumer's. The
+            // ids are lent to the heartbeat, not copied for every flush.
+            let ids = Arc::new(std::mem::take(&mut buffer.ids));
+            let heartbeat = self.heartbeat(ids.clone());
             let written = self
                 .write(
                     Pending {
@@ -197,6 +199,9 @@ impl Partition {
                 )
                 .await;
             heartbeat.abort();
+            // Once the aborted task is gone, the ids are ours alone again.
+            let _ = heartbeat.await;
+            buffer.ids = Arc::try_unwrap(ids).unwrap_or_else(|ids| (*ids).clone());
             match written {
                 Ok(()) => break,
                 Err(e) => {
@@ -286,7 +291,7 @@ impl Partition {
 
     /// Refreshes the idle time of `ids` every third of `claim_idle_ms`
     /// until aborted.
-    fn heartbeat(&self, ids: Vec<String>) -> tokio::task::JoinHandle<()> {
+    fn heartbeat(&self, ids: Arc<Vec<String>>) -> tokio::task::JoinHandle<()> {
         let (mut conn, key, consumer) =
             (self.conn.clone(), self.key.clone(), self.consumer.clone());
         let every = Duration::from_millis((self.config.sink.claim_idle_ms / 3).max(100));

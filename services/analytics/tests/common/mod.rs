@@ -620,3 +620,66 @@ pub fn run_with_input(command: &mut Command, input: &[u8]) -> (bool, Vec<u8>, St
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// A pipeline under test: migrated, a project with a write and a read
+/// client, and `analytics up` running.
+pub struct Install {
+    pub setup: Setup,
+    _up: Proc,
+    pub project: String,
+    pub write: Credentials,
+    pub read: Credentials,
+}
+
+impl Install {
+    pub fn start(setup: Setup) -> Install {
+        setup.admin(&["migrate"]);
+        let project = setup.create_project("Shop", &[]);
+        let write = setup.client(&project, "write");
+        let read = setup.client(&project, "read");
+        let up = setup.spawn(&["up"]);
+        Install {
+            write,
+            read,
+            project,
+            _up: up,
+            setup,
+        }
+    }
+
+    /// Sends `(path, body)` requests on one connection; each must get 202.
+    pub fn send(&self, events: &[(String, Value)]) {
+        let mut conn = Conn::open(self.setup.port).unwrap();
+        for (path, body) in events {
+            let (status, _, text) = conn
+                .send(
+                    "POST",
+                    path,
+                    &self.write.headers(),
+                    body.to_string().as_bytes(),
+                )
+                .unwrap();
+            assert_eq!(status, 202, "{text}");
+        }
+    }
+
+    /// An insights answer, which must be a 200.
+    pub fn insights(&self, path_and_query: &str) -> Value {
+        let path = format!("/insights/{}/{path_and_query}", self.project);
+        let (status, _, text) =
+            http(self.setup.port, "GET", &path, &self.read.headers(), "").unwrap();
+        assert_eq!(status, 200, "{path}: {text}");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// Events of the project stored in ClickHouse.
+    pub fn stored(&self) -> u64 {
+        self.setup
+            .query(&format!(
+                "SELECT count() FROM events WHERE project_id = '{}'",
+                self.project
+            ))
+            .parse()
+            .unwrap()
+    }
+}
