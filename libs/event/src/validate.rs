@@ -76,20 +76,29 @@ impl ValidationError {
 
 /// Deepest nesting of arrays and objects in a JSON text, found without
 /// parsing it, so a hostile body cannot drive a recursive parser deep.
+/// String contents (most of a body) are skipped with a vectorised search.
 pub fn max_json_depth(bytes: &[u8]) -> usize {
-    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
-    for &b in bytes {
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
+    let (mut depth, mut max, mut i) = (0usize, 0usize, 0usize);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                // Jump from quote or backslash to the next; an escape hides
+                // the byte after it.
+                i += 1;
+                loop {
+                    match memchr::memchr2(b'"', b'\\', &bytes[i..]) {
+                        None => return max,
+                        Some(at) if bytes[i + at] == b'\\' => i += at + 2,
+                        Some(at) => {
+                            i += at;
+                            break;
+                        }
+                    }
+                    if i >= bytes.len() {
+                        return max;
+                    }
+                }
             }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
             b'[' | b'{' => {
                 depth += 1;
                 max = max.max(depth);
@@ -97,6 +106,7 @@ pub fn max_json_depth(bytes: &[u8]) -> usize {
             b']' | b'}' => depth = depth.saturating_sub(1),
             _ => {}
         }
+        i += 1;
     }
     max
 }
@@ -125,8 +135,15 @@ pub fn validate(
     let value: Value = simd_json::serde::from_slice(body)
         .map_err(|e| ValidationError::new(format!("malformed JSON: {e}"), None))?;
     match route {
-        Route::Envelope => Ok(vec![envelope(&value, "")?]),
-        Route::Direct(kind) => Ok(vec![payload(kind, &value, "")?]),
+        Route::Envelope => Ok(vec![envelope(value, None)?]),
+        Route::Direct(kind) => Ok(vec![payload(
+            kind,
+            value,
+            At {
+                item: None,
+                payload: false,
+            },
+        )?]),
         Route::Batch => {
             let Value::Array(items) = value else {
                 return Err(ValidationError::new(
@@ -148,21 +165,57 @@ pub fn validate(
                 ));
             }
             items
-                .iter()
+                .into_iter()
                 .enumerate()
-                .map(|(i, item)| envelope(item, &format!("[{i}].")))
+                .map(|(i, item)| envelope(item, Some(i)))
                 .collect()
         }
     }
 }
 
-fn envelope(value: &Value, prefix: &str) -> Result<Incoming, ValidationError> {
-    let field = |name: &str| format!("{prefix}{name}");
-    let Value::Object(obj) = value else {
-        return Err(ValidationError::new(
-            "expected a JSON object with \"type\" and \"payload\"",
-            (!prefix.is_empty()).then_some(prefix.trim_end_matches('.')),
-        ));
+/// Where a value sits in the body (`[3].payload.`), spelled out only when
+/// an error names it.
+#[derive(Debug, Clone, Copy)]
+struct At {
+    item: Option<usize>,
+    payload: bool,
+}
+
+impl At {
+    /// The path of a key inside the value at `self`.
+    fn field(self, key: &str) -> String {
+        format!("{self}{key}")
+    }
+
+    /// The path of the value itself; `None` for the body as a whole.
+    fn name(self) -> Option<String> {
+        let path = self.to_string();
+        (!path.is_empty()).then(|| path.trim_end_matches('.').to_owned())
+    }
+}
+
+impl std::fmt::Display for At {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(i) = self.item {
+            write!(f, "[{i}].")?;
+        }
+        if self.payload {
+            f.write_str("payload.")?;
+        }
+        Ok(())
+    }
+}
+
+fn envelope(value: Value, item: Option<usize>) -> Result<Incoming, ValidationError> {
+    let at = At {
+        item,
+        payload: false,
+    };
+    let Value::Object(mut obj) = value else {
+        return Err(ValidationError {
+            message: "expected a JSON object with \"type\" and \"payload\"".into(),
+            field: at.name(),
+        });
     };
     let kind = match obj.get("type") {
         Some(Value::String(t)) => match t.as_str() {
@@ -174,7 +227,7 @@ fn envelope(value: &Value, prefix: &str) -> Result<Incoming, ValidationError> {
             "group" | "assign_group" | "replay" => {
                 return Err(ValidationError::new(
                     format!("type \"{t}\" is not supported by this server"),
-                    Some(&field("type")),
+                    Some(&at.field("type")),
                 ));
             }
             other => {
@@ -183,47 +236,59 @@ fn envelope(value: &Value, prefix: &str) -> Result<Incoming, ValidationError> {
                         "unknown type \"{}\"; expected track, identify, increment, decrement or alias",
                         truncate(other, 40)
                     ),
-                    Some(&field("type")),
+                    Some(&at.field("type")),
                 ));
             }
         },
         Some(_) => {
             return Err(ValidationError::new(
                 "\"type\" must be a string",
-                Some(&field("type")),
+                Some(&at.field("type")),
             ));
         }
         None => {
             return Err(ValidationError::new(
                 "\"type\" is required",
-                Some(&field("type")),
+                Some(&at.field("type")),
             ));
         }
     };
-    let payload_value = obj
-        .get("payload")
-        .ok_or_else(|| ValidationError::new("\"payload\" is required", Some(&field("payload"))))?;
-    payload(kind, payload_value, &field("payload."))
+    let payload_value = obj.remove("payload").ok_or_else(|| {
+        ValidationError::new("\"payload\" is required", Some(&at.field("payload")))
+    })?;
+    payload(
+        kind,
+        payload_value,
+        At {
+            item,
+            payload: true,
+        },
+    )
 }
 
-fn payload(kind: EventKind, value: &Value, prefix: &str) -> Result<Incoming, ValidationError> {
-    let Value::Object(obj) = value else {
-        let name = if prefix.is_empty() {
-            None
-        } else {
-            Some(prefix.trim_end_matches('.'))
-        };
-        return Err(ValidationError::new("payload must be a JSON object", name));
+fn payload(kind: EventKind, value: Value, at: At) -> Result<Incoming, ValidationError> {
+    let Value::Object(mut obj) = value else {
+        return Err(ValidationError {
+            message: "payload must be a JSON object".into(),
+            field: at.name(),
+        });
     };
-    let p = Fields { obj, prefix };
-    let mut properties = p.object("properties")?;
+    let mut properties = match obj.remove("properties") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(m)) => m,
+        Some(_) => {
+            return Err(ValidationError::new(
+                "\"properties\" must be an object",
+                Some(&at.field("properties")),
+            ));
+        }
+    };
+    let p = Fields { obj: &obj, at };
     let mut incoming = Incoming {
         kind,
-        name: kind.as_str().to_owned(),
-        event_id: p.id("id")?.or(id_in(&properties, "__id", prefix)?),
-        device_id: p
-            .id("deviceId")?
-            .or(id_in(&properties, "__deviceId", prefix)?),
+        name: String::new(),
+        event_id: p.id("id")?.or(id_in(&properties, "__id", at)?),
+        device_id: p.id("deviceId")?.or(id_in(&properties, "__deviceId", at)?),
         profile_id: p.id("profileId")?,
         session_id: p.id("sessionId")?,
         client_time_ms: p.timestamp("timestamp")?,
@@ -245,7 +310,7 @@ fn payload(kind: EventKind, value: &Value, prefix: &str) -> Result<Incoming, Val
             *slot = Some(parse_timestamp(ts).ok_or_else(|| {
                 ValidationError::new(
                     "must be an RFC 3339 date-time or epoch milliseconds",
-                    Some(&format!("{prefix}properties.{key}")),
+                    Some(&at.field(&format!("properties.{key}"))),
                 )
             })?);
         }
@@ -264,25 +329,19 @@ fn payload(kind: EventKind, value: &Value, prefix: &str) -> Result<Incoming, Val
         }
         EventKind::Identify => {
             p.require_id(&incoming.profile_id, "profileId")?;
-            const KNOWN: &[&str] = &[
-                "profileId",
-                "deviceId",
-                "sessionId",
-                "id",
-                "timestamp",
-                "properties",
-            ];
-            for (key, value) in obj {
-                if KNOWN.contains(&key.as_str()) || value.is_null() {
-                    continue;
-                }
+            const KNOWN: &[&str] = &["profileId", "deviceId", "sessionId", "id", "timestamp"];
+            for (key, value) in &obj {
                 if matches!(key.as_str(), "firstName" | "lastName" | "email" | "avatar")
                     && !value.is_string()
+                    && !value.is_null()
                 {
                     return Err(p.error(key, "must be a string"));
                 }
-                incoming.traits.insert(key.clone(), value.clone());
             }
+            incoming.traits = obj
+                .into_iter()
+                .filter(|(key, value)| !KNOWN.contains(&key.as_str()) && !value.is_null())
+                .collect();
         }
         EventKind::Increment | EventKind::Decrement => {
             p.require_id(&incoming.profile_id, "profileId")?;
@@ -308,6 +367,9 @@ fn payload(kind: EventKind, value: &Value, prefix: &str) -> Result<Incoming, Val
             );
         }
     }
+    if incoming.name.is_empty() {
+        incoming.name = kind.as_str().to_owned();
+    }
     incoming.properties = properties;
     Ok(incoming)
 }
@@ -315,14 +377,14 @@ fn payload(kind: EventKind, value: &Value, prefix: &str) -> Result<Incoming, Val
 /// A payload object and the path it sits at, for error messages.
 struct Fields<'a> {
     obj: &'a Map<String, Value>,
-    prefix: &'a str,
+    at: At,
 }
 
 impl Fields<'_> {
     fn error(&self, key: &str, message: impl Into<String>) -> ValidationError {
         ValidationError {
             message: message.into(),
-            field: Some(format!("{}{key}", self.prefix)),
+            field: Some(self.at.field(key)),
         }
     }
 
@@ -347,14 +409,6 @@ impl Fields<'_> {
         id_value(self.obj.get(key)).map_err(|m| self.error(key, m))
     }
 
-    fn object(&self, key: &str) -> Result<Map<String, Value>, ValidationError> {
-        match self.obj.get(key) {
-            None | Some(Value::Null) => Ok(Map::new()),
-            Some(Value::Object(m)) => Ok(m.clone()),
-            Some(_) => Err(self.error(key, format!("\"{key}\" must be an object"))),
-        }
-    }
-
     fn timestamp(&self, key: &str) -> Result<Option<i64>, ValidationError> {
         match self.obj.get(key) {
             None | Some(Value::Null) => Ok(None),
@@ -368,11 +422,11 @@ impl Fields<'_> {
 fn id_in(
     properties: &Map<String, Value>,
     key: &str,
-    prefix: &str,
+    at: At,
 ) -> Result<Option<String>, ValidationError> {
     id_value(properties.get(key)).map_err(|m| ValidationError {
         message: m.into(),
-        field: Some(format!("{prefix}properties.{key}")),
+        field: Some(at.field(&format!("properties.{key}"))),
     })
 }
 

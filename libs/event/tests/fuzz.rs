@@ -60,8 +60,39 @@ fn json_value() -> impl Strategy<Value = Value> {
     })
 }
 
+/// Depth by walking every byte: the plain definition the fast scan must match.
+fn depth_byte_by_byte(bytes: &[u8]) -> usize {
+    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in bytes {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2_000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn depth_scan_matches_the_byte_walk(bytes in prop::collection::vec(prop::sample::select(b"[]{}\"\\ab".to_vec()), 0..200)) {
+        prop_assert_eq!(max_json_depth(&bytes), depth_byte_by_byte(&bytes));
+    }
 
     #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512), route in routes()) {

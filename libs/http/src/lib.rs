@@ -108,7 +108,12 @@ pub async fn serve<F, Fut>(
 
 /// A JSON response.
 pub fn json(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
-    let mut response = Response::new(full(body.to_string()));
+    json_bytes(status, body.to_string().into_bytes())
+}
+
+/// A response whose body is already serialized JSON.
+pub fn json_bytes(status: StatusCode, body: Vec<u8>) -> Response<Body> {
+    let mut response = Response::new(full(body));
     *response.status_mut() = status;
     response
         .headers_mut()

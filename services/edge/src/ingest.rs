@@ -6,7 +6,7 @@ use std::time::Duration;
 use analytics_config::ProxyNet;
 use analytics_enrich::cookieless_device_id;
 use analytics_event::{EventKind, Incoming, Limits, RawEvent, Route, now_ms, validate};
-use analytics_http::{ApiError, Body, Caller, json};
+use analytics_http::{ApiError, Body, Caller, json_bytes};
 use analytics_streams::partition_for;
 use http_body_util::{BodyExt, Limited};
 use hyper::header::{HeaderMap, HeaderValue};
@@ -61,12 +61,16 @@ pub fn with_cors(origin: Option<&HeaderValue>, mut response: Response<Body>) -> 
     response
 }
 
+/// A header's text, cut to at most `max` bytes on a character boundary.
 fn header_str(headers: &HeaderMap, name: &str, max: usize) -> String {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.chars().take(max).collect())
-        .unwrap_or_default()
+    let Some(v) = headers.get(name).and_then(|v| v.to_str().ok()) else {
+        return String::new();
+    };
+    let mut end = v.len().min(max);
+    while !v.is_char_boundary(end) {
+        end -= 1;
+    }
+    v[..end].to_owned()
 }
 
 fn utc_day(ms: i64) -> String {
@@ -178,7 +182,7 @@ impl Edge {
                         field: None,
                     });
                 }
-                Ok(Ok(collected)) => collected.to_bytes().to_vec(),
+                Ok(Ok(collected)) => Vec::from(collected.to_bytes()),
             };
         let limits = Limits {
             max_batch_events: self.config.edge.max_batch_events,
@@ -186,25 +190,32 @@ impl Edge {
         };
         let incoming = validate(&mut bytes, route, &limits)
             .map_err(|e| ApiError::bad_request(e.message, e.field))?;
-        let stamp = Stamp {
+        let mut stamp = Stamp {
             received_at_ms: now_ms(),
             ip,
             user_agent: header_str(&parts.headers, "user-agent", 1_000),
             origin: header_str(&parts.headers, "origin", 500),
             sdk_name: header_str(&parts.headers, "openpanel-sdk-name", 50),
             sdk_version: header_str(&parts.headers, "openpanel-sdk-version", 50),
+            cookieless: None,
         };
+        if incoming.iter().any(|e| e.device_id.is_none()) {
+            stamp.cookieless = Some(self.cookieless_ids(&caller, &stamp).await?);
+        }
         let count = incoming.len();
         let mut entries = Vec::with_capacity(count);
         let mut last = None;
         for event in incoming {
-            let raw = self.stamp(&caller, event, &stamp).await?;
+            let raw = stamp.event(&caller, event);
             let partition = partition_for(
                 &raw.project_id,
                 &raw.device_id,
                 self.config.redis.partitions,
             );
-            let payload = serde_json::to_vec(&raw).map_err(|e| ApiError::Internal(Box::new(e)))?;
+            // Sized for a typical event, so the encoder rarely grows it.
+            let mut payload = Vec::with_capacity(768 + raw.user_agent.len());
+            serde_json::to_writer(&mut payload, &raw)
+                .map_err(|e| ApiError::Internal(Box::new(e)))?;
             entries.push((partition, payload));
             last = Some(raw);
         }
@@ -229,16 +240,15 @@ impl Edge {
         }
         metrics::counter!("analytics_edge_accepted_events_total").increment(count as u64);
         let body = match (route, last) {
-            (Route::Batch, _) | (_, None) => json!({"accepted": count}),
-            (_, Some(raw)) => {
-                let mut body = json!({"deviceId": raw.device_id, "id": raw.id});
-                if !raw.session_id.is_empty() {
-                    body["sessionId"] = json!(raw.session_id);
-                }
-                body
-            }
-        };
-        Ok(json(StatusCode::ACCEPTED, &body))
+            (Route::Batch, _) | (_, None) => serde_json::to_vec(&json!({"accepted": count})),
+            (_, Some(raw)) => serde_json::to_vec(&Accepted {
+                device_id: &raw.device_id,
+                id: &raw.id,
+                session_id: &raw.session_id,
+            }),
+        }
+        .map_err(|e| ApiError::Internal(Box::new(e)))?;
+        Ok(json_bytes(StatusCode::ACCEPTED, body))
     }
 
     fn client_ip(&self, headers: &HeaderMap, peer: SocketAddr) -> String {
@@ -251,62 +261,43 @@ impl Edge {
         .to_string()
     }
 
-    async fn stamp(
+    /// The request's cookieless device ids under today's and yesterday's
+    /// salts (ip and user agent are the request's, so all its events share them).
+    async fn cookieless_ids(
         &self,
         caller: &Caller,
-        event: Incoming,
         stamp: &Stamp,
-    ) -> Result<RawEvent, ApiError> {
-        let project_id = caller.client.project.id.clone();
-        let (device_id, previous_device_id) = match event.device_id {
-            Some(id) => (id, String::new()),
-            None => {
-                let today = self
-                    .salts
-                    .get(&utc_day(stamp.received_at_ms))
-                    .await
-                    .map_err(|e| ApiError::Internal(Box::new(e)))?;
-                let yesterday = self
-                    .salts
-                    .get(&utc_day(stamp.received_at_ms - 86_400_000))
-                    .await
-                    .map_err(|e| ApiError::Internal(Box::new(e)))?;
-                let id = |salt: &str| {
-                    cookieless_device_id(salt, &project_id, &stamp.ip, &stamp.user_agent)
-                };
-                (id(&today), id(&yesterday))
-            }
-        };
-        Ok(RawEvent {
-            id_from_client: event.event_id.is_some(),
-            id: event
-                .event_id
-                .unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
-            previous_device_id,
-            client_sent_at_ms: event.client_sent_at_ms,
-            project_id,
-            kind: event.kind,
-            name: event.name,
-            device_id,
-            profile_id: event.profile_id.unwrap_or_default(),
-            session_id: event.session_id.unwrap_or_default(),
-            client_time_ms: event.client_time_ms,
-            received_at_ms: stamp.received_at_ms,
-            ip: stamp.ip.clone(),
-            user_agent: stamp.user_agent.clone(),
-            origin: caller
-                .origin
-                .clone()
-                .unwrap_or_else(|| stamp.origin.clone()),
-            sdk_name: stamp.sdk_name.clone(),
-            sdk_version: stamp.sdk_version.clone(),
-            properties: event.properties,
-            traits: event.traits,
-            property: event.property,
-            value: event.value,
-            alias: event.alias,
-        })
+    ) -> Result<(String, String), ApiError> {
+        let mut ids = [String::new(), String::new()];
+        for (id, day_ms) in ids
+            .iter_mut()
+            .zip([stamp.received_at_ms, stamp.received_at_ms - 86_400_000])
+        {
+            let salt = self
+                .salts
+                .get(&utc_day(day_ms))
+                .await
+                .map_err(|e| ApiError::Internal(Box::new(e)))?;
+            *id = cookieless_device_id(
+                &salt,
+                &caller.client.project.id,
+                &stamp.ip,
+                &stamp.user_agent,
+            );
+        }
+        let [today, yesterday] = ids;
+        Ok((today, yesterday))
     }
+}
+
+/// The single-event answer: the ids the SDK keeps.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Accepted<'a> {
+    device_id: &'a str,
+    id: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    session_id: &'a str,
 }
 
 /// What the server knows about a request, shared by its events.
@@ -317,6 +308,44 @@ struct Stamp {
     origin: String,
     sdk_name: String,
     sdk_version: String,
+    /// Today's and yesterday's cookieless device ids, when an event needs them.
+    cookieless: Option<(String, String)>,
+}
+
+impl Stamp {
+    fn event(&self, caller: &Caller, event: Incoming) -> RawEvent {
+        // `cookieless` is set whenever one of the request's events lacks a device id.
+        let (device_id, previous_device_id) = match event.device_id {
+            Some(id) => (id, String::new()),
+            None => self.cookieless.clone().unwrap_or_default(),
+        };
+        RawEvent {
+            id_from_client: event.event_id.is_some(),
+            id: event
+                .event_id
+                .unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
+            previous_device_id,
+            client_sent_at_ms: event.client_sent_at_ms,
+            project_id: caller.client.project.id.clone(),
+            kind: event.kind,
+            name: event.name,
+            device_id,
+            profile_id: event.profile_id.unwrap_or_default(),
+            session_id: event.session_id.unwrap_or_default(),
+            client_time_ms: event.client_time_ms,
+            received_at_ms: self.received_at_ms,
+            ip: self.ip.clone(),
+            user_agent: self.user_agent.clone(),
+            origin: caller.origin.clone().unwrap_or_else(|| self.origin.clone()),
+            sdk_name: self.sdk_name.clone(),
+            sdk_version: self.sdk_version.clone(),
+            properties: event.properties,
+            traits: event.traits,
+            property: event.property,
+            value: event.value,
+            alias: event.alias,
+        }
+    }
 }
 
 /// The client's address: the socket peer, unless a trusted proxy sent

@@ -19,7 +19,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 /// Entries per pipeline; more queue up for the next one.
-const MAX_PIPELINE_ENTRIES: usize = 2_000;
+const MAX_PIPELINE_ENTRIES: usize = 400;
 /// Pipelines in flight at once on the shared connection.
 const MAX_IN_FLIGHT: usize = 4;
 
