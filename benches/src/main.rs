@@ -579,12 +579,13 @@ async fn suite(args: SuiteArgs) -> Result<()> {
     eprintln!("edge (alone): batches of 100");
     let batch = load::run(plan(&args, &pipeline, 100, None, secs, 1)).await?;
     // Every 202 must stand for an entry in Redis: with nothing draining the
-    // stream, the entries are exactly the accepted events.
+    // stream, the entries are the accepted events (plus any of a request the
+    // generator gave up on before its answer came).
     let accepted = single.events_accepted + half.events_accepted + batch.events_accepted;
     let in_redis = raw_entries(&pipeline, 4).await?;
     drop(pipeline);
-    if in_redis != accepted {
-        bail!("{accepted} events accepted by the edge but {in_redis} entries in Redis");
+    if in_redis < accepted {
+        bail!("{accepted} events accepted by the edge but only {in_redis} entries in Redis");
     }
 
     eprintln!("end to end: {} s", args.e2e_seconds);
