@@ -11,6 +11,16 @@ use crate::StreamError;
 /// The field of a stream entry that holds its payload.
 pub const PAYLOAD_FIELD: &str = "e";
 
+/// The documents of a bundled payload. A raw entry carries one or more
+/// events as JSON documents separated by `\n` (compact JSON never holds a
+/// raw newline: inside strings it is escaped), so one `XADD` and one
+/// acknowledgement serve many events.
+pub fn bundle_documents(payload: &[u8]) -> impl Iterator<Item = &[u8]> {
+    payload
+        .split(|&b| b == b'\n')
+        .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
+}
+
 /// One stream entry's id and payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -88,6 +98,11 @@ impl GroupReader {
 
     pub fn key(&self) -> &str {
         &self.key
+    }
+
+    /// Entries asked for per read from now on.
+    pub fn set_count(&mut self, count: usize) {
+        self.count = count.max(1);
     }
 
     /// Makes the next reads go over this consumer's pending entries again,
@@ -183,6 +198,30 @@ pub async fn dead_letter(
     group: &str,
     letters: &[DeadLetter],
 ) -> Result<(), StreamError> {
+    write_dead(conn, key, dead_key, group, letters, true).await
+}
+
+/// Copies letters to `dead_key` without acknowledging their entries: for
+/// bad documents of a bundle whose other events are still to be committed
+/// (the commit acknowledges the entry). A redelivery may copy them again.
+pub async fn copy_to_dead(
+    conn: &mut Conn,
+    key: &str,
+    dead_key: &str,
+    group: &str,
+    letters: &[DeadLetter],
+) -> Result<(), StreamError> {
+    write_dead(conn, key, dead_key, group, letters, false).await
+}
+
+async fn write_dead(
+    conn: &mut Conn,
+    key: &str,
+    dead_key: &str,
+    group: &str,
+    letters: &[DeadLetter],
+    acknowledge: bool,
+) -> Result<(), StreamError> {
     if letters.is_empty() {
         return Ok(());
     }
@@ -203,11 +242,13 @@ pub async fn dead_letter(
             .arg(PAYLOAD_FIELD)
             .arg(&letter.entry.payload)
             .ignore();
-        pipe.cmd("XACK")
-            .arg(key)
-            .arg(group)
-            .arg(&letter.entry.id)
-            .ignore();
+        if acknowledge {
+            pipe.cmd("XACK")
+                .arg(key)
+                .arg(group)
+                .arg(&letter.entry.id)
+                .ignore();
+        }
     }
     let _: () = pipe.query_async(conn).await?;
     metrics::counter!("analytics_streams_dead_lettered_total", "stream" => key.to_owned())
@@ -392,4 +433,32 @@ pub async fn drop_dead(conn: &mut Conn, dead_key: &str, id: &str) -> Result<bool
         .query_async(conn)
         .await?;
     Ok(removed > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bundle_documents;
+
+    #[test]
+    fn bundles_split_into_their_documents() {
+        // A newline inside a value is escaped by the encoder, so it cannot
+        // split a document.
+        let docs = [
+            serde_json::json!({"name": "a\nb", "n": 1}),
+            serde_json::json!({"name": "c"}),
+        ];
+        let bundle = docs
+            .iter()
+            .map(|d| serde_json::to_string(d).unwrap())
+            .collect::<Vec<_>>()
+            .join("\n");
+        let back: Vec<serde_json::Value> = bundle_documents(bundle.as_bytes())
+            .map(|d| serde_json::from_slice(d).unwrap())
+            .collect();
+        assert_eq!(back, docs);
+        // One document without a separator is a bundle of one; stray blank
+        // lines are not documents.
+        assert_eq!(bundle_documents(br#"{"a":1}"#).count(), 1);
+        assert_eq!(bundle_documents(b"{}\n\n \n{}\n").count(), 2);
+    }
 }

@@ -3,8 +3,9 @@
 //! Each topic (`raw`, `enriched`) is split into partitions, one stream key
 //! each; keys carry a hash tag (`{p3}`) so that partition N of every topic
 //! lives in the same Redis Cluster slot and one `MULTI` can move an entry
-//! from `raw` partition N to `enriched` partition N. An entry holds one
-//! payload in its `e` field (JSON).
+//! from `raw` partition N to `enriched` partition N. An entry holds its
+//! payload in its `e` field: on `raw`, a bundle of events (JSON documents
+//! separated by newlines, see [`bundle_documents`]); on `enriched`, one record.
 //!
 //! Consumers read through consumer groups ([`GroupReader`]): their own
 //! pending entries first (left over from a crash: redeliveries), then new
@@ -24,7 +25,8 @@ pub use conn::{Conn, RedisTarget, SlotCommands, connect, query_by_slot, slot_gro
 pub use error::StreamError;
 pub use group::{
     ClaimPolicy, DeadEntry, DeadLetter, Entry, GroupReader, PAYLOAD_FIELD, ReadBatch, ack,
-    claim_stale, dead_entries, dead_letter, drop_dead, ensure_group, replay_dead,
+    bundle_documents, claim_stale, copy_to_dead, dead_entries, dead_letter, drop_dead,
+    ensure_group, replay_dead,
 };
 pub use keys::{Topic, partition_for, stream_key};
 pub use maintenance::{GroupStats, StreamStats, maintain, stream_stats, trim_acknowledged};

@@ -35,7 +35,7 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     (
         "analytics_edge_xadd_batch_entries",
         Kind::Histogram,
-        "Entries per group-committed XADD pipeline.",
+        "Stream entries (bundles of events) per group-committed XADD pipeline.",
     ),
     (
         "analytics_edge_xadd_seconds",

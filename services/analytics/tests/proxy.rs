@@ -75,9 +75,12 @@ fn raw_ips(setup: &Setup) -> Vec<String> {
             .arg("+")
             .query(&mut conn)
             .unwrap();
+        // An entry is a bundle: events separated by newlines.
         for (_, fields) in entries {
-            let event: serde_json::Value = serde_json::from_str(&fields[0].1).unwrap();
-            ips.push(event["ip"].as_str().unwrap().to_owned());
+            for document in fields[0].1.lines() {
+                let event: serde_json::Value = serde_json::from_str(document).unwrap();
+                ips.push(event["ip"].as_str().unwrap().to_owned());
+            }
         }
     }
     ips.sort();

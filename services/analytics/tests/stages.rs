@@ -127,6 +127,58 @@ fn a_dead_sinks_entries_are_taken_over() {
     assert!(metric(&rescuer, "analytics_streams_claimed_total") >= abandoned as f64);
 }
 
+fn analytics_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+#[test]
+fn batches_are_written_as_bundles_and_stored_event_by_event() {
+    let setup = Setup::new("bundles").with("ANALYTICS_CONSUMER_NAME", "only");
+    setup.admin(&["migrate"]);
+    let creds = setup.create_client("Bundles");
+    let edge = setup.spawn(&["edge"]);
+    // One device: every event of the batch goes to one partition.
+    let events: Vec<String> = (0..120)
+        .map(|i| {
+            format!(r#"{{"type":"track","payload":{{"name":"b","deviceId":"one","properties":{{"i":{i}}}}}}}"#)
+        })
+        .collect();
+    let body = format!("[{}]", events.join(","));
+    let (status, _, text) = http(setup.port, "POST", "/batch", &creds.headers(), &body).unwrap();
+    assert_eq!(status, 202, "{text}");
+    let mut conn = redis(&setup);
+    let mut documents = Vec::new();
+    let mut entries = 0;
+    for p in 0..4 {
+        let range: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(format!("{}:raw:{{p{p}}}", setup.name))
+            .arg("-")
+            .arg("+")
+            .query(&mut conn)
+            .unwrap();
+        for entry in range.ids {
+            entries += 1;
+            let payload: String = entry.get("e").unwrap();
+            documents.extend(payload.lines().map(|d| {
+                serde_json::from_str::<serde_json::Value>(d).unwrap()["properties"]["i"]
+                    .as_u64()
+                    .unwrap()
+            }));
+        }
+    }
+    documents.sort_unstable();
+    assert_eq!(documents, (0..120).collect::<Vec<u64>>());
+    assert!(entries > 1 && entries < 120, "{entries} entries");
+    drop(edge);
+    let _consumers = setup.spawn(&["up"]);
+    wait_until(Duration::from_secs(30), || {
+        stored(&setup, &creds) == "120\t120"
+    });
+}
+
 #[test]
 fn undecodable_entries_go_to_the_dead_letter_stream() {
     let setup = Setup::new("poison").with("ANALYTICS_CONSUMER_NAME", "only");
@@ -149,6 +201,19 @@ fn undecodable_entries_go_to_the_dead_letter_stream() {
         .arg("[1,2]")
         .query(&mut conn)
         .unwrap();
+    // A bundle with one good and one bad event: the good one is stored, the
+    // bad one alone goes to the dead letters.
+    let good = serde_json::json!({
+        "id": "bundled-1", "project_id": creds.project_id, "kind": "track", "name": "s",
+        "device_id": "bundled", "received_at_ms": analytics_now_ms(), "id_from_client": true
+    });
+    let _: String = redis::cmd("XADD")
+        .arg(&raw)
+        .arg("*")
+        .arg("e")
+        .arg(format!("{good}\n{{\"half\":"))
+        .query(&mut conn)
+        .unwrap();
     send(&setup, &creds, 10);
     let dead_reasons = |conn: &mut redis::Connection| -> Vec<String> {
         [1, 2]
@@ -168,17 +233,35 @@ fn undecodable_entries_go_to_the_dead_letter_stream() {
             .collect()
     };
     wait_until(Duration::from_secs(30), || {
-        dead_reasons(&mut conn).len() == 2
+        dead_reasons(&mut conn).len() == 3
     });
     let reasons = dead_reasons(&mut conn).join(" | ");
-    assert!(reasons.contains("cannot decode raw event"), "{reasons}");
+    assert_eq!(
+        reasons.matches("cannot decode raw event").count(),
+        2,
+        "{reasons}"
+    );
     assert!(
         reasons.contains("cannot decode enriched record"),
         "{reasons}"
     );
     wait_until(Duration::from_secs(30), || {
-        stored(&setup, &creds) == "10\t10"
+        stored(&setup, &creds) == "11\t11"
     });
+    let dead_payloads: Vec<String> = redis::cmd("XRANGE")
+        .arg(format!("{}:dead:{{p1}}", setup.name))
+        .arg("-")
+        .arg("+")
+        .query::<redis::streams::StreamRangeReply>(&mut conn)
+        .unwrap()
+        .ids
+        .into_iter()
+        .map(|e| e.get::<String>("e").unwrap_or_default())
+        .collect();
+    assert!(
+        dead_payloads.contains(&"{\"half\":".to_owned()),
+        "only the bad document is a dead letter: {dead_payloads:?}"
+    );
 }
 
 #[test]

@@ -1,9 +1,11 @@
 //! Group commit of raw events to Redis, and backpressure.
 //!
-//! Requests hand their entries to one collector task through a bounded
-//! queue; the collector packs whatever has queued up into a single pipeline
-//! of `XADD`s, so concurrent requests share one round trip. A request is
-//! answered only after Redis replied to the pipeline holding its entries.
+//! Requests hand their events to one collector task through a bounded
+//! queue; the collector packs whatever has queued up into bundles (up to
+//! [`MAX_BUNDLE_EVENTS`] events of one partition per stream entry) and
+//! writes them in a single pipeline of `XADD`s, so concurrent requests
+//! share one round trip and Redis stores one entry per bundle. A request is
+//! answered only after Redis replied to the pipeline holding its events.
 //! When the queue is full, or a partition is longer than its cap, the
 //! request is refused with 503 instead of buffering in memory.
 
@@ -18,8 +20,12 @@ use analytics_streams::{
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-/// Entries per pipeline; more queue up for the next one.
-const MAX_PIPELINE_ENTRIES: usize = 400;
+/// Events per pipeline; more queue up for the next one.
+const MAX_PIPELINE_EVENTS: usize = 2_000;
+/// Events per stream entry: bounds what a consumer holds per entry.
+pub const MAX_BUNDLE_EVENTS: usize = 50;
+/// Bytes per stream entry, whichever bound comes first.
+const MAX_BUNDLE_BYTES: usize = 256 * 1024;
 /// Pipelines in flight at once on the shared connection.
 const MAX_IN_FLIGHT: usize = 4;
 
@@ -42,10 +48,11 @@ struct Job {
 /// Handle used by request handlers; cheap to share.
 pub struct Writer {
     jobs: mpsc::Sender<Job>,
-    /// Estimated length of each raw partition: its last `XLEN` plus what
-    /// was admitted since. A request is admitted only while its entries fit
-    /// under the cap, so a partition outgrows it only by what was in
-    /// flight when the length was last read.
+    /// Estimated events on each raw partition: its last `XLEN` times the
+    /// events per entry written so far, plus what was admitted since. A
+    /// request is admitted only while its events fit under the cap, so a
+    /// partition outgrows it only by what was in flight when the length was
+    /// last read.
     lengths: Arc<[AtomicU64]>,
     max_len: u64,
 }
@@ -61,7 +68,12 @@ impl Writer {
         shutdown: CancellationToken,
     ) -> (Writer, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(max_pending.max(1));
-        let lengths: Arc<[AtomicU64]> = (0..partitions).map(|_| AtomicU64::new(0)).collect();
+        let counters = |_| AtomicU64::new(0);
+        let lengths: Arc<[AtomicU64]> = (0..partitions).map(counters).collect();
+        let written = Arc::new(Written {
+            events: (0..partitions).map(counters).collect(),
+            entries: (0..partitions).map(counters).collect(),
+        });
         let keys: Arc<[String]> = (0..partitions)
             .map(|p| stream_key(&prefix, Topic::Raw, p))
             .collect();
@@ -69,9 +81,10 @@ impl Writer {
             conn.clone(),
             keys.clone(),
             lengths.clone(),
+            written.clone(),
             shutdown,
         ));
-        let collector = tokio::spawn(collect(conn, keys, rx));
+        let collector = tokio::spawn(collect(conn, keys, written, rx));
         let writer = Writer {
             jobs: tx,
             lengths,
@@ -137,12 +150,61 @@ impl Writer {
     }
 }
 
-async fn collect(conn: Conn, keys: Arc<[String]>, mut rx: mpsc::Receiver<Job>) {
+/// Events and entries this writer has put on each partition, for the
+/// events-per-entry ratio of the length estimate.
+struct Written {
+    events: Box<[AtomicU64]>,
+    entries: Box<[AtomicU64]>,
+}
+
+impl Written {
+    /// Events per entry on `partition` so far; 1 before anything was written.
+    fn events_per_entry(&self, partition: usize) -> f64 {
+        let entries = self.entries[partition].load(Ordering::Relaxed);
+        if entries == 0 {
+            return 1.0;
+        }
+        self.events[partition].load(Ordering::Relaxed) as f64 / entries as f64
+    }
+}
+
+/// Packs the jobs' events into bundles: per partition, events joined by
+/// newlines, at most [`MAX_BUNDLE_EVENTS`] or [`MAX_BUNDLE_BYTES`] each.
+/// Returns (partition, events, payload) per bundle.
+fn bundle(jobs: &[Job], partitions: usize) -> Vec<(usize, usize, Vec<u8>)> {
+    let mut open: Vec<(usize, Vec<u8>)> = (0..partitions).map(|_| (0, Vec::new())).collect();
+    let mut bundles = Vec::new();
+    for (partition, payload) in jobs.iter().flat_map(|job| &job.entries) {
+        let p = usize::from(*partition);
+        let (events, buf) = &mut open[p];
+        if *events > 0 {
+            buf.push(b'\n');
+        }
+        buf.extend_from_slice(payload);
+        *events += 1;
+        if *events >= MAX_BUNDLE_EVENTS || buf.len() >= MAX_BUNDLE_BYTES {
+            bundles.push((p, std::mem::take(events), std::mem::take(buf)));
+        }
+    }
+    for (p, (events, buf)) in open.into_iter().enumerate() {
+        if events > 0 {
+            bundles.push((p, events, buf));
+        }
+    }
+    bundles
+}
+
+async fn collect(
+    conn: Conn,
+    keys: Arc<[String]>,
+    written: Arc<Written>,
+    mut rx: mpsc::Receiver<Job>,
+) {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     while let Some(first) = rx.recv().await {
         let mut jobs = vec![first];
         let mut count = jobs[0].entries.len();
-        while count < MAX_PIPELINE_ENTRIES {
+        while count < MAX_PIPELINE_EVENTS {
             match rx.try_recv() {
                 Ok(job) => {
                     count += job.entries.len();
@@ -156,22 +218,28 @@ async fn collect(conn: Conn, keys: Arc<[String]>, mut rx: mpsc::Receiver<Job>) {
         };
         let mut conn = conn.clone();
         let keys = keys.clone();
+        let written = written.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            let bundles = bundle(&jobs, keys.len());
             let mut commands = SlotCommands::new(&conn);
-            for job in &jobs {
-                for (partition, payload) in &job.entries {
-                    let key = &keys[usize::from(*partition)];
-                    let mut xadd = redis::cmd("XADD");
-                    xadd.arg(key).arg("*").arg(PAYLOAD_FIELD).arg(payload);
-                    commands.push(key, xadd);
-                }
+            for (partition, _, payload) in &bundles {
+                let key = &keys[*partition];
+                let mut xadd = redis::cmd("XADD");
+                xadd.arg(key).arg("*").arg(PAYLOAD_FIELD).arg(payload);
+                commands.push(key, xadd);
             }
             let started = Instant::now();
             let result = query_by_slot(&mut conn, commands).await.map(drop);
             metrics::histogram!("analytics_edge_xadd_seconds")
                 .record(started.elapsed().as_secs_f64());
-            metrics::histogram!("analytics_edge_xadd_batch_entries").record(count as f64);
+            metrics::histogram!("analytics_edge_xadd_batch_entries").record(bundles.len() as f64);
+            if result.is_ok() {
+                for (partition, events, _) in &bundles {
+                    written.events[*partition].fetch_add(*events as u64, Ordering::Relaxed);
+                    written.entries[*partition].fetch_add(1, Ordering::Relaxed);
+                }
+            }
             let result = result.map_err(|e| Arc::new(StreamError::from(e)));
             for job in jobs {
                 let _ = job.done.send(result.clone());
@@ -187,6 +255,7 @@ async fn monitor_lengths(
     mut conn: Conn,
     keys: Arc<[String]>,
     estimates: Arc<[AtomicU64]>,
+    written: Arc<Written>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -205,7 +274,8 @@ async fn monitor_lengths(
         match read {
             Ok(read) => {
                 for (p, len) in read.into_iter().enumerate() {
-                    estimates[p].store(len, Ordering::Relaxed);
+                    let events = (len as f64 * written.events_per_entry(p)).ceil() as u64;
+                    estimates[p].store(events, Ordering::Relaxed);
                     metrics::gauge!("analytics_edge_stream_length_entries", "partition" => p.to_string())
                         .set(len as f64);
                 }

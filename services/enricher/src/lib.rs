@@ -99,6 +99,7 @@ pub async fn run(
             keys,
             consumer: deps.consumer.clone(),
             conn: conn.clone(),
+            read_entries: config.enricher.read_count,
             config: config.clone(),
             shared: shared.clone(),
         };
@@ -115,6 +116,9 @@ struct Partition {
     conn: Conn,
     config: Arc<Config>,
     shared: Arc<Shared>,
+    /// Entries per read: `enricher.read_count` events at the events per
+    /// entry of the last batch (the edge bundles events into entries).
+    read_entries: usize,
 }
 
 impl Partition {
@@ -128,7 +132,7 @@ impl Partition {
                 last_claim = Instant::now();
                 let policy = ClaimPolicy {
                     min_idle: Duration::from_millis(self.config.enricher.claim_idle_ms),
-                    count: self.config.enricher.read_count,
+                    count: self.read_entries,
                     max_deliveries: self.config.enricher.max_deliveries,
                 };
                 claim_stale(
@@ -155,7 +159,10 @@ impl Partition {
             };
             let outcome = match batch {
                 Ok(batch) if batch.is_empty() => Ok(()),
-                Ok(batch) => self.process(batch).await,
+                Ok(batch) => self
+                    .process(batch)
+                    .await
+                    .map(|()| reader.set_count(self.read_entries)),
                 Err(e) => Err(ProcessError::from(e)),
             };
             match outcome {
@@ -205,6 +212,10 @@ impl Partition {
         let redelivered = batch.redelivered;
         let started = Instant::now();
         let outcome = process::process(&self.shared, &self.keys, &mut self.conn, batch).await?;
+        if outcome.events > 0 {
+            let per_entry = outcome.events.div_ceil(outcome.entries.max(1)) as usize;
+            self.read_entries = (self.config.enricher.read_count / per_entry).max(1);
+        }
         metrics::histogram!("analytics_enricher_batch_seconds")
             .record(started.elapsed().as_secs_f64());
         metrics::counter!("analytics_enricher_events_total").increment(outcome.stored);

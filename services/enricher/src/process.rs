@@ -10,7 +10,8 @@ use analytics_event::{EventKind, RawEvent, now_ms};
 use analytics_meta::Meta;
 use analytics_store::AliasRow;
 use analytics_streams::{
-    Conn, DeadLetter, ReadBatch, SlotCommands, StreamError, dead_letter, query_by_slot, slot_groups,
+    Conn, DeadLetter, Entry, ReadBatch, SlotCommands, StreamError, bundle_documents, copy_to_dead,
+    dead_letter, query_by_slot, slot_groups,
 };
 use redis::Value;
 use serde_json::Value as Json;
@@ -80,6 +81,9 @@ struct Item {
 /// Counts of a committed batch.
 #[derive(Debug, Default)]
 pub struct Outcome {
+    /// Raw entries read, and the events they held.
+    pub entries: u64,
+    pub events: u64,
     pub stored: u64,
     pub duplicates: u64,
     pub dropped_bots: u64,
@@ -108,37 +112,58 @@ pub async fn process(
     conn: &mut Conn,
     batch: ReadBatch,
 ) -> Result<Outcome, ProcessError> {
-    let mut outcome = Outcome::default();
+    let mut outcome = Outcome {
+        entries: batch.entries.len() as u64,
+        ..Outcome::default()
+    };
     let mut letters = Vec::new();
     let mut items = Vec::with_capacity(batch.entries.len());
     let mut dropped: Vec<String> = batch.vanished;
+    // Bad documents of entries whose other events are committed below: they
+    // are copied to the dead letters first, the commit acknowledges the entry.
+    let mut parked = Vec::new();
     for entry in batch.entries {
-        match serde_json::from_slice::<RawEvent>(&entry.payload) {
-            Ok(raw) => {
-                let ua = shared.enrichment.user_agent(&raw);
-                if ua.is_bot() && shared.drops_bots(&raw.project_id).await {
-                    outcome.dropped_bots += 1;
-                    dropped.push(entry.id);
-                    continue;
+        let (items_before, letters_before) = (items.len(), letters.len());
+        for document in bundle_documents(&entry.payload) {
+            outcome.events += 1;
+            match serde_json::from_slice::<RawEvent>(document) {
+                Ok(raw) => {
+                    let ua = shared.enrichment.user_agent(&raw);
+                    if ua.is_bot() && shared.drops_bots(&raw.project_id).await {
+                        outcome.dropped_bots += 1;
+                        continue;
+                    }
+                    items.push(Item {
+                        entry_id: entry.id.clone(),
+                        identity: Identity {
+                            device_id: raw.device_id.clone(),
+                            profile_id: raw.profile_id.clone(),
+                            session_id: raw.session_id.clone(),
+                        },
+                        raw,
+                        ua,
+                        records: Vec::new(),
+                    });
                 }
-                items.push(Item {
-                    entry_id: entry.id,
-                    identity: Identity {
-                        device_id: raw.device_id.clone(),
-                        profile_id: raw.profile_id.clone(),
-                        session_id: raw.session_id.clone(),
-                    },
-                    raw,
-                    ua,
-                    records: Vec::new(),
-                });
+                Err(e) => {
+                    letters.push(DeadLetter {
+                        reason: format!("cannot decode raw event: {e}"),
+                        entry: Entry {
+                            id: entry.id.clone(),
+                            payload: document.to_vec(),
+                        },
+                    });
+                }
             }
-            Err(e) => letters.push(DeadLetter {
-                reason: format!("cannot decode raw event: {e}"),
-                entry,
-            }),
+        }
+        if items.len() > items_before {
+            parked.extend(letters.drain(letters_before..));
+        } else if letters.len() == letters_before {
+            // Only bots (or no event at all): acknowledged without records.
+            dropped.push(entry.id);
         }
     }
+    copy_to_dead(conn, &keys.raw, &keys.dead, GROUP, &parked).await?;
     resolve_identities(keys, conn, &mut items).await?;
     apply_state(shared, keys, conn, &mut items).await?;
     for item in &mut items {
