@@ -11,6 +11,10 @@ use crate::StreamError;
 /// The field of a stream entry that holds its payload.
 pub const PAYLOAD_FIELD: &str = "e";
 
+/// Most events the edge puts in one raw entry: bounds what a consumer
+/// holds per entry it reads.
+pub const MAX_BUNDLE_EVENTS: usize = 50;
+
 /// The documents of a bundled payload. A raw entry carries one or more
 /// events as JSON documents separated by `\n` (compact JSON never holds a
 /// raw newline: inside strings it is escaped), so one `XADD` and one

@@ -32,7 +32,8 @@ use analytics_enrich::Enrichment;
 use analytics_meta::Meta;
 use analytics_streams::Conn;
 use analytics_streams::{
-    ClaimPolicy, GroupReader, StreamError, backoff, claim_stale, connect, ensure_group, maintain,
+    ClaimPolicy, GroupReader, MAX_BUNDLE_EVENTS, StreamError, backoff, claim_stale, connect,
+    ensure_group, maintain,
 };
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -85,6 +86,9 @@ pub async fn run(
     };
     let shared = Arc::new(Shared::new(deps.enrichment, deps.meta, settings, scripts));
     let tasks = TaskTracker::new();
+    // Until a batch shows the real size of bundles, assume full ones: a
+    // first read must not turn into a batch too big to commit.
+    let read_entries = (config.enricher.read_count / MAX_BUNDLE_EVENTS).max(1);
     for p in 0..config.redis.partitions {
         let keys = Keys::new(prefix, p);
         let reader = GroupReader::new(
@@ -92,14 +96,14 @@ pub async fn run(
             keys.raw.clone(),
             GROUP.into(),
             deps.consumer.clone(),
-            config.enricher.read_count,
+            read_entries,
             BLOCK,
         );
         let worker = Partition {
             keys,
             consumer: deps.consumer.clone(),
             conn: conn.clone(),
-            read_entries: config.enricher.read_count,
+            read_entries,
             config: config.clone(),
             shared: shared.clone(),
         };
@@ -177,7 +181,10 @@ impl Partition {
                     if let Ok(scripts) = Scripts::load(&mut self.conn).await {
                         *self.shared.scripts.write().await = scripts;
                     }
-                    // Whatever was read stays pending for us: read it again.
+                    // Whatever was read stays pending for us: read it again,
+                    // in smaller batches in case size was the trouble.
+                    self.read_entries = (self.read_entries / 2).max(1);
+                    reader.set_count(self.read_entries);
                     reader.rewind();
                     if !backoff(failures, &shutdown).await {
                         break;

@@ -189,6 +189,28 @@ impl Setup {
         self.stream_lengths("raw").iter().sum()
     }
 
+    /// Events on each of the four raw partitions (an entry is a bundle of
+    /// events separated by newlines).
+    pub fn raw_events(&self) -> Vec<u64> {
+        let client = redis::Client::open(self.redis_url.as_str()).unwrap();
+        let mut conn = client.get_connection().unwrap();
+        (0..4)
+            .map(|p| {
+                let range: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+                    .arg(format!("{}:raw:{{p{p}}}", self.name))
+                    .arg("-")
+                    .arg("+")
+                    .query(&mut conn)
+                    .unwrap();
+                range
+                    .ids
+                    .iter()
+                    .map(|e| e.get::<String>("e").unwrap_or_default().lines().count() as u64)
+                    .sum()
+            })
+            .collect()
+    }
+
     /// Length of each of the four partitions of `topic` (raw, enriched, dead).
     pub fn stream_lengths(&self, topic: &str) -> Vec<u64> {
         let client = redis::Client::open(self.redis_url.as_str()).unwrap();
