@@ -6,7 +6,8 @@
 //! into [`Incoming`] events or a [`ValidationError`] that names the offending
 //! field. The edge stamps each incoming event with what only the server knows
 //! (project, receive time, IP, user agent) to make a [`RawEvent`], which is
-//! what travels on the raw stream as one JSON document per stream entry.
+//! what travels on the raw stream as one JSON document per event, several
+//! documents (one per line) to a stream entry.
 
 mod raw;
 mod time;

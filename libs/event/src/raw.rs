@@ -1,5 +1,6 @@
 //! The raw event: a validated client event plus what the edge knows about
-//! its request. Serialized as JSON in the `e` field of a raw stream entry.
+//! its request. Serialized as one line of JSON in the `e` field of a raw
+//! stream entry, which bundles several such lines.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};

@@ -3,9 +3,9 @@
 //! Wire format in: `POST /track` with `{"type", "payload"}`, the per-type
 //! routes `/identify`, `/increment`, `/decrement` (bare payload), and
 //! `POST /batch` (array of `{type, payload}`), JSON bodies authenticated by
-//! the `openpanel-client-*` headers. Wire format out: one JSON
-//! [`RawEvent`](analytics_event::RawEvent) per entry on the raw stream
-//! partition `hash(project, device) % N`.
+//! the `openpanel-client-*` headers. Wire format out: JSON
+//! [`RawEvent`](analytics_event::RawEvent)s on the raw stream partition
+//! `hash(project, device) % N`, bundled up to 50 to an entry, one per line.
 //!
 //! Guarantee: `202` only after Redis acknowledged every event of the
 //! request; otherwise an error status and nothing is claimed stored. A
