@@ -63,26 +63,15 @@ fn track(conn: &mut Conn, path: &str, creds: &Credentials, forwarded: &str) -> u
 
 /// The client address of every event on the raw stream.
 fn raw_ips(setup: &Setup) -> Vec<String> {
-    let mut conn = redis::Client::open(setup.redis_url.as_str())
-        .unwrap()
-        .get_connection()
-        .unwrap();
-    let mut ips = Vec::new();
-    for p in 0..4 {
-        let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-            .arg(format!("{}:raw:{{p{p}}}", setup.name))
-            .arg("-")
-            .arg("+")
-            .query(&mut conn)
-            .unwrap();
-        // An entry is a bundle: events separated by newlines.
-        for (_, fields) in entries {
-            for document in fields[0].1.lines() {
-                let event: serde_json::Value = serde_json::from_str(document).unwrap();
-                ips.push(event["ip"].as_str().unwrap().to_owned());
-            }
-        }
-    }
+    let mut ips: Vec<String> = setup
+        .raw_documents()
+        .concat()
+        .iter()
+        .map(|document| {
+            let event: serde_json::Value = serde_json::from_str(document).unwrap();
+            event["ip"].as_str().unwrap().to_owned()
+        })
+        .collect();
     ips.sort();
     ips
 }

@@ -149,26 +149,17 @@ fn batches_are_written_as_bundles_and_stored_event_by_event() {
     let body = format!("[{}]", events.join(","));
     let (status, _, text) = http(setup.port, "POST", "/batch", &creds.headers(), &body).unwrap();
     assert_eq!(status, 202, "{text}");
-    let mut conn = redis(&setup);
-    let mut documents = Vec::new();
-    let mut entries = 0;
-    for p in 0..4 {
-        let range: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-            .arg(format!("{}:raw:{{p{p}}}", setup.name))
-            .arg("-")
-            .arg("+")
-            .query(&mut conn)
-            .unwrap();
-        for entry in range.ids {
-            entries += 1;
-            let payload: String = entry.get("e").unwrap();
-            documents.extend(payload.lines().map(|d| {
-                serde_json::from_str::<serde_json::Value>(d).unwrap()["properties"]["i"]
-                    .as_u64()
-                    .unwrap()
-            }));
-        }
-    }
+    let mut documents: Vec<u64> = setup
+        .raw_documents()
+        .concat()
+        .iter()
+        .map(|d| {
+            serde_json::from_str::<serde_json::Value>(d).unwrap()["properties"]["i"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    let entries: u64 = setup.raw_len();
     documents.sort_unstable();
     assert_eq!(documents, (0..120).collect::<Vec<u64>>());
     assert!(entries > 1 && entries < 120, "{entries} entries");

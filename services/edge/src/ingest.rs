@@ -268,25 +268,29 @@ impl Edge {
         caller: &Caller,
         stamp: &Stamp,
     ) -> Result<(String, String), ApiError> {
-        let mut ids = [String::new(), String::new()];
-        for (id, day_ms) in ids
-            .iter_mut()
-            .zip([stamp.received_at_ms, stamp.received_at_ms - 86_400_000])
-        {
-            let salt = self
-                .salts
-                .get(&utc_day(day_ms))
-                .await
-                .map_err(|e| ApiError::Internal(Box::new(e)))?;
-            *id = cookieless_device_id(
-                &salt,
-                &caller.client.project.id,
-                &stamp.ip,
-                &stamp.user_agent,
-            );
-        }
-        let [today, yesterday] = ids;
-        Ok((today, yesterday))
+        let today = self.cookieless_id(caller, stamp, stamp.received_at_ms);
+        let yesterday = self.cookieless_id(caller, stamp, stamp.received_at_ms - 86_400_000);
+        Ok((today.await?, yesterday.await?))
+    }
+
+    /// The request's cookieless device id under the salt of the day of `day_ms`.
+    async fn cookieless_id(
+        &self,
+        caller: &Caller,
+        stamp: &Stamp,
+        day_ms: i64,
+    ) -> Result<String, ApiError> {
+        let salt = self
+            .salts
+            .get(&utc_day(day_ms))
+            .await
+            .map_err(|e| ApiError::Internal(Box::new(e)))?;
+        Ok(cookieless_device_id(
+            &salt,
+            &caller.client.project.id,
+            &stamp.ip,
+            &stamp.user_agent,
+        ))
     }
 }
 

@@ -156,6 +156,7 @@ impl Partition {
                     _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
                 }
             } else {
+                reader.set_count(self.read_entries);
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     batch = reader.read() => batch,
@@ -163,10 +164,7 @@ impl Partition {
             };
             let outcome = match batch {
                 Ok(batch) if batch.is_empty() => Ok(()),
-                Ok(batch) => self
-                    .process(batch)
-                    .await
-                    .map(|()| reader.set_count(self.read_entries)),
+                Ok(batch) => self.process(batch).await,
                 Err(e) => Err(ProcessError::from(e)),
             };
             match outcome {
@@ -184,7 +182,6 @@ impl Partition {
                     // Whatever was read stays pending for us: read it again,
                     // in smaller batches in case size was the trouble.
                     self.read_entries = (self.read_entries / 2).max(1);
-                    reader.set_count(self.read_entries);
                     reader.rewind();
                     if !backoff(failures, &shutdown).await {
                         break;

@@ -189,9 +189,9 @@ impl Setup {
         self.stream_lengths("raw").iter().sum()
     }
 
-    /// Events on each of the four raw partitions (an entry is a bundle of
-    /// events separated by newlines).
-    pub fn raw_events(&self) -> Vec<u64> {
+    /// The events on each of the four raw partitions, as JSON text (an
+    /// entry is a bundle of events separated by newlines).
+    pub fn raw_documents(&self) -> Vec<Vec<String>> {
         let client = redis::Client::open(self.redis_url.as_str()).unwrap();
         let mut conn = client.get_connection().unwrap();
         (0..4)
@@ -205,9 +205,20 @@ impl Setup {
                 range
                     .ids
                     .iter()
-                    .map(|e| e.get::<String>("e").unwrap_or_default().lines().count() as u64)
-                    .sum()
+                    .flat_map(|e| {
+                        let payload: String = e.get("e").unwrap_or_default();
+                        payload.lines().map(str::to_owned).collect::<Vec<_>>()
+                    })
+                    .collect()
             })
+            .collect()
+    }
+
+    /// Events on each of the four raw partitions.
+    pub fn raw_events(&self) -> Vec<u64> {
+        self.raw_documents()
+            .iter()
+            .map(|documents| documents.len() as u64)
             .collect()
     }
 
