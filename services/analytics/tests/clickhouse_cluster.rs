@@ -58,13 +58,22 @@ fn a_two_shard_cluster_answers_like_a_single_server() {
         per_shard.iter().all(|n| *n > 0),
         "one shard is empty: {per_shard:?}"
     );
-    // The views ran on both shards.
+    // The views ran on both shards. A shard's events are readable before
+    // the insert has pushed them through its views, so the count is given
+    // the moments an insert in flight needs.
     for url in &nodes {
-        let sessions = clickhouse(
-            url,
-            &cluster.setup.name,
-            "SELECT count() FROM sessions_local",
-        );
+        let sessions_local = || {
+            clickhouse(
+                url,
+                &cluster.setup.name,
+                "SELECT count() FROM sessions_local",
+            )
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while sessions_local() == "0" && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let sessions = sessions_local();
         let tables = clickhouse(
             url,
             "system",
