@@ -11,9 +11,11 @@ use crate::StreamError;
 /// The field of a stream entry that holds its payload.
 pub const PAYLOAD_FIELD: &str = "e";
 
-/// Most events the edge puts in one raw entry: bounds what a consumer
-/// holds per entry it reads.
+/// Most documents (events, enriched records) in one stream entry: bounds
+/// what a consumer holds per entry it reads.
 pub const MAX_BUNDLE_EVENTS: usize = 50;
+/// Most bytes in one stream entry, whichever bound comes first.
+pub const MAX_BUNDLE_BYTES: usize = 256 * 1024;
 
 /// The documents of a bundled payload. A raw entry carries one or more
 /// events as JSON documents separated by `\n` (compact JSON never holds a

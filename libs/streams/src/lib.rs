@@ -24,9 +24,9 @@ mod maintenance;
 pub use conn::{Conn, RedisTarget, SlotCommands, connect, query_by_slot, slot_groups};
 pub use error::StreamError;
 pub use group::{
-    ClaimPolicy, DeadEntry, DeadLetter, Entry, GroupReader, MAX_BUNDLE_EVENTS, PAYLOAD_FIELD,
-    ReadBatch, ack, bundle_documents, claim_stale, copy_to_dead, dead_entries, dead_letter,
-    drop_dead, ensure_group, replay_dead,
+    ClaimPolicy, DeadEntry, DeadLetter, Entry, GroupReader, MAX_BUNDLE_BYTES, MAX_BUNDLE_EVENTS,
+    PAYLOAD_FIELD, ReadBatch, ack, bundle_documents, claim_stale, copy_to_dead, dead_entries,
+    dead_letter, drop_dead, ensure_group, replay_dead,
 };
 pub use keys::{Topic, partition_for, stream_key};
 pub use maintenance::{GroupStats, StreamStats, maintain, stream_stats, trim_acknowledged};

@@ -24,14 +24,10 @@ fn rss_mb(proc: &Proc) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-/// The longest partition of `topic`: in events for raw (whose entries are
-/// bundles, and whose cap counts events), in entries for enriched.
+/// The longest partition of `topic`, in documents (events, records): entries
+/// are bundles, and the cap counts documents.
 fn longest(setup: &Setup, topic: &str) -> u64 {
-    let lengths = match topic {
-        "raw" => setup.raw_events(),
-        _ => setup.stream_lengths(topic),
-    };
-    lengths.into_iter().max().unwrap()
+    setup.document_counts(topic).into_iter().max().unwrap()
 }
 
 #[test]

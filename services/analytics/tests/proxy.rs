@@ -64,7 +64,7 @@ fn track(conn: &mut Conn, path: &str, creds: &Credentials, forwarded: &str) -> u
 /// The client address of every event on the raw stream.
 fn raw_ips(setup: &Setup) -> Vec<String> {
     let mut ips: Vec<String> = setup
-        .raw_documents()
+        .documents("raw")
         .concat()
         .iter()
         .map(|document| {

@@ -150,7 +150,7 @@ fn batches_are_written_as_bundles_and_stored_event_by_event() {
     let (status, _, text) = http(setup.port, "POST", "/batch", &creds.headers(), &body).unwrap();
     assert_eq!(status, 202, "{text}");
     let mut documents: Vec<u64> = setup
-        .raw_documents()
+        .documents("raw")
         .concat()
         .iter()
         .map(|d| {
@@ -164,7 +164,29 @@ fn batches_are_written_as_bundles_and_stored_event_by_event() {
     assert_eq!(documents, (0..120).collect::<Vec<u64>>());
     assert!(entries > 1 && entries < 120, "{entries} entries");
     drop(edge);
-    let _consumers = setup.spawn(&["up"]);
+    // The enricher bundles its records too; the sink stores them one by one.
+    let _enricher = setup.spawn(&["enrich"]);
+    wait_until(Duration::from_secs(30), || {
+        setup.document_counts("enriched").iter().sum::<u64>() == 120
+    });
+    let records: Vec<u64> = setup
+        .documents("enriched")
+        .concat()
+        .iter()
+        .map(|d| {
+            let record: serde_json::Value = serde_json::from_str(d).unwrap();
+            assert_eq!(record["t"], "events", "{d}");
+            let properties: serde_json::Value =
+                serde_json::from_str(record["r"]["properties"].as_str().unwrap()).unwrap();
+            properties["i"].as_u64().unwrap()
+        })
+        .collect();
+    let mut sorted = records.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, (0..120).collect::<Vec<u64>>());
+    let entries: u64 = setup.stream_lengths("enriched").iter().sum();
+    assert!(entries > 1 && entries < 120, "{entries} enriched entries");
+    let _sink = setup.spawn(&["sink"]);
     wait_until(Duration::from_secs(30), || {
         stored(&setup, &creds) == "120\t120"
     });

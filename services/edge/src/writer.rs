@@ -15,15 +15,14 @@ use std::time::{Duration, Instant};
 
 use analytics_streams::Conn;
 use analytics_streams::{
-    MAX_BUNDLE_EVENTS, PAYLOAD_FIELD, SlotCommands, StreamError, Topic, query_by_slot, stream_key,
+    MAX_BUNDLE_BYTES, MAX_BUNDLE_EVENTS, PAYLOAD_FIELD, SlotCommands, StreamError, Topic,
+    query_by_slot, stream_key,
 };
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 /// Events per pipeline; more queue up for the next one.
 const MAX_PIPELINE_EVENTS: usize = 2_000;
-/// Bytes per stream entry, whichever bound comes first.
-const MAX_BUNDLE_BYTES: usize = 256 * 1024;
 /// Pipelines in flight at once on the shared connection.
 const MAX_IN_FLIGHT: usize = 4;
 

@@ -104,6 +104,7 @@ pub async fn run(
             consumer: deps.consumer.clone(),
             conn: conn.clone(),
             read_entries,
+            written: process::Written::default(),
             config: config.clone(),
             shared: shared.clone(),
         };
@@ -123,6 +124,9 @@ struct Partition {
     /// Entries per read: `enricher.read_count` events at the events per
     /// entry of the last batch (the edge bundles events into entries).
     read_entries: usize,
+    /// Everything this task appended to the enriched partition: the records
+    /// per entry turn its `XLEN` into records for the cap.
+    written: process::Written,
 }
 
 impl Partition {
@@ -197,15 +201,21 @@ impl Partition {
         }
     }
 
-    /// Whether the enriched partition has reached `redis.max_stream_len`
-    /// (the sinks are behind). Unknown counts as not full: a Redis failure
-    /// shows up in the read that follows.
+    /// Whether the enriched partition holds `redis.max_stream_len` records
+    /// (the sinks are behind): its entries times the records per entry
+    /// written so far (1 before the first). Unknown counts as not full: a
+    /// Redis failure shows up in the read that follows.
     async fn downstream_full(&mut self) -> bool {
         let len: Result<u64, _> = redis::cmd("XLEN")
             .arg(&self.keys.enriched)
             .query_async(&mut self.conn)
             .await;
-        let full = matches!(len, Ok(n) if n >= self.config.redis.max_stream_len);
+        let per_entry = match self.written {
+            process::Written { entries: 0, .. } => 1.0,
+            w => w.records as f64 / w.entries as f64,
+        };
+        let full =
+            matches!(len, Ok(n) if n as f64 * per_entry >= self.config.redis.max_stream_len as f64);
         if full {
             metrics::counter!("analytics_enricher_paused_total").increment(1);
         }
@@ -220,6 +230,8 @@ impl Partition {
             let per_entry = outcome.events.div_ceil(outcome.entries.max(1)) as usize;
             self.read_entries = (self.config.enricher.read_count / per_entry).max(1);
         }
+        self.written.records += outcome.written.records;
+        self.written.entries += outcome.written.entries;
         metrics::histogram!("analytics_enricher_batch_seconds")
             .record(started.elapsed().as_secs_f64());
         metrics::counter!("analytics_enricher_events_total").increment(outcome.stored);

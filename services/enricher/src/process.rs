@@ -10,8 +10,8 @@ use analytics_event::{EventKind, RawEvent, now_ms};
 use analytics_meta::Meta;
 use analytics_store::AliasRow;
 use analytics_streams::{
-    Conn, DeadLetter, Entry, ReadBatch, SlotCommands, StreamError, bundle_documents, copy_to_dead,
-    dead_letter, query_by_slot, slot_groups,
+    Conn, DeadLetter, Entry, MAX_BUNDLE_BYTES, MAX_BUNDLE_EVENTS, ReadBatch, SlotCommands,
+    StreamError, bundle_documents, copy_to_dead, dead_letter, query_by_slot, slot_groups,
 };
 use redis::Value;
 use serde_json::Value as Json;
@@ -87,6 +87,15 @@ pub struct Outcome {
     pub stored: u64,
     pub duplicates: u64,
     pub dropped_bots: u64,
+    /// What went to the enriched partition: records, in this many entries.
+    pub written: Written,
+}
+
+/// Records appended to an enriched partition and the entries holding them.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Written {
+    pub records: u64,
+    pub entries: u64,
 }
 
 /// Why a batch could not be committed; it stays pending and is retried.
@@ -172,9 +181,11 @@ pub async fn process(
             .event_row(&item.raw, &item.ua, &item.identity);
         item.records.insert(0, Record::Events(row));
     }
-    let (stored, duplicates) = commit(shared, keys, conn, &items, &dropped).await?;
+    let (stored, duplicates, records, entries) =
+        commit(shared, keys, conn, &items, &dropped).await?;
     outcome.stored = stored;
     outcome.duplicates = duplicates;
+    outcome.written = Written { records, entries };
     dead_letter(conn, &keys.raw, &keys.dead, GROUP, &letters).await?;
     Ok(outcome)
 }
@@ -462,9 +473,9 @@ async fn commit(
     conn: &mut Conn,
     items: &[Item],
     dropped: &[String],
-) -> Result<(u64, u64), ProcessError> {
+) -> Result<(u64, u64, u64, u64), ProcessError> {
     if items.is_empty() && dropped.is_empty() {
-        return Ok((0, 0));
+        return Ok((0, 0, 0, 0));
     }
     let window = shared.settings.dedupe_window_ms;
     let bucket_ms = (window / 6).max(1);
@@ -477,7 +488,9 @@ async fn commit(
         .arg(&keys.enriched)
         .arg(&buckets)
         .arg(GROUP)
-        .arg(window + bucket_ms);
+        .arg(window + bucket_ms)
+        .arg(MAX_BUNDLE_EVENTS)
+        .arg(MAX_BUNDLE_BYTES);
     for item in items {
         let (key, alt) = dedupe_keys(&item.raw);
         cmd.arg(&item.entry_id)
@@ -488,13 +501,11 @@ async fn commit(
             cmd.arg(serde_json::to_vec(record).unwrap_or_default());
         }
     }
-    // Dropped entries (bots, vanished) are only acknowledged: no records, a
-    // key that cannot collide with a real one.
+    // Dropped entries (bots, vanished) are only acknowledged.
     for id in dropped {
-        cmd.arg(id).arg(format!("dropped:{id}")).arg("").arg(0);
+        cmd.arg(id).arg("").arg("").arg(0);
     }
-    let (stored, duplicates): (u64, u64) = cmd.query_async(conn).await?;
-    Ok((stored.saturating_sub(dropped.len() as u64), duplicates))
+    Ok(cmd.query_async(conn).await?)
 }
 
 #[cfg(test)]

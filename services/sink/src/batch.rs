@@ -9,8 +9,8 @@ use analytics_enrich::Record;
 use analytics_store::{AliasRow, EventRow, InsertRow, ProfileRow, Store, StoreError};
 use analytics_streams::Conn;
 use analytics_streams::{
-    ClaimPolicy, DeadLetter, Entry, GroupReader, ReadBatch, StreamError, ack, backoff, claim_stale,
-    dead_letter, keep_owned, maintain,
+    ClaimPolicy, DeadLetter, Entry, GroupReader, MAX_BUNDLE_EVENTS, ReadBatch, StreamError, ack,
+    backoff, bundle_documents, claim_stale, dead_letter, keep_owned, maintain,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -55,6 +55,9 @@ pub struct Partition {
     store: Store,
     config: Arc<Config>,
     buffer: Buffer,
+    /// Records per entry of the last read (the enricher bundles them):
+    /// turns the rows still wanted before a flush into entries to read.
+    records_per_entry: usize,
 }
 
 impl Partition {
@@ -74,6 +77,8 @@ impl Partition {
             store,
             config,
             buffer: Buffer::default(),
+            // Until a read shows the real size, assume full bundles.
+            records_per_entry: MAX_BUNDLE_EVENTS,
         }
     }
 
@@ -88,6 +93,7 @@ impl Partition {
                 last_claim = Instant::now();
                 self.claim().await
             } else {
+                reader.set_count(self.read_entries());
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     read = reader.read() => read,
@@ -119,7 +125,14 @@ impl Partition {
         self.flush(&shutdown).await;
     }
 
+    /// Entries to read so that the buffer reaches about `sink.max_rows`.
+    fn read_entries(&self) -> usize {
+        let wanted = self.config.sink.max_rows.saturating_sub(self.buffer.rows());
+        (wanted / self.records_per_entry.max(1)).clamp(1, 5_000)
+    }
+
     async fn claim(&mut self) -> Result<ReadBatch, StreamError> {
+        let count = self.read_entries();
         claim_stale(
             &mut self.conn,
             &self.key,
@@ -128,7 +141,7 @@ impl Partition {
             &self.consumer,
             &ClaimPolicy {
                 min_idle: Duration::from_millis(self.config.sink.claim_idle_ms),
-                count: self.config.sink.max_rows.min(5_000),
+                count,
                 max_deliveries: self.config.sink.max_deliveries,
             },
         )
@@ -151,20 +164,33 @@ impl Partition {
         } else {
             HashSet::new()
         };
+        let (entries, rows_before) = (batch.entries.len(), self.buffer.rows());
         for entry in batch.entries {
             if buffered.contains(&entry.id) {
                 continue;
             }
-            self.buffer.ids.push(entry.id.clone());
-            match serde_json::from_slice::<Record>(&entry.payload) {
-                Ok(Record::Events(row)) => self.buffer.events.push((entry, row)),
-                Ok(Record::Profiles(row)) => self.buffer.profiles.push((entry, row)),
-                Ok(Record::ProfileAliases(row)) => self.buffer.aliases.push((entry, row)),
-                Err(e) => self.buffer.letters.push(DeadLetter {
-                    reason: format!("cannot decode enriched record: {e}"),
-                    entry,
-                }),
+            // Each record keeps its own bytes: a refused row is dead-lettered
+            // alone, not with the rest of its bundle.
+            for document in bundle_documents(&entry.payload) {
+                let origin = Entry {
+                    id: entry.id.clone(),
+                    payload: document.to_vec(),
+                };
+                match serde_json::from_slice::<Record>(document) {
+                    Ok(Record::Events(row)) => self.buffer.events.push((origin, row)),
+                    Ok(Record::Profiles(row)) => self.buffer.profiles.push((origin, row)),
+                    Ok(Record::ProfileAliases(row)) => self.buffer.aliases.push((origin, row)),
+                    Err(e) => self.buffer.letters.push(DeadLetter {
+                        reason: format!("cannot decode enriched record: {e}"),
+                        entry: origin,
+                    }),
+                }
             }
+            self.buffer.ids.push(entry.id);
+        }
+        let rows = self.buffer.rows() - rows_before;
+        if rows > 0 {
+            self.records_per_entry = rows.div_ceil(entries.max(1));
         }
         Ok(())
     }

@@ -189,15 +189,16 @@ impl Setup {
         self.stream_lengths("raw").iter().sum()
     }
 
-    /// The events on each of the four raw partitions, as JSON text (an
-    /// entry is a bundle of events separated by newlines).
-    pub fn raw_documents(&self) -> Vec<Vec<String>> {
+    /// The documents (events on raw, records on enriched) on each of the
+    /// four partitions of `topic`, as JSON text (an entry is a bundle of
+    /// documents separated by newlines).
+    pub fn documents(&self, topic: &str) -> Vec<Vec<String>> {
         let client = redis::Client::open(self.redis_url.as_str()).unwrap();
         let mut conn = client.get_connection().unwrap();
         (0..4)
             .map(|p| {
                 let range: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-                    .arg(format!("{}:raw:{{p{p}}}", self.name))
+                    .arg(format!("{}:{topic}:{{p{p}}}", self.name))
                     .arg("-")
                     .arg("+")
                     .query(&mut conn)
@@ -214,9 +215,9 @@ impl Setup {
             .collect()
     }
 
-    /// Events on each of the four raw partitions.
-    pub fn raw_events(&self) -> Vec<u64> {
-        self.raw_documents()
+    /// Documents on each of the four partitions of `topic`.
+    pub fn document_counts(&self, topic: &str) -> Vec<u64> {
+        self.documents(topic)
             .iter()
             .map(|documents| documents.len() as u64)
             .collect()
