@@ -65,7 +65,7 @@ pub async fn xadd(
         tasks.push(tokio::spawn(async move {
             let mut rng = Rng::new(c as u64 + 1);
             let payloads: Vec<String> = (0..pipeline)
-                .map(|_| event(&mut rng, 10_000, 1).to_string())
+                .map(|_| event(&mut rng, 10_000, 1, crate::load::unix_ms()).to_string())
                 .collect();
             let mut sent = 0u64;
             while start.elapsed() < duration {

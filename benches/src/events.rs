@@ -60,15 +60,20 @@ pub const USER_AGENTS: &[&str] = &[
     "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
 ];
 
-/// One event body (the OpenPanel envelope), padded to `size_factor` times
-/// the usual property payload.
-pub fn event(rng: &mut Rng, devices: u64, size_factor: usize) -> Value {
+/// The property holding when an event was sent (Unix ms): the end-to-end
+/// lag is measured against the newest one visible in ClickHouse.
+pub const SENT_MS: &str = "sent_ms";
+
+/// One event body (the OpenPanel envelope) sent at `sent_ms`, padded to
+/// `size_factor` times the usual property payload.
+pub fn event(rng: &mut Rng, devices: u64, size_factor: usize, sent_ms: u64) -> Value {
     let device = rng.next() % devices;
     let mut properties = json!({
         "__path": rng.pick(PAGES),
         "__referrer": rng.pick(REFERRERS),
         "plan": if rng.next().is_multiple_of(3) { "pro" } else { "free" },
         "value": rng.next() % 10_000,
+        SENT_MS: sent_ms,
     });
     if size_factor > 1 {
         properties["notes"] = json!("x".repeat(120 * (size_factor - 1)));

@@ -64,16 +64,24 @@ struct Tally {
 }
 
 fn body(rng: &mut Rng, plan: &Plan) -> Bytes {
+    let now = unix_ms();
     let value = if plan.batch <= 1 {
-        event(rng, plan.devices, plan.size_factor)
+        event(rng, plan.devices, plan.size_factor, now)
     } else {
         Value::Array(
             (0..plan.batch)
-                .map(|_| event(rng, plan.devices, plan.size_factor))
+                .map(|_| event(rng, plan.devices, plan.size_factor, now))
                 .collect(),
         )
     };
     Bytes::from(value.to_string())
+}
+
+/// The wall clock in Unix milliseconds.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 async fn connection(plan: Arc<Plan>, index: usize, start: Instant) -> anyhow::Result<Tally> {

@@ -22,9 +22,9 @@ const MAINTENANCE_EVERY: Duration = Duration::from_secs(5);
 #[derive(Default)]
 struct Buffer {
     ids: Vec<String>,
-    events: Vec<(Entry, EventRow)>,
-    profiles: Vec<(Entry, ProfileRow)>,
-    aliases: Vec<(Entry, AliasRow)>,
+    events: Rows<EventRow>,
+    profiles: Rows<ProfileRow>,
+    aliases: Rows<AliasRow>,
     /// Some rows may already be in ClickHouse: check before inserting.
     maybe_stored: bool,
     oldest: Option<Instant>,
@@ -40,10 +40,51 @@ impl Buffer {
     /// Drops the entries another consumer has taken over.
     fn retain(&mut self, owned: &HashSet<String>) {
         self.ids.retain(|id| owned.contains(id));
-        self.events.retain(|(e, _)| owned.contains(&e.id));
-        self.profiles.retain(|(e, _)| owned.contains(&e.id));
-        self.aliases.retain(|(e, _)| owned.contains(&e.id));
+        self.events.retain(|e, _| owned.contains(&e.id));
+        self.profiles.retain(|e, _| owned.contains(&e.id));
+        self.aliases.retain(|e, _| owned.contains(&e.id));
         self.letters.retain(|l| owned.contains(&l.entry.id));
+    }
+}
+
+/// Rows of one table and the entries they came from (kept apart, so the
+/// rows go to ClickHouse as one slice, without copies).
+struct Rows<T> {
+    rows: Vec<T>,
+    /// The record's own bytes, for a dead letter if ClickHouse refuses it.
+    origins: Vec<Entry>,
+}
+
+impl<T> Default for Rows<T> {
+    fn default() -> Self {
+        Rows {
+            rows: Vec::new(),
+            origins: Vec::new(),
+        }
+    }
+}
+
+impl<T> Rows<T> {
+    fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    fn push(&mut self, origin: Entry, row: T) {
+        self.origins.push(origin);
+        self.rows.push(row);
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&Entry, &T) -> bool) {
+        let (rows, origins) = (std::mem::take(&mut self.rows), std::mem::take(&mut self.origins));
+        for (origin, row) in origins.into_iter().zip(rows) {
+            if keep(&origin, &row) {
+                self.push(origin, row);
+            }
+        }
     }
 }
 
@@ -177,9 +218,9 @@ impl Partition {
                     payload: document.to_vec(),
                 };
                 match serde_json::from_slice::<Record>(document) {
-                    Ok(Record::Events(row)) => self.buffer.events.push((origin, row)),
-                    Ok(Record::Profiles(row)) => self.buffer.profiles.push((origin, row)),
-                    Ok(Record::ProfileAliases(row)) => self.buffer.aliases.push((origin, row)),
+                    Ok(Record::Events(row)) => self.buffer.events.push(origin, row),
+                    Ok(Record::Profiles(row)) => self.buffer.profiles.push(origin, row),
+                    Ok(Record::ProfileAliases(row)) => self.buffer.aliases.push(origin, row),
                     Err(e) => self.buffer.letters.push(DeadLetter {
                         reason: format!("cannot decode enriched record: {e}"),
                         entry: origin,
@@ -345,10 +386,9 @@ impl Partition {
             aliases,
         } = pending;
         if maybe_stored && !events.is_empty() {
-            let rows: Vec<EventRow> = events.iter().map(|(_, r)| r.clone()).collect();
-            let existing = self.store.existing_event_ids(&rows).await?;
+            let existing = self.store.existing_event_ids(&events.rows).await?;
             let before = events.len();
-            events.retain(|(_, r)| !existing.contains(&(r.project_id.clone(), r.id.clone())));
+            events.retain(|_, r| !existing.contains(&(r.project_id.clone(), r.id.clone())));
             metrics::counter!("analytics_sink_duplicates_skipped_total")
                 .increment((before - events.len()) as u64);
         }
@@ -362,30 +402,26 @@ impl Partition {
 /// What is left to insert of a batch, per table. Profile versions and
 /// aliases are idempotent (ReplacingMergeTree), events are checked.
 struct Pending<'a> {
-    events: &'a mut Vec<(Entry, EventRow)>,
-    profiles: &'a mut Vec<(Entry, ProfileRow)>,
-    aliases: &'a mut Vec<(Entry, AliasRow)>,
+    events: &'a mut Rows<EventRow>,
+    profiles: &'a mut Rows<ProfileRow>,
+    aliases: &'a mut Rows<AliasRow>,
 }
 
 /// Inserts `rows` as one batch. When ClickHouse refuses the batch itself
 /// (not an outage), rows are tried one by one and the refused ones become
 /// dead letters.
-async fn insert_all<T>(
+async fn insert_all<T: InsertRow>(
     store: &Store,
     table: &str,
-    rows: &mut Vec<(Entry, T)>,
+    rows: &mut Rows<T>,
     letters: &mut Vec<DeadLetter>,
-) -> Result<(), StoreError>
-where
-    T: InsertRow + Clone,
-{
+) -> Result<(), StoreError> {
     if rows.is_empty() {
         return Ok(());
     }
-    let batch: Vec<T> = rows.iter().map(|(_, r)| r.clone()).collect();
-    match store.insert(table, &batch).await {
+    match store.insert(table, &rows.rows).await {
         Ok(()) => {
-            rows.clear();
+            *rows = Rows::default();
             Ok(())
         }
         // Anything but a refusal of the data itself (an outage, a server
@@ -393,7 +429,8 @@ where
         Err(e) if !e.is_row_refusal() => Err(e),
         Err(e) => {
             tracing::warn!(error = %e, table, "batch refused; inserting rows one by one");
-            let mut remaining = std::mem::take(rows).into_iter();
+            let taken = std::mem::take(rows);
+            let mut remaining = taken.origins.into_iter().zip(taken.rows);
             while let Some((entry, row)) = remaining.next() {
                 match store.insert(table, std::slice::from_ref(&row)).await {
                     Ok(()) => {}
@@ -403,8 +440,10 @@ where
                     }),
                     Err(e) => {
                         // Keep this row and every row not tried yet for the retry.
-                        rows.push((entry, row));
-                        rows.extend(remaining);
+                        rows.push(entry, row);
+                        for (entry, row) in remaining {
+                            rows.push(entry, row);
+                        }
                         return Err(e);
                     }
                 }
