@@ -151,7 +151,7 @@ pub async fn process(
                         },
                         raw,
                         ua,
-                        records: Vec::new(),
+                        records: Vec::with_capacity(2),
                     });
                 }
                 Err(e) => {

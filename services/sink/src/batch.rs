@@ -79,7 +79,10 @@ impl<T> Rows<T> {
     }
 
     fn retain(&mut self, mut keep: impl FnMut(&Entry, &T) -> bool) {
-        let (rows, origins) = (std::mem::take(&mut self.rows), std::mem::take(&mut self.origins));
+        let (rows, origins) = (
+            std::mem::take(&mut self.rows),
+            std::mem::take(&mut self.origins),
+        );
         for (origin, row) in origins.into_iter().zip(rows) {
             if keep(&origin, &row) {
                 self.push(origin, row);
