@@ -10,7 +10,8 @@ use std::hint::black_box;
 use std::path::PathBuf;
 
 use analytics_enrich::{
-    Enrichment, GeoIp, Identity, Record, UaParser, classify_referrer, parse_page,
+    Enrichment, GeoIp, Identity, Record, UaParser, classify_referrer, decode_bundle, encode_record,
+    parse_page,
 };
 use analytics_event::{Limits, RawEvent, Route, validate};
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -73,6 +74,23 @@ fn hot_paths(c: &mut Criterion) {
     let encoded = serde_json::to_vec(&record).expect("encode");
     c.bench_function("decode enriched record (JSON)", |b| {
         b.iter(|| black_box(serde_json::from_slice::<Record>(black_box(&encoded)).expect("decode")))
+    });
+    // The binary frame the enricher writes, against the JSON it replaced.
+    c.bench_function("encode enriched record (binary frame)", |b| {
+        let mut out = Vec::new();
+        b.iter(|| {
+            out.clear();
+            encode_record(black_box(&record), &mut out);
+            black_box(out.len())
+        })
+    });
+    let mut frame = Vec::new();
+    encode_record(&record, &mut frame);
+    c.bench_function("decode enriched record (binary frame)", |b| {
+        b.iter(|| {
+            let decoded = decode_bundle(black_box(&frame));
+            black_box(decoded.into_iter().all(|(_, r)| r.is_ok()))
+        })
     });
     let raw_encoded = serde_json::to_vec(&raw).expect("encode");
     c.bench_function("decode raw event (JSON)", |b| {

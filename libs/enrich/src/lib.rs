@@ -1,10 +1,11 @@
 //! Enrichment: the pure per-event transform from a [`RawEvent`] to the rows
 //! stored in ClickHouse, plus the cookieless device id the edge assigns.
 //!
-//! The output travels on the enriched stream as one [`Record`] per entry
-//! (JSON, tagged with its table), so the sink needs no knowledge of how a
-//! row was made.
+//! The output travels on the enriched stream as [`Record`]s (binary frames
+//! tagged with their table, several per entry: see [`decode_bundle`]), so
+//! the sink needs no knowledge of how a row was made.
 
+mod codec;
 mod device;
 mod error;
 mod geo;
@@ -21,6 +22,7 @@ use analytics_store::{EventRow, ProfileRow, Table};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+pub use codec::{CodecError, decode_bundle, encode_record};
 pub use device::cookieless_device_id;
 pub use error::EnrichError;
 pub use geo::{GeoIp, Location, is_public};
@@ -38,6 +40,24 @@ pub enum Record {
     Events(EventRow),
     Profiles(ProfileRow),
     ProfileAliases(AliasRow),
+}
+
+impl From<EventRow> for Record {
+    fn from(row: EventRow) -> Record {
+        Record::Events(row)
+    }
+}
+
+impl From<ProfileRow> for Record {
+    fn from(row: ProfileRow) -> Record {
+        Record::Profiles(row)
+    }
+}
+
+impl From<AliasRow> for Record {
+    fn from(row: AliasRow) -> Record {
+        Record::ProfileAliases(row)
+    }
 }
 
 impl Record {

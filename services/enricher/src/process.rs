@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use analytics_enrich::{Enrichment, Identity, ProfileState, Record, UserAgent, profile_row};
+use analytics_enrich::{
+    Enrichment, Identity, ProfileState, Record, UserAgent, encode_record, profile_row,
+};
 use analytics_event::{EventKind, RawEvent, now_ms};
 use analytics_meta::Meta;
 use analytics_store::AliasRow;
@@ -491,6 +493,7 @@ async fn commit(
         .arg(window + bucket_ms)
         .arg(MAX_BUNDLE_EVENTS)
         .arg(MAX_BUNDLE_BYTES);
+    let mut frame = Vec::new();
     for item in items {
         let (key, alt) = dedupe_keys(&item.raw);
         cmd.arg(&item.entry_id)
@@ -498,7 +501,9 @@ async fn commit(
             .arg(alt)
             .arg(item.records.len());
         for record in &item.records {
-            cmd.arg(serde_json::to_vec(record).unwrap_or_default());
+            frame.clear();
+            encode_record(record, &mut frame);
+            cmd.arg(&frame);
         }
     }
     // Dropped entries (bots, vanished) are only acknowledged.

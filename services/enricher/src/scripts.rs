@@ -87,8 +87,9 @@ return redis.call('HGETALL', KEYS[1])
 /// Each bucket is asked about the whole batch in one HMGET, not once per
 /// event and bucket (the call overhead was most of the script's time);
 /// duplicates inside the batch are caught by `known`, which also takes the
-/// keys this batch stores. Records are bundled like raw events: several
-/// per entry, separated by newlines.
+/// keys this batch stores. Records are binary frames that delimit
+/// themselves (`analytics_enrich::decode_bundle`): an entry is several of
+/// them, concatenated.
 /// Returns {stored, duplicates, records, entries written}.
 pub const COMMIT: &str = r#"
 local CHUNK = 1000
@@ -113,7 +114,7 @@ for b = 3, #KEYS do
 end
 local bundle, bytes, records, entries = {}, 0, 0, 0
 local function write()
-  redis.call('XADD', KEYS[2], '*', 'e', table.concat(bundle, '\n'))
+  redis.call('XADD', KEYS[2], '*', 'e', table.concat(bundle))
   bundle, bytes, entries = {}, 0, entries + 1
 end
 local stored, dups = 0, 0
@@ -132,7 +133,7 @@ while i <= #ARGV do
         local record = ARGV[r]
         if #bundle >= max_records or (#bundle > 0 and bytes + #record > max_bytes) then write() end
         bundle[#bundle + 1] = record
-        bytes = bytes + #record + 1
+        bytes = bytes + #record
         records = records + 1
       end
       stored = stored + 1

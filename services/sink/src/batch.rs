@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use analytics_config::Config;
-use analytics_enrich::Record;
+use analytics_enrich::{Record, decode_bundle};
 use analytics_store::{AliasRow, EventRow, InsertRow, ProfileRow, Store, StoreError};
 use analytics_streams::Conn;
 use analytics_streams::{
     ClaimPolicy, DeadLetter, Entry, GroupReader, MAX_BUNDLE_EVENTS, ReadBatch, StreamError, ack,
-    backoff, bundle_documents, claim_stale, dead_letter, keep_owned, maintain,
+    backoff, claim_stale, dead_letter, keep_owned, maintain,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -40,19 +40,18 @@ impl Buffer {
     /// Drops the entries another consumer has taken over.
     fn retain(&mut self, owned: &HashSet<String>) {
         self.ids.retain(|id| owned.contains(id));
-        self.events.retain(|e, _| owned.contains(&e.id));
-        self.profiles.retain(|e, _| owned.contains(&e.id));
-        self.aliases.retain(|e, _| owned.contains(&e.id));
+        self.events.retain(|id, _| owned.contains(id));
+        self.profiles.retain(|id, _| owned.contains(id));
+        self.aliases.retain(|id, _| owned.contains(id));
         self.letters.retain(|l| owned.contains(&l.entry.id));
     }
 }
 
-/// Rows of one table and the entries they came from (kept apart, so the
-/// rows go to ClickHouse as one slice, without copies).
+/// Rows of one table and the ids of the entries they came from (kept
+/// apart, so the rows go to ClickHouse as one slice, without copies).
 struct Rows<T> {
     rows: Vec<T>,
-    /// The record's own bytes, for a dead letter if ClickHouse refuses it.
-    origins: Vec<Entry>,
+    origins: Vec<String>,
 }
 
 impl<T> Default for Rows<T> {
@@ -73,12 +72,12 @@ impl<T> Rows<T> {
         self.rows.is_empty()
     }
 
-    fn push(&mut self, origin: Entry, row: T) {
+    fn push(&mut self, origin: String, row: T) {
         self.origins.push(origin);
         self.rows.push(row);
     }
 
-    fn retain(&mut self, mut keep: impl FnMut(&Entry, &T) -> bool) {
+    fn retain(&mut self, mut keep: impl FnMut(&str, &T) -> bool) {
         let (rows, origins) = (
             std::mem::take(&mut self.rows),
             std::mem::take(&mut self.origins),
@@ -213,20 +212,20 @@ impl Partition {
             if buffered.contains(&entry.id) {
                 continue;
             }
-            // Each record keeps its own bytes: a refused row is dead-lettered
-            // alone, not with the rest of its bundle.
-            for document in bundle_documents(&entry.payload) {
-                let origin = Entry {
-                    id: entry.id.clone(),
-                    payload: document.to_vec(),
-                };
-                match serde_json::from_slice::<Record>(document) {
+            // A record that cannot be decoded is dead-lettered alone, not
+            // with the rest of its bundle.
+            for (bytes, record) in decode_bundle(&entry.payload) {
+                let origin = entry.id.clone();
+                match record {
                     Ok(Record::Events(row)) => self.buffer.events.push(origin, row),
                     Ok(Record::Profiles(row)) => self.buffer.profiles.push(origin, row),
                     Ok(Record::ProfileAliases(row)) => self.buffer.aliases.push(origin, row),
                     Err(e) => self.buffer.letters.push(DeadLetter {
                         reason: format!("cannot decode enriched record: {e}"),
-                        entry: origin,
+                        entry: Entry {
+                            id: origin,
+                            payload: bytes.to_vec(),
+                        },
                     }),
                 }
             }
@@ -412,8 +411,9 @@ struct Pending<'a> {
 
 /// Inserts `rows` as one batch. When ClickHouse refuses the batch itself
 /// (not an outage), rows are tried one by one and the refused ones become
-/// dead letters.
-async fn insert_all<T: InsertRow>(
+/// dead letters, as JSON records (readable in `dlq list`, and decoded like
+/// any record when replayed).
+async fn insert_all<T: InsertRow + Into<Record>>(
     store: &Store,
     table: &str,
     rows: &mut Rows<T>,
@@ -438,8 +438,11 @@ async fn insert_all<T: InsertRow>(
                 match store.insert(table, std::slice::from_ref(&row)).await {
                     Ok(()) => {}
                     Err(e) if e.is_row_refusal() => letters.push(DeadLetter {
-                        entry,
                         reason: format!("refused by ClickHouse: {e}"),
+                        entry: Entry {
+                            id: entry,
+                            payload: serde_json::to_vec(&row.into()).unwrap_or_default(),
+                        },
                     }),
                     Err(e) => {
                         // Keep this row and every row not tried yet for the retry.

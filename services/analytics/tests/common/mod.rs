@@ -190,8 +190,8 @@ impl Setup {
     }
 
     /// The documents (events on raw, records on enriched) on each of the
-    /// four partitions of `topic`, as JSON text (an entry is a bundle of
-    /// documents separated by newlines).
+    /// four partitions of `topic`, as JSON text (an entry is a bundle: of
+    /// JSON lines on raw, of binary frames on enriched).
     pub fn documents(&self, topic: &str) -> Vec<Vec<String>> {
         let client = redis::Client::open(self.redis_url.as_str()).unwrap();
         let mut conn = client.get_connection().unwrap();
@@ -207,8 +207,20 @@ impl Setup {
                     .ids
                     .iter()
                     .flat_map(|e| {
-                        let payload: String = e.get("e").unwrap_or_default();
-                        payload.lines().map(str::to_owned).collect::<Vec<_>>()
+                        let payload: Vec<u8> = e.get("e").unwrap_or_default();
+                        if topic == "enriched" {
+                            // Binary frames, shown as the JSON of each record.
+                            analytics_enrich::decode_bundle(&payload)
+                                .into_iter()
+                                .map(|(_, r)| serde_json::to_string(&r.unwrap()).unwrap())
+                                .collect::<Vec<_>>()
+                        } else {
+                            String::from_utf8(payload)
+                                .unwrap()
+                                .lines()
+                                .map(str::to_owned)
+                                .collect()
+                        }
                     })
                     .collect()
             })
