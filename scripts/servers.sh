@@ -58,10 +58,12 @@ while True:
         s.close()'
 }
 
-wait_for() { # description, command...
+wait_for() { # description, command... (an external command: each try may
+  # hang, e.g. a server that accepted the connection but never answers, so
+  # each gets 5 seconds)
   local what=$1; shift
   for _ in $(seq 1 120); do
-    if "$@" >/dev/null 2>&1; then return 0; fi
+    if timeout 5 "$@" >/dev/null 2>&1; then return 0; fi
     sleep 0.5
   done
   echo "timed out waiting for $what" >&2
