@@ -498,8 +498,10 @@ async fn end_to_end(
 /// An entry as `XRANGE` returns it: id and field/value pairs.
 type StreamEntry = (String, Vec<(String, Vec<u8>)>);
 
-/// Events on a stream whose entries are bundles (documents separated by newlines).
+/// Documents on a stream whose entries are bundles: events (JSON lines) on
+/// raw, records (binary frames) on enriched.
 async fn stream_documents(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> Result<u64> {
+    let enriched = key.contains(":enriched:");
     let mut start = "-".to_owned();
     let mut events = 0u64;
     loop {
@@ -517,7 +519,11 @@ async fn stream_documents(conn: &mut redis::aio::MultiplexedConnection, key: &st
         start = format!("({last}");
         for (_, fields) in &page {
             for (_, payload) in fields {
-                events += 1 + payload.iter().filter(|&&b| b == b'\n').count() as u64;
+                events += if enriched {
+                    analytics_enrich::decode_bundle(payload).len() as u64
+                } else {
+                    1 + payload.iter().filter(|&&b| b == b'\n').count() as u64
+                };
             }
         }
     }
@@ -566,17 +572,20 @@ async fn overload(args: &SuiteArgs, seconds: u64) -> Result<Value> {
     }
     let outcome = load.await??;
     let (_, peak_mb) = process_usage(p.child.id());
-    // Raw entries are bundles: the cap is on events, counted once at the end.
-    let mut max_events = 0u64;
+    // Entries are bundles: the cap is on events (records), counted at the end.
+    let (mut max_events, mut max_records) = (0u64, 0u64);
     for partition in 0..4 {
         let key = format!("{}:raw:{{p{partition}}}", p.database);
         max_events = max_events.max(stream_documents(&mut conn, &key).await?);
+        let key = format!("{}:enriched:{{p{partition}}}", p.database);
+        max_records = max_records.max(stream_documents(&mut conn, &key).await?);
     }
     Ok(json!({
         "stream_cap": CAP,
         "max_partition_events_at_end": max_events,
         "max_partition_length": max_len,
         "max_enriched_partition_length": max_enriched,
+        "max_enriched_partition_records_at_end": max_records,
         "rss_max_second_half_mb": rss_samples[rss_samples.len() / 2..].iter().copied().fold(0.0, f64::max),
         "rss_max_first_half_mb": rss_samples[..rss_samples.len() / 2].iter().copied().fold(0.0, f64::max),
         "accepted_requests": outcome.accepted_requests,
@@ -769,13 +778,14 @@ async fn suite(args: SuiteArgs) -> Result<()> {
         f(&sustained, "peak_rss_mb"),
     );
     md += &format!(
-        "| overload (batches as fast as possible, stream cap {} events) | {} requests refused with 503 of {}; longest raw partition {} events at the end ({} entries at most), enriched {} entries; RSS {:.0} MB at start, {:.0} MB at end, peak {:.0} MB in the first half, {:.0} MB in the second | | stay under the cap, 503 not memory |\n",
+        "| overload (batches as fast as possible, stream cap {} events) | {} requests refused with 503 of {}; longest raw partition {} events at the end ({} entries at most), enriched {} records at the end ({} entries at most); RSS {:.0} MB at start, {:.0} MB at end, peak {:.0} MB in the first half, {:.0} MB in the second | | stay under the cap, 503 not memory |\n",
         overload["stream_cap"],
         overload["rejected_requests"],
         overload["accepted_requests"].as_u64().unwrap_or(0)
             + overload["rejected_requests"].as_u64().unwrap_or(0),
         overload["max_partition_events_at_end"],
         overload["max_partition_length"],
+        overload["max_enriched_partition_records_at_end"],
         overload["max_enriched_partition_length"],
         f(&overload, "rss_first_mb"),
         f(&overload, "rss_last_mb"),
