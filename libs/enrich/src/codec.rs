@@ -8,6 +8,7 @@
 //! refused row is dead-lettered as JSON, readable in `dlq list`), so a
 //! replayed letter decodes too. Sinks therefore upgrade before enrichers.
 
+use analytics_event::bundle_documents;
 use bincode::Options;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -74,9 +75,7 @@ fn decode_frame(frame: &[u8]) -> Result<Record, CodecError> {
 /// is returned as one failed piece.
 pub fn decode_bundle(payload: &[u8]) -> Vec<(&[u8], Result<Record, CodecError>)> {
     if payload.first().is_some_and(|&b| b == b'{') {
-        return payload
-            .split(|&b| b == b'\n')
-            .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
+        return bundle_documents(payload)
             .map(|line| (line, serde_json::from_slice(line).map_err(CodecError::from)))
             .collect();
     }

@@ -9,10 +9,12 @@
 //! what travels on the raw stream as one JSON document per event, several
 //! documents (one per line) to a stream entry.
 
+mod bundle;
 mod raw;
 mod time;
 mod validate;
 
+pub use bundle::bundle_documents;
 pub use raw::{EventKind, RawEvent};
 pub use time::{format_rfc3339_millis, now_ms, parse_timestamp};
 pub use validate::{Incoming, Limits, Route, ValidationError, max_json_depth, validate};

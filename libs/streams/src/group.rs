@@ -17,16 +17,6 @@ pub const MAX_BUNDLE_EVENTS: usize = 50;
 /// Most bytes in one stream entry, whichever bound comes first.
 pub const MAX_BUNDLE_BYTES: usize = 256 * 1024;
 
-/// The documents of a bundled payload. A raw entry carries one or more
-/// events as JSON documents separated by `\n` (compact JSON never holds a
-/// raw newline: inside strings it is escaped), so one `XADD` and one
-/// acknowledgement serve many events.
-pub fn bundle_documents(payload: &[u8]) -> impl Iterator<Item = &[u8]> {
-    payload
-        .split(|&b| b == b'\n')
-        .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
-}
-
 /// One stream entry's id and payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -439,32 +429,4 @@ pub async fn drop_dead(conn: &mut Conn, dead_key: &str, id: &str) -> Result<bool
         .query_async(conn)
         .await?;
     Ok(removed > 0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::bundle_documents;
-
-    #[test]
-    fn bundles_split_into_their_documents() {
-        // A newline inside a value is escaped by the encoder, so it cannot
-        // split a document.
-        let docs = [
-            serde_json::json!({"name": "a\nb", "n": 1}),
-            serde_json::json!({"name": "c"}),
-        ];
-        let bundle = docs
-            .iter()
-            .map(|d| serde_json::to_string(d).unwrap())
-            .collect::<Vec<_>>()
-            .join("\n");
-        let back: Vec<serde_json::Value> = bundle_documents(bundle.as_bytes())
-            .map(|d| serde_json::from_slice(d).unwrap())
-            .collect();
-        assert_eq!(back, docs);
-        // One document without a separator is a bundle of one; stray blank
-        // lines are not documents.
-        assert_eq!(bundle_documents(br#"{"a":1}"#).count(), 1);
-        assert_eq!(bundle_documents(b"{}\n\n \n{}\n").count(), 2);
-    }
 }

@@ -22,12 +22,13 @@ mod group;
 mod keys;
 mod maintenance;
 
+pub use analytics_event::bundle_documents;
 pub use conn::{Conn, RedisTarget, SlotCommands, connect, query_by_slot, slot_groups};
 pub use error::StreamError;
 pub use group::{
     ClaimPolicy, DeadEntry, DeadLetter, Entry, GroupReader, MAX_BUNDLE_BYTES, MAX_BUNDLE_EVENTS,
-    PAYLOAD_FIELD, ReadBatch, ack, bundle_documents, claim_stale, copy_to_dead, dead_entries,
-    dead_letter, drop_dead, ensure_group, replay_dead,
+    PAYLOAD_FIELD, ReadBatch, ack, claim_stale, copy_to_dead, dead_entries, dead_letter, drop_dead,
+    ensure_group, replay_dead,
 };
 pub use keys::{Topic, partition_for, stream_key};
 pub use maintenance::{GroupStats, StreamStats, maintain, stream_stats, trim_acknowledged};

@@ -169,7 +169,7 @@ fn batches_are_written_as_bundles_and_stored_event_by_event() {
     wait_until(Duration::from_secs(30), || {
         setup.document_counts("enriched").iter().sum::<u64>() == 120
     });
-    let records: Vec<u64> = setup
+    let mut records: Vec<u64> = setup
         .documents("enriched")
         .concat()
         .iter()
@@ -181,9 +181,8 @@ fn batches_are_written_as_bundles_and_stored_event_by_event() {
             properties["i"].as_u64().unwrap()
         })
         .collect();
-    let mut sorted = records.clone();
-    sorted.sort_unstable();
-    assert_eq!(sorted, (0..120).collect::<Vec<u64>>());
+    records.sort_unstable();
+    assert_eq!(records, (0..120).collect::<Vec<u64>>());
     let entries: u64 = setup.stream_lengths("enriched").iter().sum();
     assert!(entries > 1 && entries < 120, "{entries} enriched entries");
     let _sink = setup.spawn(&["sink"]);

@@ -1,10 +1,11 @@
 //! The sink stage: consumer group `sink` on the enriched stream, writing
 //! batches to ClickHouse.
 //!
-//! Wire format in: bundles of [`Record`]s (binary frames, or JSON lines from
-//! older enrichers and replayed dead letters: `analytics_enrich::decode_bundle`);
-//! out: RowBinary inserts into `events`, `profiles` and `profile_aliases`. A partition's batch is flushed when it holds `max_rows`
-//! rows or its oldest row is `max_age` old.
+//! Wire format in: bundles of [`Record`](analytics_enrich::Record)s (binary
+//! frames, or JSON lines from older enrichers and replayed dead letters:
+//! `analytics_enrich::decode_bundle`); out: RowBinary inserts into `events`,
+//! `profiles` and `profile_aliases`. A partition's batch is flushed when it
+//! holds `max_rows` rows or its oldest row is `max_age` old.
 //!
 //! Guarantee: entries are acknowledged only after ClickHouse accepted their
 //! rows. While ClickHouse is down the batch is retried with backoff and its
