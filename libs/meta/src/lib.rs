@@ -9,6 +9,7 @@
 mod entity;
 mod error;
 mod store;
+pub mod testing;
 
 pub use error::MetaError;
 pub use store::{ClientKind, ClientRecord, Meta, NewClient, Project, RateLimits};

@@ -1,11 +1,13 @@
 //! Operations on the metadata database.
 
 use std::str::FromStr;
+use std::time::Duration;
 
 use rand::RngCore;
-use sea_orm::sea_query::OnConflict;
+use sea_orm::sea_query::{IndexCreateStatement, OnConflict};
 use sea_orm::{
-    ActiveValue::Set, ConnectionTrait, Database, DatabaseConnection, EntityTrait, Schema,
+    ActiveValue::Set, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend,
+    EntityTrait, Schema, Statement,
 };
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -114,6 +116,11 @@ pub struct Meta {
     db: DatabaseConnection,
 }
 
+/// Longest a query waits for a connection, including connecting anew;
+/// past it the database counts as unavailable (the request gets a 503
+/// instead of hanging while the server is down).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -129,12 +136,15 @@ fn random_hex(bytes: usize) -> String {
 
 impl Meta {
     pub async fn connect(url: &str) -> Result<Self, MetaError> {
+        let mut options = ConnectOptions::new(url);
+        options.acquire_timeout(ACQUIRE_TIMEOUT);
         Ok(Meta {
-            db: Database::connect(url).await?,
+            db: Database::connect(options).await?,
         })
     }
 
-    /// Creates the tables that do not exist yet; safe to run at every start.
+    /// Creates the tables and indexes that do not exist yet; safe to run at
+    /// every start.
     pub async fn migrate(&self) -> Result<(), MetaError> {
         let backend = self.db.get_database_backend();
         let schema = Schema::new(backend);
@@ -147,6 +157,38 @@ impl Meta {
         ] {
             self.db.execute(statement.if_not_exists()).await?;
         }
+        for index in schema.create_index_from_entity(client::Entity) {
+            self.create_index(backend, index).await?;
+        }
+        Ok(())
+    }
+
+    /// `CREATE INDEX IF NOT EXISTS`, which MySQL lacks: there the index is
+    /// looked up in `information_schema` first.
+    async fn create_index(
+        &self,
+        backend: DbBackend,
+        mut index: IndexCreateStatement,
+    ) -> Result<(), MetaError> {
+        if backend == DbBackend::MySql {
+            let name = index.get_index_spec().get_name().unwrap_or_default();
+            let exists = self
+                .db
+                .query_one_raw(Statement::from_sql_and_values(
+                    backend,
+                    "SELECT 1 FROM information_schema.statistics \
+                     WHERE table_schema = DATABASE() AND index_name = ? LIMIT 1",
+                    [name.into()],
+                ))
+                .await?
+                .is_some();
+            if exists {
+                return Ok(());
+            }
+        } else {
+            index.if_not_exists();
+        }
+        self.db.execute(&index).await?;
         Ok(())
     }
 
@@ -332,7 +374,7 @@ impl Meta {
         })
         .on_conflict(
             OnConflict::column(salt::Column::Day)
-                .do_nothing()
+                .do_nothing_on([salt::Column::Day])
                 .to_owned(),
         )
         .try_insert()
@@ -362,85 +404,188 @@ fn project_of(m: project::Model) -> Project {
 mod tests {
     use super::*;
 
-    async fn meta() -> Meta {
-        let meta = Meta::connect("sqlite::memory:").await.unwrap();
-        meta.migrate().await.unwrap();
-        meta.migrate().await.unwrap();
-        meta
+    /// A migrated database of every kind this run offers, each of its own:
+    /// SQLite always; MySQL/MariaDB and PostgreSQL when `scripts/test.sh`
+    /// started them (`TEST_MYSQL_URL`, `TEST_POSTGRES_URL`).
+    async fn metas(test: &str) -> Vec<(&'static str, Meta)> {
+        let mut all = vec![("sqlite", Meta::connect("sqlite::memory:").await.unwrap())];
+        for (kind, var) in [
+            ("mysql", "TEST_MYSQL_URL"),
+            ("postgres", "TEST_POSTGRES_URL"),
+        ] {
+            let Ok(server) = std::env::var(var) else {
+                eprintln!("{test}: {var} is not set, skipping {kind} (scripts/test.sh sets it)");
+                continue;
+            };
+            let name = format!("meta_{test}_{}", std::process::id());
+            let url = crate::testing::scratch_database(&server, &name)
+                .await
+                .unwrap();
+            all.push((kind, Meta::connect(&url).await.unwrap()));
+        }
+        for (_, meta) in &all {
+            meta.migrate().await.unwrap();
+        }
+        all
     }
 
     #[tokio::test]
     async fn clients_verify_only_their_own_secret() {
-        let meta = meta().await;
-        let project = meta
-            .create_project("Shop", &["https://shop.example".into()])
-            .await
-            .unwrap();
-        let new = meta
-            .create_client(&project.id, ClientKind::Write)
-            .await
-            .unwrap();
-        let record = meta.client(&new.id).await.unwrap().unwrap();
-        assert_eq!(record.kind, ClientKind::Write);
-        assert_eq!(record.project, project);
-        assert!(record.verify_secret(&new.secret));
-        assert!(!record.verify_secret("sec_wrong"));
-        assert!(!record.verify_secret(""));
-        assert!(meta.client("nope").await.unwrap().is_none());
-        assert!(meta.revoke_client(&new.id).await.unwrap());
-        assert!(meta.client(&new.id).await.unwrap().is_none());
-        assert!(!meta.revoke_client(&new.id).await.unwrap());
-        assert!(record.project.allows_origin("https://shop.example/"));
-        assert!(!record.project.allows_origin("https://evil.example"));
+        for (kind, meta) in metas("clients").await {
+            let project = meta
+                .create_project("Shop", &["https://shop.example".into()])
+                .await
+                .unwrap();
+            let new = meta
+                .create_client(&project.id, ClientKind::Write)
+                .await
+                .unwrap();
+            let record = meta.client(&new.id).await.unwrap().unwrap();
+            assert_eq!(record.kind, ClientKind::Write, "{kind}");
+            assert_eq!(record.project, project, "{kind}");
+            assert!(record.verify_secret(&new.secret), "{kind}");
+            assert!(!record.verify_secret("sec_wrong"));
+            assert!(!record.verify_secret(""));
+            assert!(meta.client("nope").await.unwrap().is_none(), "{kind}");
+            assert!(meta.revoke_client(&new.id).await.unwrap(), "{kind}");
+            assert!(meta.client(&new.id).await.unwrap().is_none(), "{kind}");
+            assert!(!meta.revoke_client(&new.id).await.unwrap(), "{kind}");
+            assert!(record.project.allows_origin("https://shop.example/"));
+            assert!(!record.project.allows_origin("https://evil.example"));
+        }
     }
 
     #[tokio::test]
     async fn clients_need_an_existing_project_and_valid_kind() {
-        let meta = meta().await;
-        assert!(matches!(
-            meta.create_client("missing", ClientKind::Read).await,
-            Err(MetaError::NoSuchProject(_))
-        ));
-        assert!("admin".parse::<ClientKind>().is_err());
-        assert!(meta.create_project("", &[]).await.is_err());
-        assert!(
-            meta.create_project("x", &["not a url".into()])
-                .await
-                .is_err()
-        );
+        for (kind, meta) in metas("kinds").await {
+            assert!(
+                matches!(
+                    meta.create_client("missing", ClientKind::Read).await,
+                    Err(MetaError::NoSuchProject(_))
+                ),
+                "{kind}"
+            );
+            assert!("admin".parse::<ClientKind>().is_err());
+            assert!(meta.create_project("", &[]).await.is_err());
+            assert!(
+                meta.create_project("x", &["not a url".into()])
+                    .await
+                    .is_err()
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn long_names_and_origin_lists_are_stored_whole() {
+        for (kind, meta) in metas("long").await {
+            // 200 characters of 2 bytes each would pass a byte limit of 200
+            // only in a longer column; a list of many origins outgrows any
+            // short string column.
+            let name = "ü".repeat(100);
+            let origins: Vec<String> = (0..40)
+                .map(|n| format!("https://shop-{n}.example.com"))
+                .collect();
+            let project = meta.create_project(&name, &origins).await.unwrap();
+            let stored = meta.project(&project.id).await.unwrap().unwrap();
+            assert_eq!(stored.name, name, "{kind}");
+            assert_eq!(stored.allowed_origins, origins, "{kind}");
+        }
     }
 
     #[tokio::test]
     async fn bot_policy_defaults_to_keep_and_can_be_changed() {
-        let meta = meta().await;
-        let project = meta.create_project("Bots", &[]).await.unwrap();
-        assert!(!meta.drop_bots(&project.id).await.unwrap());
-        meta.set_drop_bots(&project.id, true).await.unwrap();
-        assert!(meta.drop_bots(&project.id).await.unwrap());
-        meta.set_drop_bots(&project.id, false).await.unwrap();
-        assert!(!meta.drop_bots(&project.id).await.unwrap());
-        assert!(meta.set_drop_bots("missing", true).await.is_err());
-        let limits = RateLimits {
-            per_client: 5,
-            per_ip: 2,
-        };
-        meta.set_rate_limits(&project.id, limits).await.unwrap();
-        assert_eq!(
-            meta.project(&project.id)
-                .await
-                .unwrap()
-                .unwrap()
-                .rate_limits,
-            limits
-        );
+        for (kind, meta) in metas("bots").await {
+            let project = meta.create_project("Bots", &[]).await.unwrap();
+            assert!(!meta.drop_bots(&project.id).await.unwrap(), "{kind}");
+            meta.set_drop_bots(&project.id, true).await.unwrap();
+            assert!(meta.drop_bots(&project.id).await.unwrap(), "{kind}");
+            meta.set_drop_bots(&project.id, false).await.unwrap();
+            assert!(!meta.drop_bots(&project.id).await.unwrap(), "{kind}");
+            assert!(meta.set_drop_bots("missing", true).await.is_err());
+            for limits in [
+                RateLimits {
+                    per_client: 5,
+                    per_ip: 2,
+                },
+                RateLimits {
+                    per_client: u32::MAX,
+                    per_ip: 0,
+                },
+            ] {
+                meta.set_rate_limits(&project.id, limits).await.unwrap();
+                assert_eq!(
+                    meta.project(&project.id)
+                        .await
+                        .unwrap()
+                        .unwrap()
+                        .rate_limits,
+                    limits,
+                    "{kind}"
+                );
+            }
+        }
     }
 
     #[tokio::test]
     async fn daily_salt_is_stable_per_day_and_differs_between_days() {
-        let meta = meta().await;
-        let a = meta.daily_salt("2026-01-05").await.unwrap();
-        assert_eq!(a, meta.daily_salt("2026-01-05").await.unwrap());
-        assert_ne!(a, meta.daily_salt("2026-01-06").await.unwrap());
-        assert_eq!(a.len(), 64);
+        for (kind, meta) in metas("salts").await {
+            let a = meta.daily_salt("2026-01-05").await.unwrap();
+            assert_eq!(a, meta.daily_salt("2026-01-05").await.unwrap(), "{kind}");
+            assert_ne!(a, meta.daily_salt("2026-01-06").await.unwrap(), "{kind}");
+            assert_eq!(a.len(), 64);
+            // Concurrent first uses of a day agree on one salt.
+            let firsts = concurrent_first_uses(&meta, "2026-02-01").await;
+            assert!(
+                firsts.windows(2).all(|w| w[0] == w[1]),
+                "{kind}: {firsts:?}"
+            );
+        }
+    }
+
+    async fn concurrent_first_uses(meta: &Meta, day: &str) -> Vec<String> {
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let (meta, day) = (meta.clone(), day.to_owned());
+                tokio::spawn(async move { meta.daily_salt(&day).await.unwrap() })
+            })
+            .collect();
+        let mut salts = Vec::new();
+        for task in tasks {
+            salts.push(task.await.unwrap());
+        }
+        salts
+    }
+
+    #[tokio::test]
+    async fn migrations_run_again_without_losing_rows_and_index_client_lookups() {
+        for (kind, meta) in metas("migrate").await {
+            let project = meta.create_project("Kept", &[]).await.unwrap();
+            let client = meta
+                .create_client(&project.id, ClientKind::Root)
+                .await
+                .unwrap();
+            meta.migrate().await.unwrap();
+            meta.migrate().await.unwrap();
+            let record = meta.client(&client.id).await.unwrap().unwrap();
+            assert_eq!(record.kind, ClientKind::Root, "{kind}");
+            assert_eq!(record.project.id, project.id, "{kind}");
+            let backend = meta.db.get_database_backend();
+            let sql = match backend {
+                DbBackend::Sqlite => {
+                    "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'idx-clients-project_id'"
+                }
+                DbBackend::MySql => {
+                    "SELECT 1 FROM information_schema.statistics \
+                     WHERE table_schema = DATABASE() AND index_name = 'idx-clients-project_id'"
+                }
+                _ => "SELECT 1 FROM pg_indexes WHERE indexname = 'idx-clients-project_id'",
+            };
+            let found = meta
+                .db
+                .query_one_raw(Statement::from_string(backend, sql))
+                .await
+                .unwrap();
+            assert!(found.is_some(), "{kind}: no index on clients.project_id");
+        }
     }
 }

@@ -5,8 +5,13 @@ use sea_orm::entity::prelude::*;
 #[sea_orm(table_name = "salts")]
 pub struct Model {
     /// `YYYY-MM-DD`.
-    #[sea_orm(primary_key, auto_increment = false)]
+    #[sea_orm(
+        primary_key,
+        auto_increment = false,
+        column_type = "String(StringLen::N(10))"
+    )]
     pub day: String,
+    #[sea_orm(column_type = "String(StringLen::N(64))")]
     pub salt: String,
 }
 
