@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Helpers to install and start local Redis and ClickHouse servers.
+# Helpers to install and start local Redis, ClickHouse, MariaDB and
+# PostgreSQL servers.
 # Sourced by run.sh and test.sh; nothing here is specific to one of them.
 
 ensure_packages() {
@@ -205,6 +206,50 @@ start_clickhouse() {
   clickhouse-server --config-file="$dir/config.xml" >"$dir/log/stdout.log" 2>&1 &
   echo $!
   wait_for "clickhouse on $http" curl -sf "http://127.0.0.1:$http/ping"
+}
+
+# start_mariadb DIR PORT: a private MariaDB server (Debian package
+# mariadb-server) on loopback, whose root has no password; prints the pid.
+start_mariadb() {
+  local dir=$1 port=$2 as_root=()
+  local mariadbd; mariadbd=$(command -v mariadbd || echo /usr/sbin/mariadbd)
+  mkdir -p "$dir"
+  [ "$(id -u)" -ne 0 ] || as_root=(--user=root)
+  mariadb-install-db --no-defaults --datadir="$dir/data" --auth-root-authentication-method=normal \
+    --skip-test-db "${as_root[@]}" >"$dir/install.log" 2>&1
+  # utf8mb4, as current MySQL and MariaDB servers default to: its 4 bytes a
+  # character are what bound the lengths of indexed strings.
+  "$mariadbd" --no-defaults --datadir="$dir/data" --socket="$dir/mariadbd.sock" --port="$port" \
+    --bind-address=127.0.0.1 --skip-name-resolve --character-set-server=utf8mb4 \
+    --collation-server=utf8mb4_unicode_ci --innodb-flush-log-at-trx-commit=0 \
+    --log-error="$dir/error.log" --pid-file="$dir/mariadbd.pid" "${as_root[@]}" >/dev/null 2>&1 &
+  echo $!
+  wait_for "mariadb on $port" mariadb-admin --no-defaults -h 127.0.0.1 -P "$port" -u root ping
+}
+
+# postgres_bin: the directory of the newest installed PostgreSQL's programs.
+postgres_bin() {
+  find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -1
+}
+
+# start_postgres DIR PORT: a private PostgreSQL server (Debian package
+# postgresql) on loopback, trusting user postgres; prints the pid. The
+# server refuses to run as root: then it runs as user postgres, which owns
+# DIR and must be able to reach it.
+start_postgres() {
+  local dir=$1 port=$2 bin as=()
+  bin=$(postgres_bin)
+  mkdir -p "$dir"
+  if [ "$(id -u)" -eq 0 ]; then
+    chown postgres: "$dir"
+    as=(setpriv --reuid postgres --regid postgres --init-groups --)
+  fi
+  "${as[@]}" "$bin/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 \
+    >"$dir/initdb.log" 2>&1
+  "${as[@]}" "$bin/postgres" -D "$dir/data" -p "$port" -k "$dir" -c listen_addresses=127.0.0.1 \
+    -c fsync=off -c synchronous_commit=off -c full_page_writes=off >"$dir/postgres.log" 2>&1 &
+  echo $!
+  wait_for "postgres on $port" "$bin/pg_isready" -q -h 127.0.0.1 -p "$port"
 }
 
 # fetch_npm_files PACKAGE DEST_DIR FILE...: unpacks files of a package from

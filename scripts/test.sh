@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The test command: installs what is missing, starts a private Redis and
-# ClickHouse on free loopback ports in a temporary directory, runs every
-# unit and integration test against them, and stops them.
+# The test command: installs what is missing, starts a private Redis,
+# ClickHouse, MariaDB and PostgreSQL on free loopback ports in a temporary
+# directory, runs every unit and integration test against them, and stops
+# them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/servers.sh
@@ -46,6 +47,20 @@ read -r -a cluster < <(cluster_ports 3)
 mapfile -t cluster_pids < <(start_redis_cluster "$work/redis-cluster" "${cluster[@]}")
 pids+=("${cluster_pids[@]}")
 export TEST_REDIS_CLUSTER_URLS="redis://127.0.0.1:${cluster[0]},redis://127.0.0.1:${cluster[1]},redis://127.0.0.1:${cluster[2]}"
+
+# MariaDB and PostgreSQL, for the metadata, migration and authentication
+# tests (which also run on SQLite, needing no server). PostgreSQL runs as
+# user postgres, which must reach its directory inside the work directory.
+{ command -v mariadbd || [ -x /usr/sbin/mariadbd ]; } >/dev/null \
+  || { echo "installing mariadb-server" >&2; apt_install mariadb-server; }
+[ -n "$(postgres_bin)" ] || { echo "installing postgresql" >&2; apt_install postgresql; }
+chmod 711 "$work"
+mysql_port=$(free_port)
+postgres_port=$(free_port)
+pids+=("$(start_mariadb "$work/mariadb" "$mysql_port" | head -1)")
+pids+=("$(start_postgres "$work/postgres" "$postgres_port" | head -1)")
+export TEST_MYSQL_URL="mysql://root@127.0.0.1:$mysql_port"
+export TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$postgres_port/postgres"
 
 # The published OpenPanel SDK, for the end-to-end client test.
 sdk_dir="$CARGO_TARGET_DIR/openpanel-sdk"
