@@ -1,46 +1,82 @@
 //! Client authentication with an in-memory cache of client lookups.
+//!
+//! Hostile traffic can neither push valid clients out of the cache nor buy
+//! database queries without limit: clients found and ids found missing are
+//! cached apart, each bounded on its own; looking up an id that is in
+//! neither costs the caller's address from a small budget (past it, 429);
+//! and concurrent requests for one id share a single lookup.
 
-use std::collections::{HashMap, HashSet};
+mod budget;
+mod misses;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use analytics_meta::{ClientRecord, Meta};
 use hyper::HeaderMap;
+use tokio::sync::OnceCell;
 
 use crate::ApiError;
+use budget::LookupBudget;
+use misses::Misses;
 
-const MAX_CACHED: usize = 100_000;
+/// Clients kept at once. Only ids that exist get in, so this bounds memory
+/// against a growing client list, not against attackers.
+const MAX_KNOWN: usize = 100_000;
+/// Missing ids kept at once.
+const MAX_MISSES: usize = 10_000;
 /// How long past its TTL an entry may still serve the callers that arrive
 /// while another caller refreshes it.
 const REFRESH_GRACE: Duration = Duration::from_secs(5);
+
+/// One lookup in flight, shared by every request for its id.
+type Lookup = Arc<OnceCell<Option<Arc<ClientRecord>>>>;
+
+tokio::task_local! {
+    static CLIENT_ADDRESS: IpAddr;
+}
+
+/// Runs `request` with `ip` as the address that its lookups of unknown
+/// client ids are charged to. Requests outside such a scope share one
+/// budget.
+pub async fn charged_to<F: Future>(ip: IpAddr, request: F) -> F::Output {
+    CLIENT_ADDRESS.scope(ip, request).await
+}
 
 /// Looks clients up in the metadata DB, caching hits and misses for `ttl`
 /// so the request path rarely touches the database.
 pub struct Authenticator {
     meta: Meta,
     ttl: Duration,
-    cache: RwLock<HashMap<String, CachedLookup>>,
-    /// Ids being looked up again after their entry expired.
-    refreshing: Arc<Mutex<HashSet<String>>>,
+    known: RwLock<HashMap<String, (Instant, Arc<ClientRecord>)>>,
+    misses: Mutex<Misses>,
+    budget: LookupBudget,
+    in_flight: Arc<Mutex<HashMap<String, Lookup>>>,
 }
 
-/// The right to refresh one id's entry; given back when dropped, also when
-/// the refreshing request is cancelled mid-lookup.
-struct Refresh {
-    refreshing: Arc<Mutex<HashSet<String>>>,
+/// Takes a finished or abandoned lookup out of the in-flight map (also
+/// when the request running it is cancelled), unless a newer one took its
+/// place.
+struct Landing {
+    in_flight: Arc<Mutex<HashMap<String, Lookup>>>,
     id: String,
+    lookup: Lookup,
 }
 
-impl Drop for Refresh {
+impl Drop for Landing {
     fn drop(&mut self) {
-        if let Ok(mut ids) = self.refreshing.lock() {
-            ids.remove(&self.id);
+        if let Ok(mut lookups) = self.in_flight.lock()
+            && lookups
+                .get(&self.id)
+                .is_some_and(|l| Arc::ptr_eq(l, &self.lookup))
+        {
+            lookups.remove(&self.id);
         }
     }
 }
-
-/// When a client id was looked up, and what was found (misses are cached too).
-type CachedLookup = (Instant, Option<Arc<ClientRecord>>);
 
 /// Who is calling.
 #[derive(Debug, Clone)]
@@ -63,53 +99,95 @@ impl Authenticator {
         Authenticator {
             meta,
             ttl,
-            cache: RwLock::new(HashMap::new()),
-            refreshing: Arc::default(),
+            known: RwLock::default(),
+            misses: Mutex::new(Misses::new(MAX_MISSES)),
+            budget: LookupBudget::new(),
+            in_flight: Arc::default(),
         }
     }
 
-    /// The right to refresh `id`, unless another caller holds it.
-    fn claim_refresh(&self, id: &str) -> Option<Refresh> {
-        let mut ids = self.refreshing.lock().ok()?;
-        ids.insert(id.to_owned()).then(|| Refresh {
-            refreshing: self.refreshing.clone(),
-            id: id.to_owned(),
-        })
+    /// The lookup of `id` in flight, started when there is none.
+    fn lookup_of(&self, id: &str) -> Lookup {
+        let mut lookups = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        lookups.entry(id.to_owned()).or_default().clone()
     }
 
-    /// A cached lookup while it is fresh. Once it expires, the first caller
-    /// looks the client up again, and callers arriving meanwhile keep the
-    /// old answer (for at most `REFRESH_GRACE` past the TTL) instead of all
-    /// querying the database at once: that stampede, every TTL, stalled
-    /// every request in flight for tens of milliseconds.
+    fn in_flight(&self, id: &str) -> bool {
+        self.in_flight
+            .lock()
+            .is_ok_and(|lookups| lookups.contains_key(id))
+    }
+
+    /// A cached client while its entry is fresh. Once it expires, the first
+    /// caller looks the client up again, and callers arriving meanwhile
+    /// keep the old answer (for at most `REFRESH_GRACE` past the TTL)
+    /// instead of all waiting on the database: that stampede, every TTL,
+    /// stalled every request in flight for tens of milliseconds.
     async fn lookup(&self, id: &str) -> Result<Option<Arc<ClientRecord>>, ApiError> {
-        let cached = self.cache.read().ok().and_then(|c| c.get(id).cloned());
-        let mut refresh = None;
-        if let Some((at, record)) = cached {
+        let cached = self.known.read().ok().and_then(|c| c.get(id).cloned());
+        if let Some((at, record)) = &cached {
             let age = at.elapsed();
-            if age < self.ttl {
-                return Ok(record);
+            if age < self.ttl || (age < self.ttl + REFRESH_GRACE && self.in_flight(id)) {
+                return Ok(Some(record.clone()));
             }
-            refresh = self.claim_refresh(id);
-            if refresh.is_none() && age < self.ttl + REFRESH_GRACE {
-                return Ok(record);
-            }
+        } else if self
+            .misses
+            .lock()
+            .is_ok_and(|misses| misses.holds(id, self.ttl))
+        {
+            return Ok(None);
         }
-        let record = self
-            .meta
-            .client(id)
-            .await
-            .map_err(|e| ApiError::Internal(Box::new(e)))?
-            .map(Arc::new);
-        if let Ok(mut cache) = self.cache.write() {
-            if cache.len() >= MAX_CACHED {
-                cache.clear();
-            }
-            cache.insert(id.to_owned(), (Instant::now(), record.clone()));
+        // Refreshing a known client is free; anything else is charged.
+        let charged = cached.is_none();
+        let lookup = self.lookup_of(id);
+        let record = lookup
+            .get_or_try_init(|| self.fetch(id, lookup.clone(), charged))
+            .await?;
+        Ok(record.clone())
+    }
+
+    /// Queries the database for `id` and caches the answer.
+    async fn fetch(
+        &self,
+        id: &str,
+        lookup: Lookup,
+        charged: bool,
+    ) -> Result<Option<Arc<ClientRecord>>, ApiError> {
+        let _landing = Landing {
+            in_flight: self.in_flight.clone(),
+            id: id.to_owned(),
+            lookup,
+        };
+        if charged && !self.budget.spend(CLIENT_ADDRESS.try_with(|ip| *ip).ok()) {
+            return Err(ApiError::TooManyRequests(
+                "too many unknown client ids from this address; retry shortly",
+            ));
         }
-        // Held until the new answer is cached: no second caller repeats the lookup.
-        drop(refresh);
+        let record = self.meta.client(id).await?.map(Arc::new);
+        self.remember(id, record.clone());
         Ok(record)
+    }
+
+    fn remember(&self, id: &str, record: Option<Arc<ClientRecord>>) {
+        let (Ok(mut known), Ok(mut misses)) = (self.known.write(), self.misses.lock()) else {
+            return;
+        };
+        match record {
+            Some(record) => {
+                misses.remove(id);
+                if known.len() >= MAX_KNOWN
+                    && !known.contains_key(id)
+                    && let Some(evicted) = known.keys().next().cloned()
+                {
+                    known.remove(&evicted);
+                }
+                known.insert(id.to_owned(), (Instant::now(), record));
+            }
+            None => {
+                known.remove(id);
+                misses.insert(id);
+            }
+        }
     }
 
     /// Authenticates a request: client id plus secret, or client id plus an
@@ -148,64 +226,4 @@ impl Authenticator {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use analytics_meta::ClientKind;
-
-    async fn revoked_after_caching(ttl: Duration) -> (Authenticator, HeaderMap) {
-        let meta = Meta::connect("sqlite::memory:").await.unwrap();
-        meta.migrate().await.unwrap();
-        let project = meta.create_project("Shop", &[]).await.unwrap();
-        let client = meta
-            .create_client(&project.id, ClientKind::Write)
-            .await
-            .unwrap();
-        let auth = Authenticator::new(meta.clone(), ttl);
-        let mut headers = HeaderMap::new();
-        headers.insert("openpanel-client-id", client.id.parse().unwrap());
-        headers.insert("openpanel-client-secret", client.secret.parse().unwrap());
-        assert!(auth.authenticate(&headers).await.is_ok());
-        assert!(meta.revoke_client(&client.id).await.unwrap());
-        (auth, headers)
-    }
-
-    fn id(headers: &HeaderMap) -> &str {
-        headers["openpanel-client-id"].to_str().unwrap()
-    }
-
-    #[tokio::test]
-    async fn an_expired_entry_is_looked_up_again_by_its_first_caller() {
-        let (auth, headers) = revoked_after_caching(Duration::from_millis(20)).await;
-        // Within the TTL the cached answer stands, revoked or not.
-        assert!(auth.authenticate(&headers).await.is_ok());
-        tokio::time::sleep(Duration::from_millis(30)).await;
-        assert!(auth.authenticate(&headers).await.is_err());
-        // The refresh was given back: nothing stays claimed.
-        assert!(auth.refreshing.lock().unwrap().is_empty());
-    }
-
-    #[tokio::test]
-    async fn callers_during_a_refresh_keep_the_old_answer_for_a_bounded_time() {
-        let (auth, headers) = revoked_after_caching(Duration::from_millis(20)).await;
-        tokio::time::sleep(Duration::from_millis(30)).await;
-        // Another caller is refreshing this id: this one is served the old
-        // answer instead of querying too.
-        let refresh = auth.claim_refresh(id(&headers)).unwrap();
-        assert!(auth.claim_refresh(id(&headers)).is_none());
-        assert!(auth.authenticate(&headers).await.is_ok());
-        drop(refresh);
-        assert!(auth.authenticate(&headers).await.is_err());
-    }
-
-    #[tokio::test]
-    async fn past_the_grace_every_caller_looks_up() {
-        let (auth, headers) = revoked_after_caching(Duration::from_millis(20)).await;
-        // Age the entry past TTL + grace while a refresh is stuck.
-        if let Ok(mut cache) = auth.cache.write() {
-            let entry = cache.get_mut(id(&headers)).unwrap();
-            entry.0 = Instant::now() - Duration::from_millis(20) - REFRESH_GRACE;
-        }
-        let _stuck = auth.claim_refresh(id(&headers)).unwrap();
-        assert!(auth.authenticate(&headers).await.is_err());
-    }
-}
+mod tests;

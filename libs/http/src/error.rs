@@ -1,5 +1,6 @@
 //! Every way a request can fail, and the one mapping to HTTP answers.
 
+use analytics_meta::MetaError;
 use hyper::{Response, StatusCode};
 use serde_json::json;
 
@@ -33,8 +34,21 @@ pub enum ApiError {
     TooManyRequests(&'static str),
     #[error("{0}")]
     QueryTimeout(&'static str),
+    #[error("the metadata database is unavailable; retry shortly")]
+    MetaUnavailable(#[source] MetaError),
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// A metadata database that is down or overloaded is worth a retry (503);
+/// any other metadata failure is ours (500).
+impl From<MetaError> for ApiError {
+    fn from(err: MetaError) -> Self {
+        match err {
+            MetaError::Unavailable(_) => ApiError::MetaUnavailable(err),
+            other => ApiError::Internal(Box::new(other)),
+        }
+    }
 }
 
 impl ApiError {
@@ -56,7 +70,9 @@ impl ApiError {
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable { .. } | ApiError::MetaUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::QueryTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -74,7 +90,7 @@ impl ApiError {
             ApiError::TooLarge { .. } => "too_large",
             ApiError::Timeout => "timeout",
             ApiError::UnsupportedMediaType => "media_type",
-            ApiError::Unavailable { .. } => "unavailable",
+            ApiError::Unavailable { .. } | ApiError::MetaUnavailable(_) => "unavailable",
             ApiError::TooManyRequests(_) => "rate_limited",
             ApiError::QueryTimeout(_) => "query_timeout",
             ApiError::Internal(_) => "internal",
@@ -82,8 +98,10 @@ impl ApiError {
     }
 
     pub fn into_response(self) -> Response<Body> {
-        if let ApiError::Internal(source) = &self {
-            tracing::error!(error = %source, "request failed");
+        match &self {
+            ApiError::Internal(source) => tracing::error!(error = %source, "request failed"),
+            ApiError::MetaUnavailable(source) => tracing::warn!(error = %source, "request refused"),
+            _ => {}
         }
         let mut body = json!({"error": self.to_string()});
         if let ApiError::BadRequest {
@@ -95,7 +113,9 @@ impl ApiError {
         let mut response = json(self.status(), &body);
         if matches!(
             self,
-            ApiError::Unavailable { .. } | ApiError::TooManyRequests(_)
+            ApiError::Unavailable { .. }
+                | ApiError::MetaUnavailable(_)
+                | ApiError::TooManyRequests(_)
         ) {
             response.headers_mut().insert(
                 hyper::header::RETRY_AFTER,
@@ -103,5 +123,28 @@ impl ApiError {
             );
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use analytics_meta::MetaError;
+
+    #[test]
+    fn an_unavailable_metadata_database_is_a_503_to_retry_and_other_failures_a_500() {
+        let down = MetaError::from(sea_orm::DbErr::ConnectionAcquire(
+            sea_orm::ConnAcquireErr::Timeout,
+        ));
+        let response = ApiError::from(down).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[hyper::header::RETRY_AFTER], "1");
+        let broken = MetaError::Invalid {
+            field: "secret_hash",
+            message: "not hex".into(),
+        };
+        let response = ApiError::from(broken).into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!response.headers().contains_key(hyper::header::RETRY_AFTER));
     }
 }

@@ -1,0 +1,305 @@
+use std::net::Ipv4Addr;
+
+use analytics_meta::ClientKind;
+use hyper::StatusCode;
+
+use super::*;
+
+/// The URL of a database of its own on every server this run offers:
+/// SQLite always; MySQL/MariaDB and PostgreSQL when `scripts/test.sh`
+/// started them (`TEST_MYSQL_URL`, `TEST_POSTGRES_URL`).
+async fn databases(test: &str) -> Vec<(&'static str, String)> {
+    let mut all = vec![("sqlite", "sqlite::memory:".to_owned())];
+    for (kind, var) in [
+        ("mysql", "TEST_MYSQL_URL"),
+        ("postgres", "TEST_POSTGRES_URL"),
+    ] {
+        let Ok(server) = std::env::var(var) else {
+            eprintln!("{test}: {var} is not set, skipping {kind} (scripts/test.sh sets it)");
+            continue;
+        };
+        let name = format!("auth_{test}_{}", std::process::id());
+        let url = analytics_meta::testing::scratch_database(&server, &name)
+            .await
+            .unwrap();
+        all.push((kind, url));
+    }
+    all
+}
+
+async fn migrated(url: &str) -> Meta {
+    let meta = Meta::connect(url).await.unwrap();
+    meta.migrate().await.unwrap();
+    meta
+}
+
+fn credentials(id: &str, secret: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert("openpanel-client-id", id.parse().unwrap());
+    headers.insert("openpanel-client-secret", secret.parse().unwrap());
+    headers
+}
+
+/// An authenticator whose one client is cached, then revoked in the database.
+async fn revoked_after_caching(meta: Meta, ttl: Duration) -> (Authenticator, HeaderMap) {
+    let project = meta.create_project("Shop", &[]).await.unwrap();
+    let client = meta
+        .create_client(&project.id, ClientKind::Write)
+        .await
+        .unwrap();
+    let auth = Authenticator::new(meta.clone(), ttl);
+    let headers = credentials(&client.id, &client.secret);
+    assert!(auth.authenticate(&headers).await.is_ok());
+    assert!(meta.revoke_client(&client.id).await.unwrap());
+    (auth, headers)
+}
+
+fn id(headers: &HeaderMap) -> &str {
+    headers["openpanel-client-id"].to_str().unwrap()
+}
+
+fn address(n: u32) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + n))
+}
+
+async fn status_from(auth: &Authenticator, headers: &HeaderMap, ip: IpAddr) -> StatusCode {
+    match charged_to(ip, auth.authenticate(headers)).await {
+        Ok(_) => StatusCode::OK,
+        Err(e) => e.into_response().status(),
+    }
+}
+
+fn unknown(n: usize) -> HeaderMap {
+    credentials(&format!("made-up-{n}"), "sec_x")
+}
+
+#[tokio::test]
+async fn an_expired_entry_is_looked_up_again_by_its_first_caller() {
+    for (kind, url) in databases("expired").await {
+        let meta = migrated(&url).await;
+        let (auth, headers) = revoked_after_caching(meta, Duration::from_millis(20)).await;
+        // Within the TTL the cached answer stands, revoked or not.
+        assert!(auth.authenticate(&headers).await.is_ok(), "{kind}");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(auth.authenticate(&headers).await.is_err(), "{kind}");
+        // The lookup landed: nothing stays in flight.
+        assert!(auth.in_flight.lock().unwrap().is_empty(), "{kind}");
+    }
+}
+
+#[tokio::test]
+async fn callers_during_a_refresh_keep_the_old_answer_for_a_bounded_time() {
+    let meta = migrated("sqlite::memory:").await;
+    let (auth, headers) = revoked_after_caching(meta, Duration::from_millis(20)).await;
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    // Another caller is refreshing this id: this one is served the old
+    // answer instead of querying too.
+    let refresh = auth.lookup_of(id(&headers));
+    assert!(auth.authenticate(&headers).await.is_ok());
+    auth.in_flight.lock().unwrap().clear();
+    drop(refresh);
+    assert!(auth.authenticate(&headers).await.is_err());
+}
+
+#[tokio::test]
+async fn past_the_grace_callers_look_up_rather_than_keep_the_old_answer() {
+    let meta = migrated("sqlite::memory:").await;
+    let (auth, headers) = revoked_after_caching(meta, Duration::from_millis(20)).await;
+    // Age the entry past TTL + grace while a refresh is recorded.
+    if let Ok(mut known) = auth.known.write() {
+        let entry = known.get_mut(id(&headers)).unwrap();
+        entry.0 = Instant::now() - Duration::from_millis(20) - REFRESH_GRACE;
+    }
+    let _recorded = auth.lookup_of(id(&headers));
+    assert!(auth.authenticate(&headers).await.is_err());
+}
+
+#[tokio::test]
+async fn unknown_ids_never_push_known_clients_out_of_the_cache() {
+    for (kind, url) in databases("evict").await {
+        let meta = migrated(&url).await;
+        // Revoked after caching: only the cache can still admit it.
+        let (auth, known) = revoked_after_caching(meta, Duration::from_secs(600)).await;
+        let flood = MAX_MISSES + 500;
+        for n in 0..flood {
+            // Many addresses, each within its lookup budget.
+            let ip = address((n / 25) as u32);
+            assert_eq!(
+                status_from(&auth, &unknown(n), ip).await,
+                StatusCode::UNAUTHORIZED,
+                "{kind}"
+            );
+        }
+        assert!(auth.misses.lock().unwrap().len() <= MAX_MISSES, "{kind}");
+        assert_eq!(
+            status_from(&auth, &known, address(0)).await,
+            StatusCode::OK,
+            "{kind}: a known client was evicted"
+        );
+    }
+}
+
+#[tokio::test]
+async fn lookups_of_unknown_ids_are_limited_per_address_and_misses_are_cached() {
+    for (kind, url) in databases("budget").await {
+        let meta = migrated(&url).await;
+        let project = meta.create_project("Shop", &[]).await.unwrap();
+        let client = meta
+            .create_client(&project.id, ClientKind::Write)
+            .await
+            .unwrap();
+        let auth = Authenticator::new(meta, Duration::from_secs(30));
+        let good = credentials(&client.id, &client.secret);
+        let ip = address(1);
+        assert_eq!(status_from(&auth, &good, ip).await, StatusCode::OK);
+        let mut statuses = Vec::new();
+        let mut retry_after = None;
+        for n in 0..100 {
+            let status = match charged_to(ip, auth.authenticate(&unknown(n))).await {
+                Ok(_) => StatusCode::OK,
+                Err(e) => {
+                    let response = e.into_response();
+                    if response.status() == StatusCode::TOO_MANY_REQUESTS {
+                        retry_after = response.headers().get(hyper::header::RETRY_AFTER).cloned();
+                    }
+                    response.status()
+                }
+            };
+            statuses.push(status);
+        }
+        let refused = statuses
+            .iter()
+            .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+            .count();
+        assert!(
+            statuses[..40]
+                .iter()
+                .all(|s| *s == StatusCode::UNAUTHORIZED),
+            "{kind}: {statuses:?}"
+        );
+        assert!(refused >= 40, "{kind}: only {refused} of 100 refused");
+        assert_eq!(retry_after.unwrap(), "1", "{kind}");
+        // Cached answers cost nothing: the known client, and an id
+        // already found missing.
+        assert_eq!(
+            status_from(&auth, &good, ip).await,
+            StatusCode::OK,
+            "{kind}"
+        );
+        assert_eq!(
+            status_from(&auth, &unknown(0), ip).await,
+            StatusCode::UNAUTHORIZED,
+            "{kind}"
+        );
+        // Another address has a budget of its own.
+        assert_eq!(
+            status_from(&auth, &unknown(500), address(2)).await,
+            StatusCode::UNAUTHORIZED,
+            "{kind}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn concurrent_requests_for_a_new_client_share_one_lookup() {
+    for (kind, url) in databases("single").await {
+        let meta = migrated(&url).await;
+        let project = meta.create_project("Shop", &[]).await.unwrap();
+        let client = meta
+            .create_client(&project.id, ClientKind::Write)
+            .await
+            .unwrap();
+        let auth = Arc::new(Authenticator::new(meta, Duration::from_secs(30)));
+        let headers = credentials(&client.id, &client.secret);
+        // Far more requests than one address's lookup budget, all at once
+        // on a cold cache (as right after a start): one lookup serves all.
+        let tasks: Vec<_> = (0..300)
+            .map(|_| {
+                let (auth, headers) = (auth.clone(), headers.clone());
+                tokio::spawn(async move { status_from(&auth, &headers, address(7)).await })
+            })
+            .collect();
+        for task in tasks {
+            assert_eq!(task.await.unwrap(), StatusCode::OK, "{kind}");
+        }
+    }
+}
+
+/// Forwards connections to `target` until dropped; dropping it also cuts
+/// every forwarded connection.
+struct Relay {
+    port: u16,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(target: String) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let mut links = tokio::task::JoinSet::new();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let target = target.clone();
+                links.spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Relay { port, task }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test]
+async fn a_metadata_outage_answers_503_with_retry_after() {
+    let servers: Vec<_> = databases("outage")
+        .await
+        .into_iter()
+        .filter(|(kind, _)| *kind != "sqlite")
+        .collect();
+    if servers.is_empty() {
+        eprintln!("a_metadata_outage_answers_503_with_retry_after: no database server to cut off");
+    }
+    for (kind, url) in servers {
+        let mut through_relay = url::Url::parse(&url).unwrap();
+        let target = format!(
+            "{}:{}",
+            through_relay.host_str().unwrap(),
+            through_relay.port().unwrap()
+        );
+        let relay = Relay::start(target).await;
+        through_relay.set_port(Some(relay.port)).unwrap();
+        let meta = migrated(through_relay.as_str()).await;
+        let project = meta.create_project("Shop", &[]).await.unwrap();
+        let client = meta
+            .create_client(&project.id, ClientKind::Write)
+            .await
+            .unwrap();
+        let auth = Authenticator::new(meta, Duration::from_secs(30));
+        drop(relay);
+        let started = Instant::now();
+        let response = auth
+            .authenticate(&credentials(&client.id, &client.secret))
+            .await
+            .unwrap_err()
+            .into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "{kind}");
+        assert_eq!(
+            response.headers()[hyper::header::RETRY_AFTER],
+            "1",
+            "{kind}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{kind}: took {:?}",
+            started.elapsed()
+        );
+    }
+}
