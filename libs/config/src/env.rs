@@ -63,6 +63,7 @@ setters! {
     "ANALYTICS_EDGE_REQUEST_TIMEOUT_MS" => |c, k, v| c.edge.request_timeout_ms = parse(k, v)?;
     "ANALYTICS_EDGE_AUTH_CACHE_TTL_MS" => |c, k, v| c.edge.auth_cache_ttl_ms = parse(k, v)?;
     "ANALYTICS_EDGE_MAX_PENDING_WRITES" => |c, k, v| c.edge.max_pending_writes = parse(k, v)?;
+    "ANALYTICS_EDGE_MAX_CONNECTIONS" => |c, k, v| c.edge.max_connections = parse(k, v)?;
     "ANALYTICS_EDGE_RATE_LIMIT_PER_CLIENT" => |c, k, v| c.edge.rate_limit_per_client = parse(k, v)?;
     "ANALYTICS_EDGE_RATE_LIMIT_PER_IP" => |c, k, v| c.edge.rate_limit_per_ip = parse(k, v)?;
     "ANALYTICS_ENRICHER_READ_COUNT" => |c, k, v| c.enricher.read_count = parse(k, v)?;

@@ -142,6 +142,10 @@ pub struct EdgeConfig {
     /// Most write requests waiting for Redis at once; past it the edge answers 503.
     #[serde(default = "defaults::max_pending_writes")]
     pub max_pending_writes: usize,
+    /// Connections the HTTP server serves at once; past it a new connection
+    /// is answered 503 and closed, while open ones keep being served.
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: usize,
     /// Ingest requests per second per client (0: no limit); projects may set their own.
     #[serde(default)]
     pub rate_limit_per_client: u32,
@@ -239,6 +243,11 @@ mod defaults {
     }
     pub fn max_pending_writes() -> usize {
         16_384
+    }
+    /// Far more than keep-alive producers and proxies need, well within
+    /// the file descriptors of a default container.
+    pub fn max_connections() -> usize {
+        10_000
     }
     pub fn read_count() -> usize {
         2_000
@@ -427,6 +436,9 @@ impl Config {
         if self.edge.max_batch_events == 0 {
             return invalid("edge.max_batch_events", "must be at least 1");
         }
+        if self.edge.max_connections == 0 {
+            return invalid("edge.max_connections", "must be at least 1");
+        }
         if self.edge.max_body_bytes < 64 || self.edge.max_batch_bytes < self.edge.max_body_bytes {
             return invalid(
                 "edge.max_batch_bytes",
@@ -550,6 +562,7 @@ mod tests {
         );
         assert_eq!(c.sink.max_rows, 10_000);
         assert_eq!(c.sink.max_age_ms, 1_000);
+        assert_eq!(c.edge.max_connections, 10_000);
     }
 
     #[test]
@@ -652,5 +665,7 @@ mod tests {
         assert!(err.to_string().contains("clickhouse.database"), "{err}");
         let err = Config::load(None, env(&[("ANALYTICS_REDIS_URL", "http://x")])).unwrap_err();
         assert!(err.to_string().contains("redis.url"), "{err}");
+        let err = Config::load(None, env(&[("ANALYTICS_EDGE_MAX_CONNECTIONS", "0")])).unwrap_err();
+        assert!(err.to_string().contains("edge.max_connections"), "{err}");
     }
 }
