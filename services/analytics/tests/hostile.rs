@@ -289,6 +289,19 @@ fn corpus(id: &str, secret: &str) -> Vec<Case> {
         too_many.as_bytes(),
         &[400],
     );
+    // One event over the single-event limit, inside a body under the batch limit.
+    let oversized = format!(
+        r#"[{},{{"type":"track","payload":{{"name":"a","properties":{{"s":"{}"}}}}}}]"#,
+        String::from_utf8_lossy(valid),
+        "x".repeat(9_000_000)
+    );
+    bad(
+        "a 9 MB event in a batch".into(),
+        "/batch",
+        &auth,
+        oversized.as_bytes(),
+        &[400],
+    );
     for body in ["[]", "\"x\"", r#"{"email":"a@b"}"#] {
         bad(
             format!("identify {body}"),
