@@ -152,3 +152,83 @@ pub async fn clickhouse_insert(
         per_second: inserted as f64 / seconds,
     })
 }
+
+/// What the sink's check of a redelivered batch costs beside the insert
+/// of the same batch.
+#[derive(Debug, Clone, Serialize)]
+pub struct RedeliveryCheck {
+    pub rows: usize,
+    /// Rows already in `events` around the batch (same project, same hour).
+    pub stored_rows: usize,
+    /// Best of five: inserting a batch of `rows` new events.
+    pub insert_seconds: f64,
+    /// Best of five: asking which of a stored batch's `rows` ids exist.
+    pub check_seconds: f64,
+    pub check_per_insert: f64,
+}
+
+/// Fills a scratch database with `stored` events, then times inserts of
+/// `rows`-row batches against existence checks of such a batch's ids (as
+/// a sink does for a redelivered batch).
+pub async fn redelivery_check(
+    clickhouse_url: &str,
+    database: &str,
+    rows: usize,
+    stored: usize,
+) -> anyhow::Result<RedeliveryCheck> {
+    let store = Store::new(&StoreSettings {
+        url: clickhouse_url.into(),
+        database: database.into(),
+        user: "default".into(),
+        password: String::new(),
+        cluster: None,
+    });
+    store.migrate().await?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs() as u32;
+    let batch = |n: usize| -> Vec<EventRow> {
+        (0..rows)
+            .map(|i| EventRow {
+                id: format!("0194c3a2-{n:04}-7000-8000-{i:012}"),
+                project_id: "redelivery".into(),
+                name: "screen_view".into(),
+                device_id: format!("device-{}", i % 2_000),
+                session_id: format!("session-{n}-{}", i % 500),
+                created_at: now - (i % 3_600) as u32,
+                received_at: now,
+                properties: r#"{"plan":"pro"}"#.into(),
+                ..EventRow::default()
+            })
+            .collect()
+    };
+    let mut n = 0;
+    while n * rows < stored {
+        store.insert("events", &batch(n)).await?;
+        n += 1;
+    }
+    let mut insert_seconds = f64::MAX;
+    let mut check_seconds = f64::MAX;
+    for _ in 0..5 {
+        let fresh = batch(n);
+        n += 1;
+        let start = Instant::now();
+        store.insert("events", &fresh).await?;
+        insert_seconds = insert_seconds.min(start.elapsed().as_secs_f64());
+        let start = Instant::now();
+        let found = store.existing_event_ids(&fresh).await?;
+        check_seconds = check_seconds.min(start.elapsed().as_secs_f64());
+        anyhow::ensure!(
+            found.len() == rows,
+            "the check found {} of {rows} stored rows",
+            found.len()
+        );
+    }
+    Ok(RedeliveryCheck {
+        rows,
+        stored_rows: n * rows,
+        insert_seconds,
+        check_seconds,
+        check_per_insert: check_seconds / insert_seconds,
+    })
+}

@@ -53,6 +53,18 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Time the sink's check of a redelivered batch against the insert of
+    /// the same batch, in a scratch database that is dropped afterwards.
+    Redelivery {
+        #[arg(long, default_value = "http://127.0.0.1:8123")]
+        clickhouse_url: String,
+        /// Rows per batch (the sink's default `max_rows`).
+        #[arg(long, default_value_t = 10_000)]
+        rows: usize,
+        /// Rows stored beforehand around the batch.
+        #[arg(long, default_value_t = 500_000)]
+        stored: usize,
+    },
 }
 
 #[derive(clap::Args)]
@@ -93,6 +105,22 @@ fn main() -> Result<()> {
     runtime.block_on(async {
         match cli.command {
             Cmd::Suite(args) => suite(args).await,
+            Cmd::Redelivery {
+                clickhouse_url,
+                rows,
+                stored,
+            } => {
+                let database = format!("bench_redelivery_{}", std::process::id());
+                let measured =
+                    baselines::redelivery_check(&clickhouse_url, &database, rows, stored).await;
+                clickhouse_query(
+                    &clickhouse_url,
+                    "default",
+                    &format!("DROP DATABASE IF EXISTS {database}"),
+                )?;
+                println!("{}", serde_json::to_string_pretty(&measured?)?);
+                Ok(())
+            }
             Cmd::Edge {
                 addr,
                 client_id,

@@ -72,6 +72,7 @@ setters! {
     "ANALYTICS_ENRICHER_SESSION_TIMEOUT_MS" => |c, k, v| c.enricher.session_timeout_ms = parse(k, v)?;
     "ANALYTICS_ENRICHER_SESSION_GRACE_MS" => |c, k, v| c.enricher.session_grace_ms = parse(k, v)?;
     "ANALYTICS_ENRICHER_DEDUPE_WINDOW_MS" => |c, k, v| c.enricher.dedupe_window_ms = parse(k, v)?;
+    "ANALYTICS_ENRICHER_STALL_AFTER_MS" => |c, k, v| c.enricher.stall_after_ms = parse(k, v)?;
     "ANALYTICS_INSIGHTS_MAX_RANGE_DAYS" => |c, k, v| c.insights.max_range_days = parse(k, v)?;
     "ANALYTICS_INSIGHTS_RATE_LIMIT_PER_SECOND" => |c, k, v| c.insights.rate_limit_per_second = parse(k, v)?;
     "ANALYTICS_INSIGHTS_QUERY_TIMEOUT_MS" => |c, k, v| c.insights.query_timeout_ms = parse(k, v)?;
@@ -80,6 +81,7 @@ setters! {
     "ANALYTICS_SINK_CLAIM_IDLE_MS" => |c, k, v| c.sink.claim_idle_ms = parse(k, v)?;
     "ANALYTICS_SINK_MAX_DELIVERIES" => |c, k, v| c.sink.max_deliveries = parse(k, v)?;
     "ANALYTICS_SINK_MAX_BACKOFF_MS" => |c, k, v| c.sink.max_backoff_ms = parse(k, v)?;
+    "ANALYTICS_SINK_STALL_AFTER_MS" => |c, k, v| c.sink.stall_after_ms = parse(k, v)?;
 }
 
 /// Applies one `ANALYTICS_*` variable, refusing names nobody defined.

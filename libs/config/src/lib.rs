@@ -175,6 +175,10 @@ pub struct EnricherConfig {
     /// How long a client event id is remembered to drop retries.
     #[serde(default = "defaults::dedupe_window_ms")]
     pub dedupe_window_ms: u64,
+    /// A partition task silent this long (no read, no commit) makes
+    /// `/readyz` answer 503.
+    #[serde(default = "defaults::stall_after_ms")]
+    pub stall_after_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -193,6 +197,10 @@ pub struct SinkConfig {
     /// Longest pause between two insert attempts while ClickHouse is down.
     #[serde(default = "defaults::max_backoff_ms")]
     pub max_backoff_ms: u64,
+    /// A partition task silent this long (no read, no flush) makes
+    /// `/readyz` answer 503.
+    #[serde(default = "defaults::stall_after_ms")]
+    pub stall_after_ms: u64,
 }
 
 mod defaults {
@@ -287,6 +295,11 @@ mod defaults {
     }
     pub fn max_backoff_ms() -> u64 {
         5_000
+    }
+    /// Longer than a ClickHouse or Redis restart, shorter than anyone's
+    /// patience with a partition that does not move.
+    pub fn stall_after_ms() -> u64 {
+        60_000
     }
 }
 

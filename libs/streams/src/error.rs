@@ -9,6 +9,8 @@ pub enum StreamError {
     MissingPayload { id: String },
     #[error("redis configuration: {0}")]
     Config(String),
+    #[error(transparent)]
+    Task(#[from] crate::TaskFailure),
 }
 
 impl StreamError {
@@ -21,7 +23,9 @@ impl StreamError {
                     || e.is_timeout()
                     || e.is_connection_refusal()
             }
-            StreamError::MissingPayload { .. } | StreamError::Config(_) => false,
+            StreamError::MissingPayload { .. } | StreamError::Config(_) | StreamError::Task(_) => {
+                false
+            }
         }
     }
 }

@@ -19,8 +19,10 @@
 mod conn;
 mod error;
 mod group;
+mod health;
 mod keys;
 mod maintenance;
+mod supervise;
 
 pub use analytics_event::bundle_documents;
 pub use conn::{Conn, RedisTarget, SlotCommands, connect, query_by_slot, slot_groups};
@@ -30,8 +32,10 @@ pub use group::{
     PAYLOAD_FIELD, ReadBatch, ack, claim_stale, copy_to_dead, dead_entries, dead_letter, drop_dead,
     ensure_group, replay_dead,
 };
+pub use health::{PartitionHealth, StageHealth};
 pub use keys::{Topic, partition_for, stream_key};
 pub use maintenance::{GroupStats, StreamStats, maintain, stream_stats, trim_acknowledged};
+pub use supervise::{TaskFailure, supervise};
 
 use std::time::Duration;
 

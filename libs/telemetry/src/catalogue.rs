@@ -13,6 +13,31 @@ pub enum Kind {
 /// Name, kind, help.
 pub const METRICS: &[(&str, Kind, &str)] = &[
     (
+        "analytics_sink_buffered_rows",
+        Kind::Gauge,
+        "Rows each enriched partition's sink task holds: its buffer, or the batch it is flushing.",
+    ),
+    (
+        "analytics_enricher_partition_progress_age_seconds",
+        Kind::Gauge,
+        "Seconds since each raw partition's enricher task last read or committed (readyz fails past enricher.stall_after_ms).",
+    ),
+    (
+        "analytics_enricher_running_tasks",
+        Kind::Gauge,
+        "1 while the enricher task of each raw partition runs.",
+    ),
+    (
+        "analytics_sink_partition_progress_age_seconds",
+        Kind::Gauge,
+        "Seconds since each enriched partition's sink task last read or flushed (readyz fails past sink.stall_after_ms).",
+    ),
+    (
+        "analytics_sink_running_tasks",
+        Kind::Gauge,
+        "1 while the sink task of each enriched partition runs.",
+    ),
+    (
         "analytics_edge_requests_total",
         Kind::Counter,
         "Ingest requests answered, by route and status.",
@@ -118,6 +143,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "Insights queries answered from the hourly aggregate tables.",
     ),
     (
+        "analytics_insights_export_stalls_total",
+        Kind::Counter,
+        "NDJSON exports dropped because their client took no data for insights.export_send_timeout_ms.",
+    ),
+    (
         "analytics_streams_length_entries",
         Kind::Gauge,
         "Entries in a stream partition.",
@@ -183,7 +213,10 @@ mod tests {
             let unit = *parts.last().unwrap();
             match kind {
                 Kind::Counter => assert_eq!(unit, "total", "{name}"),
-                _ => assert!(["seconds", "entries", "rows"].contains(&unit), "{name}"),
+                _ => assert!(
+                    ["seconds", "entries", "rows", "tasks"].contains(&unit),
+                    "{name}"
+                ),
             }
             assert!(help.ends_with('.') || help.ends_with(')'), "{name}");
         }

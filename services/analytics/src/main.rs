@@ -16,6 +16,7 @@ use std::time::Duration;
 use analytics_config::Config;
 use analytics_meta::{ClientKind, Meta};
 use analytics_store::{Store, StoreSettings};
+use analytics_streams::StageHealth;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use hyper::Request;
@@ -227,28 +228,47 @@ async fn run(command: Command, config: Arc<Config>) -> Result<()> {
         Command::Up => up(config).await,
         Command::Edge | Command::Insights => {
             let shutdown = shutdown_on_signal();
+            let listener = bind(&config).await?;
             let meta = open_meta(&config).await?;
             let apis = if matches!(command, Command::Edge) {
                 Apis::EDGE
             } else {
                 Apis::INSIGHTS
             };
-            serve_api(&config, meta, apis, shutdown).await
+            let consumers = ConsumerHealth(Vec::new());
+            serve_api(&config, meta, apis, consumers, listener, shutdown).await
         }
-        Command::Enrich => with_admin(&config, |shutdown| run_enricher(&config, shutdown)).await,
-        Command::Sink => with_admin(&config, |shutdown| run_sink(&config, shutdown)).await,
+        Command::Enrich => {
+            let health = enricher_health(&config);
+            with_admin(&config, health.clone(), |shutdown| {
+                run_enricher(&config, health, shutdown)
+            })
+            .await
+        }
+        Command::Sink => {
+            let health = sink_health(&config);
+            with_admin(&config, health.clone(), |shutdown| {
+                run_sink(&config, health, shutdown)
+            })
+            .await
+        }
     }
 }
 
 async fn up(config: Arc<Config>) -> Result<()> {
     let shutdown = shutdown_on_signal();
+    let listener = bind(&config).await?;
     let meta = open_meta(&config).await?;
     migrate_clickhouse(&config).await?;
     let credentials = bootstrap::ensure(&config, &meta).await?;
     bootstrap::print(&config, &credentials);
+    let (enricher_health, sink_health) = (enricher_health(&config), sink_health(&config));
+    let consumers = ConsumerHealth(vec![enricher_health.clone(), sink_health.clone()]);
     let edge = {
         let (config, meta, shutdown) = (config.clone(), meta.clone(), shutdown.clone());
-        tokio::spawn(async move { serve_api(&config, meta, Apis::ALL, shutdown).await })
+        tokio::spawn(async move {
+            serve_api(&config, meta, Apis::ALL, consumers, listener, shutdown).await
+        })
     };
     // The consumers get threads of their own: a batch being enriched or
     // encoded is CPU work that does not yield, and on the edge's threads it
@@ -261,26 +281,35 @@ async fn up(config: Arc<Config>) -> Result<()> {
         .context("cannot start the consumers' runtime")?;
     let enricher = {
         let (config, shutdown) = (config.clone(), shutdown.clone());
-        consumers.spawn(async move { run_enricher(&config, shutdown).await })
+        consumers.spawn(async move { run_enricher(&config, enricher_health, shutdown).await })
     };
     let sink = {
         let (config, shutdown) = (config.clone(), shutdown.clone());
-        consumers.spawn(async move { run_sink(&config, shutdown).await })
+        consumers.spawn(async move { run_sink(&config, sink_health, shutdown).await })
     };
-    // The first stage to stop (by error or by signal) stops the others.
-    let mut results = Vec::new();
-    for task in [edge, enricher, sink] {
-        let result = task.await.context("stage panicked").and_then(|r| r);
-        if let Err(e) = &result {
-            tracing::error!(error = %format!("{e:#}"), "stage failed; stopping");
+    // The first stage to stop, by error, panic or signal, stops the others:
+    // no events are taken in while the stages that store them are gone.
+    let mut stages = tokio::task::JoinSet::new();
+    for (name, task) in [("edge", edge), ("enricher", enricher), ("sink", sink)] {
+        stages.spawn(async move { (name, task.await) });
+    }
+    let mut failure = None;
+    while let Some(done) = stages.join_next().await {
+        let (name, result) = done.context("stage supervision failed")?;
+        let result = match result {
+            Ok(Ok(())) if !shutdown.is_cancelled() => Err(anyhow::anyhow!("stopped unasked")),
+            Ok(result) => result,
+            Err(e) => Err(anyhow::Error::new(e).context("panicked")),
+        };
+        if let Err(e) = result {
+            tracing::error!(stage = name, error = %format!("{e:#}"), "stage failed; stopping the others");
+            failure.get_or_insert(e.context(format!("{name} failed")));
         }
         shutdown.cancel();
-        results.push(result);
     }
     // Every task has finished; the runtime only has idle threads left.
     consumers.shutdown_background();
-    results.into_iter().collect::<Result<Vec<()>>>()?;
-    Ok(())
+    failure.map_or(Ok(()), Err)
 }
 
 fn shutdown_on_signal() -> CancellationToken {
@@ -384,15 +413,53 @@ impl Apis {
     };
 }
 
+fn enricher_health(config: &Config) -> StageHealth {
+    StageHealth::new(
+        "enricher",
+        config.redis.partitions,
+        Duration::from_millis(config.enricher.stall_after_ms),
+    )
+}
+
+fn sink_health(config: &Config) -> StageHealth {
+    StageHealth::new(
+        "sink",
+        config.redis.partitions,
+        Duration::from_millis(config.sink.stall_after_ms),
+    )
+}
+
+/// The consumer stages running in this process: `/readyz` answers 503
+/// while one of their partition tasks is gone or stalled, and `/metrics`
+/// carries their progress gauges.
+#[derive(Clone)]
+struct ConsumerHealth(Vec<StageHealth>);
+
+impl ConsumerHealth {
+    fn check(&self) -> Result<(), String> {
+        let problems: Vec<String> = self.0.iter().filter_map(|h| h.check().err()).collect();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+
+    fn export(&self) {
+        self.0.iter().for_each(StageHealth::export);
+    }
+}
+
 /// Serves the edge and/or the insights API (with health and metrics) on
-/// the configured address until `shutdown`.
+/// `listener` until `shutdown`.
 async fn serve_api(
     config: &Arc<Config>,
     meta: Meta,
     apis: Apis,
+    consumers: ConsumerHealth,
+    listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let listener = bind(config).await?;
     let redis = analytics_streams::connect(&redis_client(config)?, Duration::from_secs(5))
         .await
         .context("cannot connect to Redis")?;
@@ -419,9 +486,26 @@ async fn serve_api(
     let prefix: Arc<str> = config.path_prefix.as_str().into();
     let handler = move |mut req: Request<Incoming>, peer: SocketAddr| {
         let (edge, insights, prefix) = (edge.clone(), insights.clone(), prefix.clone());
+        let consumers = consumers.clone();
         async move {
             if !analytics_http::strip_path_prefix(&mut req, &prefix) {
                 return analytics_http::ApiError::NotFound.into_response();
+            }
+            match req.uri().path() {
+                "/readyz" => {
+                    if let Err(reason) = consumers.check()
+                        && let Some(response) = analytics_http::health_route(
+                            "/readyz",
+                            async { Err(reason) },
+                            String::new,
+                        )
+                        .await
+                    {
+                        return response;
+                    }
+                }
+                "/metrics" => consumers.export(),
+                _ => {}
             }
             if let Some(insights) = &insights
                 && req.uri().path().starts_with("/insights/")
@@ -443,18 +527,27 @@ async fn serve_api(
     };
     tracing::info!(listen = %config.listen, edge = apis.edge, insights = apis.insights, "API listening");
     let timeout = Duration::from_millis(config.edge.request_timeout_ms);
-    analytics_http::serve(listener, handler, timeout, shutdown).await;
+    let options = analytics_http::ServeOptions {
+        header_timeout: timeout,
+        max_connections: config.edge.max_connections,
+    };
+    analytics_http::serve(listener, handler, options, shutdown).await;
     let _ = writer.await;
     Ok(())
 }
 
-async fn run_enricher(config: &Arc<Config>, shutdown: CancellationToken) -> Result<()> {
+async fn run_enricher(
+    config: &Arc<Config>,
+    health: StageHealth,
+    shutdown: CancellationToken,
+) -> Result<()> {
     let meta = open_meta(config).await?;
     let deps = analytics_enricher::EnricherDeps {
         redis: redis_client(config)?,
         meta,
         enrichment: load_enrichment(config),
         consumer: consumer_name(config),
+        health,
     };
     analytics_enricher::run(config.clone(), deps, shutdown)
         .await
@@ -491,11 +584,16 @@ fn load_enrichment(config: &Config) -> analytics_enrich::Enrichment {
     analytics_enrich::Enrichment { ua, geo }
 }
 
-async fn run_sink(config: &Arc<Config>, shutdown: CancellationToken) -> Result<()> {
+async fn run_sink(
+    config: &Arc<Config>,
+    health: StageHealth,
+    shutdown: CancellationToken,
+) -> Result<()> {
     let deps = analytics_sink::SinkDeps {
         redis: redis_client(config)?,
         store: store(config),
         consumer: consumer_name(config),
+        health,
     };
     analytics_sink::run(config.clone(), deps, shutdown)
         .await
@@ -551,18 +649,32 @@ async fn dlq(config: &Config, command: DlqCommand) -> Result<()> {
     Ok(())
 }
 
-/// Runs a consumer stage beside its health and metrics server.
-async fn with_admin<F, Fut>(config: &Arc<Config>, stage: F) -> Result<()>
+/// Runs a consumer stage beside its health and metrics server. The
+/// address is bound first: one that is taken ends the process at start.
+/// Whichever of the two ends first ends the other.
+async fn with_admin<F, Fut>(config: &Arc<Config>, health: StageHealth, stage: F) -> Result<()>
 where
     F: FnOnce(CancellationToken) -> Fut,
     Fut: std::future::Future<Output = Result<()>>,
 {
     let shutdown = shutdown_on_signal();
-    let admin = tokio::spawn(serve_admin(config.clone(), shutdown.clone()));
-    let result = stage(shutdown.clone()).await;
-    shutdown.cancel();
-    admin.await??;
-    result
+    let listener = bind(config).await?;
+    let admin = serve_admin(config.clone(), listener, health, shutdown.clone());
+    let stage = stage(shutdown.clone());
+    tokio::pin!(admin, stage);
+    tokio::select! {
+        result = &mut stage => {
+            shutdown.cancel();
+            admin.await?;
+            result
+        }
+        served = &mut admin => {
+            shutdown.cancel();
+            let result = stage.await;
+            served.context("health and metrics server failed")?;
+            result
+        }
+    }
 }
 
 /// Asks this configuration's own server for `path`; an error unless it answers 200.
@@ -599,21 +711,30 @@ async fn probe(config: &Config, path: &str) -> Result<()> {
 }
 
 /// Health and metrics for a stage that serves no API of its own.
-async fn serve_admin(config: Arc<Config>, shutdown: CancellationToken) -> Result<()> {
-    let listener = bind(&config).await?;
+async fn serve_admin(
+    config: Arc<Config>,
+    listener: TcpListener,
+    health: StageHealth,
+    shutdown: CancellationToken,
+) -> Result<()> {
     let redis = analytics_streams::connect(&redis_client(&config)?, Duration::from_secs(2))
         .await
         .context("cannot connect to Redis")?;
     let metrics = analytics_telemetry::metrics_handle();
     let handler = move |req: Request<Incoming>, _peer: SocketAddr| {
-        let (mut redis, metrics) = (redis.clone(), metrics.clone());
+        let (mut redis, metrics, health) = (redis.clone(), metrics.clone(), health.clone());
         async move {
-            let ready = async move {
+            let ready = async {
+                health.check()?;
                 analytics_streams::ping(&mut redis)
                     .await
                     .map_err(|e| format!("redis: {e}"))
             };
-            analytics_http::health_route(req.uri().path(), ready, || metrics.render())
+            let render = || {
+                health.export();
+                metrics.render()
+            };
+            analytics_http::health_route(req.uri().path(), ready, render)
                 .await
                 .unwrap_or_else(|| analytics_http::ApiError::NotFound.into_response())
         }

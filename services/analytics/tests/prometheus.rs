@@ -134,6 +134,10 @@ fn every_stage_exports_metrics_promtool_accepts() {
         "analytics_streams_pending_entries",
         "analytics_streams_dead_letters_entries",
         "analytics_insights_requests_total",
+        "analytics_enricher_partition_progress_age_seconds",
+        "analytics_enricher_running_tasks",
+        "analytics_sink_partition_progress_age_seconds",
+        "analytics_sink_running_tasks",
     ] {
         assert!(seen.contains(needed), "no {needed} in {seen:?}");
     }

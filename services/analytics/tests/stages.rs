@@ -82,11 +82,24 @@ fn two_enrichers_and_two_sinks_share_the_work() {
     assert_eq!(stored(&setup, &creds), "2000\t2000");
 }
 
+/// Claims after 2 s (instead of the shipped 30 s) and retries at most
+/// 200 ms apart, so the takeover shows within seconds; the twin below runs
+/// the shipped defaults.
+#[test]
+fn a_dead_sinks_entries_are_taken_over_quickly_when_claims_are_early() {
+    dead_sinks_entries_are_taken_over(
+        Setup::new("takeover")
+            .with("ANALYTICS_SINK_CLAIM_IDLE_MS", "2000")
+            .with("ANALYTICS_SINK_MAX_BACKOFF_MS", "200"),
+    );
+}
+
 #[test]
 fn a_dead_sinks_entries_are_taken_over() {
-    let setup = Setup::new("takeover")
-        .with("ANALYTICS_SINK_CLAIM_IDLE_MS", "2000")
-        .with("ANALYTICS_SINK_MAX_BACKOFF_MS", "200");
+    dead_sinks_entries_are_taken_over(Setup::new("takeover_defaults"));
+}
+
+fn dead_sinks_entries_are_taken_over(setup: Setup) {
     setup.admin(&["migrate"]);
     let creds = setup.create_client("Stages");
     let _edge = setup.spawn(&["edge"]);
@@ -120,7 +133,7 @@ fn a_dead_sinks_entries_are_taken_over() {
     assert!(abandoned > 0);
     let rescuer = setup.member("rescuer");
     let _rescuer = rescuer.spawn(&["sink"]);
-    wait_until(Duration::from_secs(60), || {
+    wait_until(Duration::from_secs(90), || {
         stored(&setup, &creds) == "300\t300"
     });
     wait_until(Duration::from_secs(10), || pending(&mut conn) == 0);
@@ -185,7 +198,7 @@ fn batches_are_written_as_bundles_and_stored_event_by_event() {
     assert_eq!(records, (0..120).collect::<Vec<u64>>());
     let entries: u64 = setup.stream_lengths("enriched").iter().sum();
     assert!(entries > 1 && entries < 120, "{entries} enriched entries");
-    let _sink = setup.spawn(&["sink"]);
+    let _sink = setup.member("only").spawn(&["sink"]);
     wait_until(Duration::from_secs(30), || {
         stored(&setup, &creds) == "120\t120"
     });
@@ -394,4 +407,101 @@ fn a_revoked_client_is_refused_within_the_cache_ttl() {
     // Secrets never reach logs or metrics.
     let (_, _, metrics) = http(setup.port, "GET", "/metrics", &[], "").unwrap();
     assert!(!metrics.contains(&creds.secret) && !metrics.contains(&creds.id));
+}
+
+/// A sink died after inserting most of a full batch (the shipped
+/// `sink.max_rows`, 10,000 rows with UUID-sized ids: far more id text
+/// than ClickHouse's 256 KiB `max_query_size`) and before acknowledging
+/// it. Restarted under its name, it reads the batch again, checks it
+/// against ClickHouse and stores each row once.
+#[test]
+fn a_redelivered_batch_of_ten_thousand_rows_is_stored_once() {
+    let setup = Setup::new("redeliver");
+    setup.admin(&["migrate"]);
+    let creds = setup.create_client("Redeliver");
+    let now = (analytics_now_ms() / 1000) as u32;
+    let rows: Vec<analytics_store::EventRow> = (0..10_000u32)
+        .map(|i| analytics_store::EventRow {
+            id: format!("0194c3a2-7b1e-7c3d-9e4f-{i:012}"),
+            project_id: creds.project_id.clone(),
+            name: "redelivered".into(),
+            device_id: format!("dev-{}", i % 300),
+            session_id: format!("ses-{}", i % 300),
+            created_at: now - i % 3_600,
+            received_at: now,
+            ..Default::default()
+        })
+        .collect();
+    let key = format!("{}:enriched:{{p0}}", setup.name);
+    let mut conn = redis(&setup);
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&key)
+        .arg("sink")
+        .arg("0")
+        .arg("MKSTREAM")
+        .query(&mut conn)
+        .unwrap();
+    for chunk in rows.chunks(50) {
+        let bundle: Vec<String> = chunk
+            .iter()
+            .map(|r| serde_json::to_string(&analytics_enrich::Record::Events(r.clone())).unwrap())
+            .collect();
+        let _: String = redis::cmd("XADD")
+            .arg(&key)
+            .arg("*")
+            .arg("e")
+            .arg(bundle.join("\n"))
+            .query(&mut conn)
+            .unwrap();
+    }
+    // The dead sink's read: every entry is pending under its name.
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("sink")
+        .arg("s1")
+        .arg("COUNT")
+        .arg(1_000)
+        .arg("STREAMS")
+        .arg(&key)
+        .arg(">")
+        .query(&mut conn)
+        .unwrap();
+    // …and its insert of the first 7,000 rows, before it died.
+    let store = analytics_store::Store::new(&analytics_store::StoreSettings {
+        url: setup.clickhouse_url.clone(),
+        database: setup.name.clone(),
+        user: "default".into(),
+        password: String::new(),
+        cluster: None,
+    });
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(store.insert("events", &rows[..7_000]))
+        .unwrap();
+    let pending = |conn: &mut redis::Connection| -> u64 {
+        let summary: (u64, redis::Value, redis::Value, redis::Value) = redis::cmd("XPENDING")
+            .arg(&key)
+            .arg("sink")
+            .query(conn)
+            .unwrap();
+        summary.0
+    };
+    assert_eq!(pending(&mut conn), 200);
+
+    let sink = setup.member("s1");
+    let _sink = sink.spawn(&["sink"]);
+    wait_until(Duration::from_secs(60), || pending(&mut conn) == 0);
+    assert_eq!(stored(&setup, &creds), "10000\t10000");
+    assert_eq!(
+        setup.query("SELECT countMerge(events) FROM events_hourly"),
+        "10000"
+    );
+    assert_eq!(
+        metric(&sink, "analytics_sink_duplicates_skipped_total"),
+        7_000.0
+    );
+    assert_eq!(metric(&sink, "analytics_sink_insert_errors_total"), 0.0);
 }

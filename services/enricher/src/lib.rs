@@ -1,8 +1,9 @@
 //! The enricher stage: consumer group `enricher` on the raw stream.
 //!
-//! Wire format in: a JSON [`RawEvent`](analytics_event::RawEvent) per raw
-//! entry. Out: JSON [`Record`](analytics_enrich::Record)s (event rows,
-//! profile versions, aliases) on the enriched partition with the same
+//! Wire format in: bundles of JSON [`RawEvent`](analytics_event::RawEvent)s,
+//! one document per line, per raw entry. Out: bundles of
+//! [`Record`](analytics_enrich::Record)s (event rows, profile versions,
+//! aliases) as binary frames on the enriched partition with the same
 //! number (same cluster slot).
 //!
 //! Per batch: parse user agents (bots dropped or tagged per project),
@@ -32,11 +33,10 @@ use analytics_enrich::Enrichment;
 use analytics_meta::Meta;
 use analytics_streams::Conn;
 use analytics_streams::{
-    ClaimPolicy, GroupReader, MAX_BUNDLE_EVENTS, StreamError, backoff, claim_stale, connect,
-    ensure_group, maintain,
+    ClaimPolicy, GroupReader, MAX_BUNDLE_EVENTS, PartitionHealth, StageHealth, StreamError,
+    backoff, claim_stale, connect, ensure_group, maintain, supervise,
 };
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::keys::Keys;
 use crate::process::{ProcessError, Shared};
@@ -56,6 +56,8 @@ pub struct EnricherDeps {
     pub enrichment: Enrichment,
     /// This process's name in the consumer group.
     pub consumer: String,
+    /// Where each partition task reports progress (`/readyz`, gauges).
+    pub health: StageHealth,
 }
 
 /// Session and dedupe settings.
@@ -67,7 +69,8 @@ pub struct Settings {
 }
 
 /// Runs one task per raw partition until `shutdown`; in-flight batches are
-/// finished (committed) before it returns.
+/// finished (committed) before it returns. A task that panics stops the
+/// others (they finish their batches) and the stage returns the failure.
 pub async fn run(
     config: Arc<Config>,
     deps: EnricherDeps,
@@ -85,7 +88,8 @@ pub async fn run(
         dedupe_window_ms: config.enricher.dedupe_window_ms,
     };
     let shared = Arc::new(Shared::new(deps.enrichment, deps.meta, settings, scripts));
-    let tasks = TaskTracker::new();
+    let stop = shutdown.child_token();
+    let mut tasks = Vec::new();
     // Until a batch shows the real size of bundles, assume full ones: a
     // first read must not turn into a batch too big to commit.
     let read_entries = (config.enricher.read_count / MAX_BUNDLE_EVENTS).max(1);
@@ -107,11 +111,11 @@ pub async fn run(
             written: process::Written::default(),
             config: config.clone(),
             shared: shared.clone(),
+            health: deps.health.start(p),
         };
-        tasks.spawn(worker.run(reader, shutdown.clone()));
+        tasks.push((p, worker.run(reader, stop.clone())));
     }
-    tasks.close();
-    tasks.wait().await;
+    supervise(tasks, &stop).await?;
     Ok(())
 }
 
@@ -127,6 +131,7 @@ struct Partition {
     /// Everything this task appended to the enriched partition: the records
     /// per entry turn its `XLEN` into records for the cap.
     written: process::Written,
+    health: PartitionHealth,
 }
 
 impl Partition {
@@ -154,7 +159,9 @@ impl Partition {
                 .await
             } else if self.downstream_full().await {
                 // Reading pauses; the raw partition fills up to its cap and
-                // the edge answers 503, so no stream outgrows the cap.
+                // the edge answers 503, so no stream outgrows the cap. The
+                // pause is this stage working as meant: the sinks are behind.
+                self.health.progressed();
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
@@ -172,7 +179,10 @@ impl Partition {
                 Err(e) => Err(ProcessError::from(e)),
             };
             match outcome {
-                Ok(()) => failures = 0,
+                Ok(()) => {
+                    failures = 0;
+                    self.health.progressed();
+                }
                 Err(e) => {
                     failures += 1;
                     metrics::counter!("analytics_enricher_errors_total").increment(1);

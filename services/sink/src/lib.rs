@@ -16,16 +16,21 @@
 //! ClickHouse refuses, and entries that cannot be decoded, go to the
 //! dead-letter stream with the reason.
 
-mod batch;
+mod buffer;
+mod flush;
+mod partition;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use analytics_config::Config;
 use analytics_store::Store;
-use analytics_streams::{GroupReader, StreamError, Topic, connect, ensure_group, stream_key};
+use analytics_streams::{
+    GroupReader, StageHealth, StreamError, Topic, connect, ensure_group, stream_key, supervise,
+};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+
+use crate::partition::{Partition, StreamLedger};
 
 /// Consumer group name on the enriched stream.
 pub const GROUP: &str = "sink";
@@ -36,10 +41,14 @@ pub struct SinkDeps {
     pub store: Store,
     /// This process's name in the consumer group.
     pub consumer: String,
+    /// Where each partition task reports progress (`/readyz`, gauges).
+    pub health: StageHealth,
 }
 
 /// Runs one batching task per enriched partition until `shutdown`; each
-/// flushes and acknowledges its current batch before returning.
+/// flushes and acknowledges its current batch before returning. A task
+/// that panics stops the others (they drain) and the stage returns the
+/// failure.
 pub async fn run(
     config: Arc<Config>,
     deps: SinkDeps,
@@ -51,7 +60,8 @@ pub async fn run(
         ensure_group(&mut conn, &stream_key(prefix, Topic::Enriched, p), GROUP).await?;
     }
     let block = Duration::from_millis(config.sink.max_age_ms.clamp(10, 1_000));
-    let tasks = TaskTracker::new();
+    let stop = shutdown.child_token();
+    let mut tasks = Vec::new();
     for p in 0..config.redis.partitions {
         let key = stream_key(prefix, Topic::Enriched, p);
         let reader = GroupReader::new(
@@ -62,17 +72,20 @@ pub async fn run(
             config.sink.max_rows.min(5_000),
             block,
         );
-        let partition = batch::Partition::new(
+        let ledger = StreamLedger {
+            conn: conn.clone(),
             key,
-            stream_key(prefix, Topic::Dead, p),
-            deps.consumer.clone(),
-            conn.clone(),
+            dead: stream_key(prefix, Topic::Dead, p),
+            consumer: deps.consumer.clone(),
+        };
+        let partition = Partition::new(
+            ledger,
             deps.store.clone(),
             config.clone(),
+            deps.health.start(p),
         );
-        tasks.spawn(partition.run(reader, shutdown.clone()));
+        tasks.push((p, partition.run(reader, stop.clone())));
     }
-    tasks.close();
-    tasks.wait().await;
+    supervise(tasks, &stop).await?;
     Ok(())
 }

@@ -94,8 +94,7 @@ impl Setup {
             .env("ANALYTICS_REDIS_URL", &self.redis_url)
             .env("ANALYTICS_REDIS_KEY_PREFIX", &self.name)
             .env("ANALYTICS_CLICKHOUSE_URL", &self.clickhouse_url)
-            .env("ANALYTICS_CLICKHOUSE_DATABASE", &self.name)
-            .env("ANALYTICS_SINK_MAX_AGE_MS", "200");
+            .env("ANALYTICS_CLICKHOUSE_DATABASE", &self.name);
         if let Ok(rules) = std::env::var("TEST_UA_REGEXES") {
             cmd.env("ANALYTICS_UA_REGEXES", rules);
         }
@@ -117,7 +116,14 @@ impl Setup {
     }
 
     /// Starts a long-running subcommand and waits until it answers `/healthz`.
+    /// The port must be free: a process still serving it would answer for
+    /// the new one (use [`Setup::member`] for a process of its own).
     pub fn spawn(&self, args: &[&str]) -> Proc {
+        assert!(
+            std::net::TcpListener::bind(("127.0.0.1", self.port)).is_ok(),
+            "{args:?}: port {} is taken by another process of this test",
+            self.port
+        );
         let child = self
             .command(args)
             .stdout(Stdio::piped())

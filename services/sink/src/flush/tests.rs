@@ -1,0 +1,440 @@
+//! The flush's decisions against a fake ClickHouse and a fake stream: no
+//! sockets, a failure planted at every step.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use analytics_enrich::Record;
+use analytics_store::{EventRow, InsertRow, ProfileRow, StoreError};
+use analytics_streams::{DeadLetter, Entry, StreamError};
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+
+const SETTINGS: FlushSettings = FlushSettings {
+    claim_idle: Duration::from_secs(30),
+    max_backoff: Duration::from_secs(5),
+};
+
+fn outage() -> StoreError {
+    StoreError::ClickHouse(clickhouse::error::Error::Network(
+        "connection refused".into(),
+    ))
+}
+
+fn refusal() -> StoreError {
+    StoreError::ClickHouse(clickhouse::error::Error::BadResponse(
+        "Code: 27, e.displayText() = DB::Exception: Cannot parse input".into(),
+    ))
+}
+
+fn redis_down() -> StreamError {
+    StreamError::Redis(redis::RedisError::from((
+        redis::ErrorKind::Io,
+        "connection refused",
+    )))
+}
+
+/// What one call to the fake ClickHouse does.
+#[derive(Clone, Copy, Debug)]
+enum Call {
+    Ok,
+    /// The server is unreachable: nothing is stored.
+    Outage,
+    /// The rows are stored but the answer is lost.
+    StoredThenLost,
+}
+
+/// ClickHouse as a list of stored records. Calls follow `plan`, then
+/// succeed; a batch holding an event whose id starts with `bad` is
+/// refused as a whole, like a row ClickHouse cannot parse.
+#[derive(Default)]
+struct FakeWarehouse {
+    stored: Mutex<Vec<Record>>,
+    plan: Mutex<VecDeque<Call>>,
+    calls: Mutex<Vec<&'static str>>,
+}
+
+impl FakeWarehouse {
+    fn planned(calls: &[Call]) -> Self {
+        FakeWarehouse {
+            plan: Mutex::new(calls.iter().copied().collect()),
+            ..FakeWarehouse::default()
+        }
+    }
+
+    fn next(&self, what: &'static str) -> Call {
+        self.calls.lock().unwrap().push(what);
+        self.plan.lock().unwrap().pop_front().unwrap_or(Call::Ok)
+    }
+
+    fn event_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .stored
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|r| match r {
+                Record::Events(e) => Some(e.id.clone()),
+                _ => None,
+            })
+            .collect();
+        ids.sort();
+        ids
+    }
+}
+
+impl Warehouse for FakeWarehouse {
+    async fn existing_event_ids(
+        &self,
+        rows: &[EventRow],
+    ) -> Result<HashSet<(String, String)>, StoreError> {
+        if let Call::Outage | Call::StoredThenLost = self.next("existing") {
+            return Err(outage());
+        }
+        let stored = self.stored.lock().unwrap();
+        let asked: HashSet<(&str, &str)> = rows
+            .iter()
+            .map(|r| (r.project_id.as_str(), r.id.as_str()))
+            .collect();
+        Ok(stored
+            .iter()
+            .filter_map(|r| match r {
+                Record::Events(e) if asked.contains(&(e.project_id.as_str(), e.id.as_str())) => {
+                    Some((e.project_id.clone(), e.id.clone()))
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
+    async fn insert<T: InsertRow + Clone + Into<Record>>(
+        &self,
+        _table: &str,
+        rows: &[T],
+    ) -> Result<(), StoreError> {
+        let call = self.next("insert");
+        if let Call::Outage = call {
+            return Err(outage());
+        }
+        let records: Vec<Record> = rows.iter().cloned().map(Into::into).collect();
+        if records
+            .iter()
+            .any(|r| matches!(r, Record::Events(e) if e.id.starts_with("bad")))
+        {
+            return Err(refusal());
+        }
+        self.stored.lock().unwrap().extend(records);
+        match call {
+            Call::StoredThenLost => Err(outage()),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The partition's stream: what was dead-lettered and acknowledged, in
+/// order, with planted failures.
+#[derive(Default)]
+struct FakeLedger {
+    dead: Vec<DeadLetter>,
+    acked: Vec<String>,
+    /// Operations in the order they succeeded.
+    log: Vec<&'static str>,
+    /// Failures still to come, per operation.
+    dead_failures: u32,
+    ack_failures: u32,
+    /// Entries another consumer took over.
+    taken: HashSet<String>,
+}
+
+impl Ledger for FakeLedger {
+    async fn keep_owned(&mut self, ids: &[String]) -> Result<HashSet<String>, StreamError> {
+        Ok(ids
+            .iter()
+            .filter(|id| !self.taken.contains(*id))
+            .cloned()
+            .collect())
+    }
+
+    async fn dead_letter(&mut self, letters: &[DeadLetter]) -> Result<(), StreamError> {
+        if self.dead_failures > 0 {
+            self.dead_failures -= 1;
+            return Err(redis_down());
+        }
+        if !letters.is_empty() {
+            self.dead.extend(letters.iter().cloned());
+            self.acked
+                .extend(letters.iter().map(|l| l.entry.id.clone()));
+            self.log.push("dead_letter");
+        }
+        Ok(())
+    }
+
+    async fn ack(&mut self, ids: &[String]) -> Result<(), StreamError> {
+        if self.ack_failures > 0 {
+            self.ack_failures -= 1;
+            return Err(redis_down());
+        }
+        self.acked.extend(ids.iter().cloned());
+        self.log.push("ack");
+        Ok(())
+    }
+}
+
+fn event(id: &str) -> EventRow {
+    EventRow {
+        project_id: "p".into(),
+        id: id.into(),
+        name: "screen_view".into(),
+        ..EventRow::default()
+    }
+}
+
+/// A batch of `n` events, one entry each (`1-0`, `2-0`, …), plus one
+/// profile version on the first entry.
+fn batch(n: usize) -> Buffer {
+    let mut buffer = Buffer {
+        oldest: Some(Instant::now()),
+        ..Buffer::default()
+    };
+    for i in 1..=n {
+        let entry = format!("{i}-0");
+        buffer.events.push(entry.clone(), event(&format!("e{i}")));
+        buffer.ids.push(entry);
+    }
+    buffer.profiles.push(
+        "1-0".into(),
+        ProfileRow {
+            project_id: "p".into(),
+            id: "u1".into(),
+            ..ProfileRow::default()
+        },
+    );
+    buffer
+}
+
+fn ids(n: usize) -> Vec<String> {
+    let mut ids: Vec<String> = (1..=n).map(|i| format!("e{i}")).collect();
+    ids.sort();
+    ids
+}
+
+fn entries(n: usize) -> Vec<String> {
+    (1..=n).map(|i| format!("{i}-0")).collect()
+}
+
+async fn run(buffer: Buffer, warehouse: &FakeWarehouse, ledger: &mut FakeLedger) -> Flushed {
+    flush(
+        buffer,
+        warehouse,
+        ledger,
+        SETTINGS,
+        &CancellationToken::new(),
+    )
+    .await
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_is_stored_then_acknowledged() {
+    let (warehouse, mut ledger) = (FakeWarehouse::default(), FakeLedger::default());
+    assert_eq!(
+        run(batch(3), &warehouse, &mut ledger).await,
+        Flushed::Stored { rows: 4 }
+    );
+    assert_eq!(warehouse.event_ids(), ids(3));
+    assert_eq!(warehouse.stored.lock().unwrap().len(), 4);
+    assert_eq!(ledger.acked, entries(3));
+    // A fresh batch is not checked against ClickHouse.
+    assert!(!warehouse.calls.lock().unwrap().contains(&"existing"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_empty_batch_does_nothing() {
+    let (warehouse, mut ledger) = (FakeWarehouse::default(), FakeLedger::default());
+    assert_eq!(
+        run(Buffer::default(), &warehouse, &mut ledger).await,
+        Flushed::Nothing
+    );
+    assert!(warehouse.calls.lock().unwrap().is_empty());
+    assert!(ledger.log.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_insert_whose_answer_was_lost_is_not_stored_twice() {
+    let warehouse = FakeWarehouse::planned(&[Call::StoredThenLost, Call::Outage, Call::Outage]);
+    let mut ledger = FakeLedger::default();
+    assert_eq!(
+        run(batch(5), &warehouse, &mut ledger).await,
+        Flushed::Stored { rows: 6 }
+    );
+    // The events went in with the lost answer; the retry checked them
+    // (twice failing to ask) and inserted none again.
+    assert_eq!(warehouse.event_ids(), ids(5));
+    let calls = warehouse.calls.lock().unwrap().clone();
+    assert_eq!(
+        calls,
+        ["insert", "existing", "existing", "existing", "insert"]
+    );
+    assert_eq!(ledger.acked, entries(5));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_outage_keeps_the_batch_until_clickhouse_is_back() {
+    let warehouse = FakeWarehouse::planned(&[Call::Outage; 6]);
+    let mut ledger = FakeLedger::default();
+    assert_eq!(
+        run(batch(2), &warehouse, &mut ledger).await,
+        Flushed::Stored { rows: 3 }
+    );
+    assert_eq!(warehouse.event_ids(), ids(2));
+    assert_eq!(ledger.acked, entries(2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_redelivered_batch_of_ten_thousand_rows_is_stored_once() {
+    let warehouse = FakeWarehouse::default();
+    // An earlier sink stored the first 6,000 and died before acknowledging.
+    warehouse
+        .stored
+        .lock()
+        .unwrap()
+        .extend((1..=6_000).map(|i| Record::Events(event(&format!("e{i}")))));
+    let mut buffer = batch(10_000);
+    buffer.maybe_stored = true;
+    let mut ledger = FakeLedger::default();
+    assert_eq!(
+        run(buffer, &warehouse, &mut ledger).await,
+        Flushed::Stored { rows: 10_001 }
+    );
+    assert_eq!(warehouse.event_ids(), ids(10_000));
+    assert_eq!(ledger.acked.len(), 10_000);
+}
+
+#[tokio::test(start_paused = true)]
+async fn refused_rows_are_dead_lettered_before_their_entries_are_acknowledged() {
+    let (warehouse, mut ledger) = (FakeWarehouse::default(), FakeLedger::default());
+    let mut buffer = batch(3);
+    buffer.events.push("4-0".into(), event("bad-row"));
+    buffer.ids.push("4-0".into());
+    assert_eq!(
+        run(buffer, &warehouse, &mut ledger).await,
+        Flushed::Stored { rows: 5 }
+    );
+    assert_eq!(warehouse.event_ids(), ids(3));
+    assert_eq!(ledger.dead.len(), 1);
+    assert_eq!(ledger.dead[0].entry.id, "4-0");
+    assert!(ledger.dead[0].reason.starts_with("refused by ClickHouse"));
+    let record: Record = serde_json::from_slice(&ledger.dead[0].entry.payload).unwrap();
+    assert!(matches!(record, Record::Events(e) if e.id == "bad-row"));
+    assert_eq!(ledger.log, ["dead_letter", "ack"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_dead_letter_write_keeps_its_letters() {
+    let warehouse = FakeWarehouse::default();
+    let mut ledger = FakeLedger {
+        dead_failures: 3,
+        ..FakeLedger::default()
+    };
+    let mut buffer = batch(1);
+    buffer.events.push("2-0".into(), event("bad-row"));
+    buffer.ids.push("2-0".into());
+    assert_eq!(
+        run(buffer, &warehouse, &mut ledger).await,
+        Flushed::Stored { rows: 3 }
+    );
+    assert_eq!(
+        ledger.dead.len(),
+        1,
+        "the letter survived three failed writes"
+    );
+    assert_eq!(ledger.log, ["dead_letter", "ack"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn undecodable_entries_are_dead_lettered_with_the_flush() {
+    let (warehouse, mut ledger) = (FakeWarehouse::default(), FakeLedger::default());
+    let mut buffer = batch(1);
+    buffer.add(analytics_streams::ReadBatch {
+        entries: vec![Entry {
+            id: "9-0".into(),
+            payload: b"{not a record".to_vec(),
+        }],
+        ..Default::default()
+    });
+    assert_eq!(buffer.letters.len(), 1);
+    assert_eq!(
+        run(buffer, &warehouse, &mut ledger).await,
+        Flushed::Stored { rows: 2 }
+    );
+    assert_eq!(ledger.dead[0].entry.id, "9-0");
+    assert!(ledger.acked.contains(&"9-0".to_owned()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_ack_is_retried() {
+    let warehouse = FakeWarehouse::default();
+    let mut ledger = FakeLedger {
+        ack_failures: 7,
+        ..FakeLedger::default()
+    };
+    assert_eq!(
+        run(batch(2), &warehouse, &mut ledger).await,
+        Flushed::Stored { rows: 3 }
+    );
+    assert_eq!(ledger.acked, entries(2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn entries_taken_over_are_left_to_their_new_owner() {
+    let warehouse = FakeWarehouse::default();
+    let mut ledger = FakeLedger {
+        taken: HashSet::from(["2-0".to_owned()]),
+        ..FakeLedger::default()
+    };
+    let mut buffer = batch(3);
+    // Read long enough ago that another consumer may have claimed some.
+    buffer.oldest = Instant::now().checked_sub(SETTINGS.claim_idle);
+    assert!(buffer.oldest.is_some());
+    assert_eq!(
+        run(buffer, &warehouse, &mut ledger).await,
+        Flushed::Stored { rows: 3 }
+    );
+    assert_eq!(warehouse.event_ids(), ["e1", "e3"]);
+    assert_eq!(ledger.acked, ["1-0", "3-0"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn at_shutdown_a_failing_step_leaves_the_batch_pending() {
+    let shutdown = CancellationToken::new();
+    shutdown.cancel();
+    // ClickHouse down: nothing stored, nothing acknowledged.
+    let warehouse = FakeWarehouse::planned(&[Call::Outage; 10]);
+    let mut ledger = FakeLedger::default();
+    let flushed = flush(batch(2), &warehouse, &mut ledger, SETTINGS, &shutdown).await;
+    assert_eq!(flushed, Flushed::LeftPending { rows: 3 });
+    assert!(ledger.acked.is_empty());
+    // Redis down after the insert: the refused row is not acknowledged
+    // without its letter, nor is anything else.
+    let warehouse = FakeWarehouse::default();
+    let mut ledger = FakeLedger {
+        dead_failures: 10,
+        ..FakeLedger::default()
+    };
+    let mut buffer = batch(1);
+    buffer.events.push("2-0".into(), event("bad-row"));
+    buffer.ids.push("2-0".into());
+    let flushed = flush(buffer, &warehouse, &mut ledger, SETTINGS, &shutdown).await;
+    assert_eq!(flushed, Flushed::LeftPending { rows: 3 });
+    assert!(ledger.acked.is_empty());
+    assert!(ledger.dead.is_empty());
+    // Redis down for the ack only.
+    let mut ledger = FakeLedger {
+        ack_failures: 10,
+        ..FakeLedger::default()
+    };
+    let flushed = flush(batch(1), &warehouse, &mut ledger, SETTINGS, &shutdown).await;
+    assert_eq!(flushed, Flushed::LeftPending { rows: 2 });
+    assert!(ledger.acked.is_empty());
+}
