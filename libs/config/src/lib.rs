@@ -81,6 +81,19 @@ pub struct InsightsConfig {
     /// Longest a query may run (ClickHouse `max_execution_time`); then 504.
     #[serde(default = "defaults::query_timeout_ms")]
     pub query_timeout_ms: u64,
+    /// NDJSON exports streaming at once on this server; beyond, 503.
+    #[serde(default = "defaults::max_exports")]
+    pub max_exports: u32,
+    /// NDJSON exports streaming at once for one client; beyond, 429.
+    #[serde(default = "defaults::max_exports_per_client")]
+    pub max_exports_per_client: u32,
+    /// Memory one export query may use (ClickHouse `max_memory_usage`).
+    #[serde(default = "defaults::export_max_memory_bytes")]
+    pub export_max_memory_bytes: u64,
+    /// An export whose client takes no data for this long is dropped,
+    /// and its ClickHouse query with it.
+    #[serde(default = "defaults::export_send_timeout_ms")]
+    pub export_send_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -287,6 +300,20 @@ mod defaults {
     pub fn query_timeout_ms() -> u64 {
         30_000
     }
+    pub fn max_exports() -> u32 {
+        8
+    }
+    pub fn max_exports_per_client() -> u32 {
+        2
+    }
+    /// Far above what one export window needs (a few thousand rows
+    /// sorted), far below what a day's rows sorted at once took.
+    pub fn export_max_memory_bytes() -> u64 {
+        1 << 30
+    }
+    pub fn export_send_timeout_ms() -> u64 {
+        15_000
+    }
     pub fn max_rows() -> usize {
         10_000
     }
@@ -472,6 +499,21 @@ impl Config {
         }
         if self.insights.query_timeout_ms < 1000 {
             return invalid("insights.query_timeout_ms", "must be at least 1000");
+        }
+        if self.insights.max_exports == 0 || self.insights.max_exports_per_client == 0 {
+            return invalid(
+                "insights",
+                "max_exports and max_exports_per_client must be at least 1",
+            );
+        }
+        if self.insights.export_max_memory_bytes < 1 << 20 {
+            return invalid(
+                "insights.export_max_memory_bytes",
+                "must be at least 1048576",
+            );
+        }
+        if self.insights.export_send_timeout_ms < 1000 {
+            return invalid("insights.export_send_timeout_ms", "must be at least 1000");
         }
         if self.enricher.max_deliveries == 0 || self.sink.max_deliveries == 0 {
             return invalid("max_deliveries", "must be at least 1");

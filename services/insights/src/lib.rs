@@ -1,10 +1,11 @@
 //! The insights API: analytics questions answered from ClickHouse.
 //!
 //! Wire format: `GET /insights/:projectId/<endpoint>?startDate&endDate&timezone&filters…`
-//! (and `POST …/funnel` with a JSON body), JSON answers, NDJSON for event
-//! export. Every request is authenticated as a `read` or `root` client of
-//! that very project, rate limited per client, and every query is bound to
-//! the project with bound parameters and limited in time.
+//! (and `POST …/funnel` with a JSON body), path segments percent-decoded,
+//! JSON answers, NDJSON for event export. Every request is authenticated
+//! as a `read` or `root` client of that very project, rate limited per
+//! client, and every query is bound to the project with bound parameters
+//! and limited in time.
 //!
 //! Guarantee: answers are what a scan of the raw `events` table gives;
 //! read-only, so retrying is always safe.
@@ -13,6 +14,7 @@ mod params;
 mod queries;
 mod sql;
 mod stream;
+mod zone;
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -30,6 +32,7 @@ use serde_json::{Value, json};
 
 use crate::params::{Interval, query_pairs};
 use crate::queries::{DIMENSIONS, FunnelGroup, Period, Runner, Step};
+use crate::stream::{ExportSettings, Exports};
 
 /// Endpoint names, as metric labels.
 const ENDPOINTS: &[&str] = &[
@@ -58,6 +61,52 @@ pub struct Insights {
     runner: Runner,
     limiter: DefaultKeyedRateLimiter<String>,
     max_range_days: i64,
+    exports: Exports,
+    export: ExportSettings,
+}
+
+/// An endpoint, from the path segments after the project id.
+enum Endpoint<'a> {
+    Metrics,
+    Timeseries,
+    Top(&'a str),
+    Funnel,
+    Retention,
+    Live,
+    Events,
+    Profile(&'a str),
+}
+
+impl<'a> Endpoint<'a> {
+    fn of(segments: &[&'a str]) -> Option<Endpoint<'a>> {
+        Some(match segments {
+            ["metrics"] => Endpoint::Metrics,
+            ["timeseries"] => Endpoint::Timeseries,
+            ["top", dimension] => Endpoint::Top(dimension),
+            ["funnel"] => Endpoint::Funnel,
+            ["retention"] => Endpoint::Retention,
+            ["live"] => Endpoint::Live,
+            ["events"] => Endpoint::Events,
+            ["profiles", id] => Endpoint::Profile(id),
+            _ => return None,
+        })
+    }
+}
+
+/// The path's segments, percent-decoded (a profile id may hold `/`, `?`
+/// or spaces); empty segments are skipped.
+fn segments(path: &str) -> Result<Vec<String>, ApiError> {
+    path.split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8()
+                .map(|s| s.into_owned())
+                .map_err(|_| {
+                    ApiError::bad_request("the path is not UTF-8 once percent-decoded", None)
+                })
+        })
+        .collect()
 }
 
 impl Insights {
@@ -73,9 +122,18 @@ impl Insights {
             runner: Runner {
                 store: deps.store,
                 timeout: Duration::from_millis(config.insights.query_timeout_ms),
+                max_memory_bytes: None,
             },
             limiter: RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst)),
             max_range_days: i64::from(config.insights.max_range_days),
+            exports: Exports::new(
+                config.insights.max_exports,
+                config.insights.max_exports_per_client,
+            ),
+            export: ExportSettings {
+                max_memory_bytes: config.insights.export_max_memory_bytes,
+                send_timeout: Duration::from_millis(config.insights.export_send_timeout_ms),
+            },
         })
     }
 
@@ -87,18 +145,24 @@ impl Insights {
     {
         let path = req.uri().path().to_owned();
         let rest = path.strip_prefix("/insights/")?;
-        let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
         let started = std::time::Instant::now();
-        let endpoint = parts.get(1).copied().unwrap_or("");
-        let response = match self.handle(&parts, req).await {
-            Ok(response) => response,
-            Err(error) => error.into_response(),
+        let (label, response) = match segments(rest) {
+            Ok(parts) => {
+                let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+                let endpoint = parts.get(1).copied().unwrap_or("");
+                let label: &'static str = ENDPOINTS
+                    .iter()
+                    .find(|e| **e == endpoint)
+                    .copied()
+                    .unwrap_or("unknown");
+                let response = match self.handle(&parts, req).await {
+                    Ok(response) => response,
+                    Err(error) => error.into_response(),
+                };
+                (label, response)
+            }
+            Err(error) => ("unknown", error.into_response()),
         };
-        let label: &'static str = ENDPOINTS
-            .iter()
-            .find(|e| **e == endpoint)
-            .copied()
-            .unwrap_or("unknown");
         metrics::counter!("analytics_insights_requests_total",
             "endpoint" => label, "status" => response.status().as_u16().to_string())
         .increment(1);
@@ -127,21 +191,29 @@ impl Insights {
                 "too many insights requests; retry shortly",
             ));
         }
-        let params = query_pairs(req.uri().query());
+        let endpoint = Endpoint::of(&parts[1..]).ok_or(ApiError::NotFound)?;
         let method = req.method().clone();
+        let allowed = match endpoint {
+            Endpoint::Funnel => method == Method::GET || method == Method::POST,
+            _ => method == Method::GET,
+        };
+        if !allowed {
+            return Err(ApiError::MethodNotAllowed);
+        }
+        let params = query_pairs(req.uri().query());
         let ok = |value: Value| Ok(json(StatusCode::OK, &value));
         let runner = &self.runner;
-        match (&method, &parts[1..]) {
-            (&Method::GET, ["metrics"]) => {
+        match endpoint {
+            Endpoint::Metrics => {
                 let range = params::range(&params, self.max_range_days)?;
+                let previous = range.previous()?;
                 let filters =
                     params::filters(params.get("filters").map(String::as_str), "filters")?;
                 let current = queries::metrics(runner, project, &range, &filters).await?;
-                let previous =
-                    queries::metrics(runner, project, &range.previous(), &filters).await?;
+                let previous = queries::metrics(runner, project, &previous, &filters).await?;
                 ok(json!({"current": current, "previous": previous}))
             }
-            (&Method::GET, ["timeseries"]) => {
+            Endpoint::Timeseries => {
                 let range = params::range(&params, self.max_range_days)?;
                 let filters =
                     params::filters(params.get("filters").map(String::as_str), "filters")?;
@@ -154,10 +226,10 @@ impl Insights {
                 }
                 ok(queries::timeseries(runner, project, &range, &filters, interval).await?)
             }
-            (&Method::GET, ["top", dimension]) => {
+            Endpoint::Top(dimension) => {
                 let (name, dimension) = DIMENSIONS
                     .iter()
-                    .find(|(name, _)| name == dimension)
+                    .find(|(name, _)| *name == dimension)
                     .copied()
                     .ok_or_else(|| {
                         let known: Vec<&str> = DIMENSIONS.iter().map(|(n, _)| *n).collect();
@@ -174,7 +246,7 @@ impl Insights {
                     queries::top(runner, project, &range, &filters, dimension, limit).await?;
                 ok(json!({"dimension": name, "rows": rows}))
             }
-            (&Method::GET, ["funnel"]) => {
+            Endpoint::Funnel if method == Method::GET => {
                 let range = params::range(&params, self.max_range_days)?;
                 let steps: Vec<Step> = params
                     .get("steps")
@@ -197,7 +269,7 @@ impl Insights {
                 check_steps(&steps)?;
                 ok(queries::funnel(runner, project, &range, &steps, window, group).await?)
             }
-            (&Method::POST, ["funnel"]) => {
+            Endpoint::Funnel => {
                 let body = read_json(req).await?;
                 let mut params = params.clone();
                 for key in ["startDate", "endDate", "timezone"] {
@@ -211,7 +283,7 @@ impl Insights {
                 let group = funnel_group(body.get("groupBy").and_then(Value::as_str))?;
                 ok(queries::funnel(runner, project, &range, &steps, window, group).await?)
             }
-            (&Method::GET, ["retention"]) => {
+            Endpoint::Retention => {
                 let range = params::range(&params, self.max_range_days)?;
                 let filters =
                     params::filters(params.get("filters").map(String::as_str), "filters")?;
@@ -227,19 +299,35 @@ impl Insights {
                 };
                 ok(queries::retention(runner, project, &range, &filters, period).await?)
             }
-            (&Method::GET, ["live"]) => ok(queries::live(runner, project).await?),
-            (&Method::GET, ["events"]) => {
+            Endpoint::Live => ok(queries::live(runner, project).await?),
+            Endpoint::Events => {
                 let range = params::range(&params, self.max_range_days)?;
                 let filters =
                     params::filters(params.get("filters").map(String::as_str), "filters")?;
-                if params.get("format").map(String::as_str) == Some("ndjson") {
-                    let sql = queries::events_sql(project, &range, &filters, None, None);
-                    return stream::ndjson(runner, &sql);
+                match params.get("format").map(String::as_str).unwrap_or("json") {
+                    "json" => {}
+                    "ndjson" => {
+                        let slot = self.exports.admit(&caller.client.id)?;
+                        return stream::ndjson(
+                            runner,
+                            &self.export,
+                            slot,
+                            project,
+                            &range,
+                            &filters,
+                        )
+                        .await;
+                    }
+                    _ => {
+                        return Err(ApiError::bad_request(
+                            "format must be json or ndjson",
+                            Some("format".into()),
+                        ));
+                    }
                 }
                 let limit = params::limit(&params, 100, 1_000)?;
                 let cursor = params.get("cursor").map(|c| parse_cursor(c)).transpose()?;
-                let sql =
-                    queries::events_sql(project, &range, &filters, cursor.as_ref(), Some(limit));
+                let sql = queries::events_sql(project, &range, &filters, cursor.as_ref(), limit);
                 let rows = runner.rows(&sql).await?;
                 let next = (rows.len() as u64 == limit)
                     .then(|| rows.last())
@@ -253,21 +341,12 @@ impl Insights {
                     });
                 ok(json!({"events": rows, "next": next}))
             }
-            (&Method::GET, ["profiles", profile_id]) => {
+            Endpoint::Profile(profile_id) => {
                 match queries::profile(runner, project, profile_id).await? {
                     Some(profile) => ok(profile),
                     None => Err(ApiError::NotFound),
                 }
             }
-            (
-                _,
-                [
-                    "metrics" | "timeseries" | "top" | "funnel" | "retention" | "live" | "events"
-                    | "profiles",
-                    ..,
-                ],
-            ) => Err(ApiError::MethodNotAllowed),
-            _ => Err(ApiError::NotFound),
         }
     }
 }

@@ -6,8 +6,10 @@ use std::collections::HashMap;
 
 use analytics_http::ApiError;
 use serde_json::Value;
-use time::macros::format_description;
+use time::macros::{datetime, format_description};
 use time::{Date, Duration, PrimitiveDateTime, Time};
+
+use crate::zone;
 
 /// Parsed `a=b&c=d` pairs (percent-decoded; the last of a repeated key wins).
 pub fn query_pairs(query: Option<&str>) -> HashMap<String, String> {
@@ -25,9 +27,19 @@ fn bad(param: &str, message: impl Into<String>) -> ApiError {
 pub struct Range {
     pub start: PrimitiveDateTime,
     pub end: PrimitiveDateTime,
-    /// IANA name, checked by the server when the query runs.
+    /// IANA name, in the tz database's spelling.
     pub timezone: String,
 }
+
+/// The earliest local time a range may cover. ClickHouse stores times from
+/// 1970-01-01 00:00 UTC; a few days later, every local time of every zone
+/// is past it, and 1970-01-05 is the first Monday, so a weekly bucket
+/// starts there too.
+const EARLIEST: PrimitiveDateTime = datetime!(1970-01-05 00:00:00);
+/// The latest: ClickHouse's times end in February 2106 (UTC), and 18.16
+/// computes calendars up to the end of 2105.
+const LATEST: PrimitiveDateTime = datetime!(2105-12-31 23:59:59);
+const OUT_OF_STORE: &str = "must lie between 1970-01-05 and 2105-12-31, the times the store keeps";
 
 const SQL_TIME: &[time::format_description::BorrowedFormatItem<'static>] =
     format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
@@ -41,13 +53,23 @@ impl Range {
         self.end.format(SQL_TIME).unwrap_or_default()
     }
 
-    /// The range of the same length just before this one.
-    pub fn previous(&self) -> Range {
+    /// The range of the same length just before this one; a `400` naming
+    /// `startDate` when it would begin before the earliest time stored.
+    pub fn previous(&self) -> Result<Range, ApiError> {
         let length = self.end - self.start + Duration::SECOND;
-        Range {
-            start: self.start - length,
-            end: self.start - Duration::SECOND,
-            timezone: self.timezone.clone(),
+        let start = self.start.checked_sub(length).filter(|s| *s >= EARLIEST);
+        let end = self.start.checked_sub(Duration::SECOND);
+        match (start, end) {
+            (Some(start), Some(end)) => Ok(Range {
+                start,
+                end,
+                timezone: self.timezone.clone(),
+            }),
+            _ => Err(bad(
+                "startDate",
+                "the previous period (as long as the range, just before it) must not begin \
+                 before 1970-01-05, the earliest time the store keeps",
+            )),
         }
     }
 
@@ -62,22 +84,16 @@ impl Range {
 /// Parses `startDate`/`endDate` (a date or a date-time, local to
 /// `timezone`), at most `max_days` apart.
 pub fn range(params: &HashMap<String, String>, max_days: i64) -> Result<Range, ApiError> {
-    let timezone = params
-        .get("timezone")
-        .map(String::as_str)
-        .unwrap_or("UTC")
-        .to_owned();
-    if timezone.is_empty()
-        || timezone.len() > 64
-        || !timezone
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/_+-".contains(c))
-    {
-        return Err(bad(
-            "timezone",
-            "must be an IANA time zone name such as Europe/Berlin",
-        ));
+    let timezone = match params.get("timezone") {
+        None => "UTC",
+        Some(name) => zone::canonical(name).ok_or_else(|| {
+            bad(
+                "timezone",
+                "must be an IANA time zone name such as Europe/Berlin",
+            )
+        })?,
     }
+    .to_owned();
     let start = params
         .get("startDate")
         .ok_or_else(|| bad("startDate", "startDate is required"))?;
@@ -96,6 +112,12 @@ pub fn range(params: &HashMap<String, String>, max_days: i64) -> Result<Range, A
             "must be an ISO 8601 date (2026-01-05) or date-time (2026-01-05T10:00:00)",
         )
     })?;
+    if !(EARLIEST..=LATEST).contains(&start) {
+        return Err(bad("startDate", OUT_OF_STORE));
+    }
+    if !(EARLIEST..=LATEST).contains(&end) {
+        return Err(bad("endDate", OUT_OF_STORE));
+    }
     if end < start {
         return Err(bad("endDate", "must not be before startDate"));
     }
@@ -191,16 +213,21 @@ impl Interval {
                     .unwrap_or(range.start);
                 while t <= range.end {
                     labels.push(format!("{}T{:02}:00:00", t.date(), t.hour()));
-                    t += Duration::HOUR;
+                    t = match t.checked_add(Duration::HOUR) {
+                        Some(next) => next,
+                        None => break,
+                    };
                 }
             }
             Interval::Day | Interval::Week | Interval::Month => {
                 let mut day = range.start_date();
                 while day <= range.end_date() {
                     let label = match self {
-                        Interval::Week => {
-                            day - Duration::days(i64::from(day.weekday().number_days_from_monday()))
-                        }
+                        Interval::Week => day
+                            .checked_sub(Duration::days(i64::from(
+                                day.weekday().number_days_from_monday(),
+                            )))
+                            .unwrap_or(day),
                         Interval::Month => day.replace_day(1).unwrap_or(day),
                         _ => day,
                     };
@@ -391,7 +418,7 @@ mod tests {
             (r.start_sql().as_str(), r.end_sql().as_str()),
             ("2026-01-05 00:00:00", "2026-01-06 23:59:59")
         );
-        let p = r.previous();
+        let p = r.previous().unwrap();
         assert_eq!(
             (p.start_sql().as_str(), p.end_sql().as_str()),
             ("2026-01-03 00:00:00", "2026-01-04 23:59:59")
@@ -431,6 +458,100 @@ mod tests {
             ])
             .contains("IANA")
         );
+    }
+
+    #[test]
+    fn dates_outside_the_store_name_the_parameter() {
+        let refused = |start: &str, end: &str, zone: &str| match range(
+            &params(&[("startDate", start), ("endDate", end), ("timezone", zone)]),
+            400,
+        ) {
+            Err(ApiError::BadRequest { field, .. }) => field,
+            other => panic!("{start}..{end}: {other:?}"),
+        };
+        for (start, end, field) in [
+            ("-9999-01-01", "-9999-01-01", "startDate"),
+            ("0000-01-01", "0000-01-02", "startDate"),
+            ("1970-01-01", "1970-01-06", "startDate"),
+            ("1970-01-04T23:59:59", "1970-01-06", "startDate"),
+            ("9999-12-31", "9999-12-31", "startDate"),
+            ("2105-12-31", "2106-01-01", "endDate"),
+            ("2105-12-31T00:00", "9999-12-31T23:59:59", "endDate"),
+        ] {
+            assert_eq!(
+                refused(start, end, "Pacific/Kiritimati").as_deref(),
+                Some(field)
+            );
+        }
+        // The first and last days the store keeps, in the zones farthest from UTC.
+        for zone in ["Pacific/Kiritimati", "Etc/GMT+12"] {
+            let first = range(
+                &params(&[
+                    ("startDate", "1970-01-05"),
+                    ("endDate", "1970-01-05"),
+                    ("timezone", zone),
+                ]),
+                400,
+            )
+            .unwrap();
+            assert_eq!(Interval::Week.labels(&first), ["1970-01-05"]);
+            let last = range(
+                &params(&[
+                    ("startDate", "2105-12-31"),
+                    ("endDate", "2105-12-31"),
+                    ("timezone", zone),
+                ]),
+                400,
+            )
+            .unwrap();
+            assert_eq!(Interval::Hour.labels(&last).len(), 24);
+            assert_eq!(last.previous().unwrap().start_sql(), "2105-12-30 00:00:00");
+        }
+    }
+
+    #[test]
+    fn the_previous_period_must_fit_too() {
+        let r = |start: &str, end: &str| {
+            range(&params(&[("startDate", start), ("endDate", end)]), 400).unwrap()
+        };
+        let p = r("1970-01-06", "1970-01-06").previous().unwrap();
+        assert_eq!(
+            (p.start_sql().as_str(), p.end_sql().as_str()),
+            ("1970-01-05 00:00:00", "1970-01-05 23:59:59")
+        );
+        match r("1970-01-05", "1970-01-06").previous() {
+            Err(ApiError::BadRequest { field, .. }) => {
+                assert_eq!(field.as_deref(), Some("startDate"))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn time_zones_are_canonical_names() {
+        let zone = |name: &str| {
+            range(
+                &params(&[
+                    ("startDate", "2026-01-05"),
+                    ("endDate", "2026-01-05"),
+                    ("timezone", name),
+                ]),
+                400,
+            )
+            .map(|r| r.timezone)
+        };
+        assert_eq!(zone("europe/paris").unwrap(), "Europe/Paris");
+        for name in [
+            "//////usr/////share/zoneinfo/////Europe//Paris",
+            "/etc/localtime",
+            "Mars/Olympus",
+            "",
+        ] {
+            assert!(
+                zone(name).unwrap_err().to_string().contains("IANA"),
+                "{name}"
+            );
+        }
     }
 
     #[test]

@@ -11,21 +11,29 @@ use serde_json::{Value, json};
 use crate::params::{Filter, Interval, Range};
 use crate::sql::{ANALYTICS_EVENTS, Sql, events_where, hourly_where};
 
-/// Runs queries with a time limit and turns ClickHouse errors into answers.
+/// Runs queries with a time limit (and a memory limit, when set) and turns
+/// ClickHouse errors into answers.
 #[derive(Clone)]
 pub struct Runner {
     pub store: Store,
     pub timeout: Duration,
+    /// ClickHouse `max_memory_usage`; the server's own when `None`.
+    pub max_memory_bytes: Option<u64>,
 }
 
 impl Runner {
     pub fn query(&self, sql: &Sql) -> clickhouse::query::Query {
-        sql.query(&self.store)
+        let query = sql
+            .query(&self.store)
             .with_setting(
                 "max_execution_time",
                 self.timeout.as_secs().max(1).to_string(),
             )
-            .with_setting("output_format_json_quote_64bit_integers", "0")
+            .with_setting("output_format_json_quote_64bit_integers", "0");
+        match self.max_memory_bytes {
+            Some(bytes) => query.with_setting("max_memory_usage", bytes.to_string()),
+            None => query,
+        }
     }
 
     /// Whether the hourly aggregates can answer for `range` exactly: no
@@ -88,6 +96,11 @@ pub fn store_error(error: clickhouse::error::Error) -> ApiError {
     }
     if text.contains("time zone") || text.contains("timezone") {
         return ApiError::bad_request("unknown time zone", Some("timezone".into()));
+    }
+    if text.contains("Code: 241") || text.contains("MEMORY_LIMIT_EXCEEDED") {
+        return ApiError::Unavailable {
+            reason: "the query needs more memory than it may use; narrow the range or filters",
+        };
     }
     if matches!(
         error,
@@ -457,11 +470,13 @@ pub async fn retention(
     Ok(json!({"period": if period == Period::Day { "day" } else { "week" }, "cohorts": out}))
 }
 
-/// Unique visitors whose events arrived in the last 5 minutes.
+/// Unique visitors with an event dated in the last 5 minutes. Event time,
+/// not arrival: an import or an app flushing its offline queue sends
+/// history, not visitors (future times are clamped at the edge).
 pub async fn live(runner: &Runner, project: &str) -> Result<Value, ApiError> {
     let mut sql = Sql::new(&format!(
         "SELECT uniqExact(device_id) AS count FROM events WHERE project_id = ? \
-         AND received_at >= now() - 300 AND {ANALYTICS_EVENTS}"
+         AND created_at >= now() - 300 AND {ANALYTICS_EVENTS}"
     ));
     sql.str(project);
     let rows = runner.rows(&sql).await?;
@@ -475,13 +490,16 @@ pub const EVENT_COLUMNS: &str = "id, name, device_id, profile_id, session_id, \
     country, region, city, latitude, longitude, os, os_version, browser, browser_version, device, brand, \
     model, properties, sdk_name, sdk_version";
 
+/// Order of the events list and of every export window.
+const NEWEST_FIRST: &str = " ORDER BY created_at DESC, id DESC";
+
 /// Newest-first events after an optional cursor `(created_at, id)`.
 pub fn events_sql(
     project: &str,
     range: &Range,
     filters: &[Filter],
     cursor: Option<&(u64, String)>,
-    limit: Option<u64>,
+    limit: u64,
 ) -> Sql {
     let mut sql = Sql::new(&format!("SELECT {EVENT_COLUMNS} FROM events"));
     sql.append(&events_where(project, range, filters));
@@ -491,10 +509,39 @@ pub fn events_sql(
             .uint(*at)
             .str(id);
     }
-    sql.push(" ORDER BY created_at DESC, id DESC");
-    if let Some(limit) = limit {
-        sql.push(" LIMIT ?").uint(limit);
+    sql.push(NEWEST_FIRST).push(" LIMIT ?").uint(limit);
+    sql
+}
+
+/// Matching events per UTC hour of the range, newest hour first: what an
+/// export plans its windows from. Read from the sorting key's columns and
+/// the filters' only, and grouped into at most one row per hour.
+pub fn export_plan_sql(project: &str, range: &Range, filters: &[Filter]) -> Sql {
+    let mut sql =
+        Sql::new("SELECT toUInt32(toStartOfHour(created_at)) AS hour, count() AS n FROM events");
+    sql.append(&events_where(project, range, filters))
+        .push(" GROUP BY hour ORDER BY hour DESC");
+    sql
+}
+
+/// Newest-first events of one export window: from `from` (inclusive) to
+/// `until` (exclusive), in Unix seconds, an absent end unbounded.
+pub fn export_window_sql(
+    project: &str,
+    range: &Range,
+    filters: &[Filter],
+    from: Option<u64>,
+    until: Option<u64>,
+) -> Sql {
+    let mut sql = Sql::new(&format!("SELECT {EVENT_COLUMNS} FROM events"));
+    sql.append(&events_where(project, range, filters));
+    if let Some(from) = from {
+        sql.push(" AND created_at >= toDateTime(?)").uint(from);
     }
+    if let Some(until) = until {
+        sql.push(" AND created_at < toDateTime(?)").uint(until);
+    }
+    sql.push(NEWEST_FIRST);
     sql
 }
 
