@@ -158,6 +158,7 @@ pub async fn clickhouse_insert(
 #[derive(Debug, Clone, Serialize)]
 pub struct RedeliveryCheck {
     pub rows: usize,
+    pub backdated: bool,
     /// Rows already in `events` around the batch (same project, same hour).
     pub stored_rows: usize,
     /// Best of five: inserting a batch of `rows` new events.
@@ -169,12 +170,16 @@ pub struct RedeliveryCheck {
 
 /// Fills a scratch database with `stored` events, then times inserts of
 /// `rows`-row batches against existence checks of such a batch's ids (as
-/// a sink does for a redelivered batch).
+/// a sink does for a redelivered batch). Live traffic: each batch holds
+/// one second of event time after the one before. `backdated`: every batch
+/// spreads over the same hour, as an import of old events does, so each
+/// check scans that whole hour.
 pub async fn redelivery_check(
     clickhouse_url: &str,
     database: &str,
     rows: usize,
     stored: usize,
+    backdated: bool,
 ) -> anyhow::Result<RedeliveryCheck> {
     let store = Store::new(&StoreSettings {
         url: clickhouse_url.into(),
@@ -184,9 +189,17 @@ pub async fn redelivery_check(
         cluster: None,
     });
     store.migrate().await?;
-    let now = std::time::SystemTime::now()
+    let start = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs() as u32;
+        .as_secs() as u32
+        - 7_200;
+    let created_at = |n: usize, i: usize| -> u32 {
+        if backdated {
+            start + (i % 3_600) as u32
+        } else {
+            start + n as u32
+        }
+    };
     let batch = |n: usize| -> Vec<EventRow> {
         (0..rows)
             .map(|i| EventRow {
@@ -195,8 +208,8 @@ pub async fn redelivery_check(
                 name: "screen_view".into(),
                 device_id: format!("device-{}", i % 2_000),
                 session_id: format!("session-{n}-{}", i % 500),
-                created_at: now - (i % 3_600) as u32,
-                received_at: now,
+                created_at: created_at(n, i),
+                received_at: start + n as u32,
                 properties: r#"{"plan":"pro"}"#.into(),
                 ..EventRow::default()
             })
@@ -226,6 +239,7 @@ pub async fn redelivery_check(
     }
     Ok(RedeliveryCheck {
         rows,
+        backdated,
         stored_rows: n * rows,
         insert_seconds,
         check_seconds,

@@ -64,6 +64,10 @@ enum Cmd {
         /// Rows stored beforehand around the batch.
         #[arg(long, default_value_t = 500_000)]
         stored: usize,
+        /// Every batch spreads over the same hour of event time (an import
+        /// of old events) instead of one second after the other.
+        #[arg(long)]
+        backdated: bool,
     },
 }
 
@@ -109,10 +113,17 @@ fn main() -> Result<()> {
                 clickhouse_url,
                 rows,
                 stored,
+                backdated,
             } => {
                 let database = format!("bench_redelivery_{}", std::process::id());
-                let measured =
-                    baselines::redelivery_check(&clickhouse_url, &database, rows, stored).await;
+                let measured = baselines::redelivery_check(
+                    &clickhouse_url,
+                    &database,
+                    rows,
+                    stored,
+                    backdated,
+                )
+                .await;
                 clickhouse_query(
                     &clickhouse_url,
                     "default",

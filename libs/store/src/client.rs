@@ -1,9 +1,11 @@
 //! The ClickHouse client and the statements the pipeline runs.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use clickhouse::Client;
+use clickhouse::{Client, Row};
+use serde::{Deserialize, Serialize};
 
 use crate::StoreError;
 use crate::features::{Features, deduplication_token};
@@ -102,149 +104,88 @@ impl Store {
     /// redelivered batch, so a batch whose acknowledgement was lost is not
     /// counted twice.
     ///
-    /// The ids travel in the query text, which ClickHouse caps
-    /// (`max_query_size`, 256 KiB by default): they are asked in chunks of
-    /// at most [`ID_BYTES_PER_QUERY`], each chunk sorted by event time so its
-    /// time range (and the rows the server scans) stays narrow. A few chunks
-    /// run at once.
+    /// The batch's ids go to the server as rows of a temporary table of a
+    /// session of their own (RowBinary, like any insert), not as query text:
+    /// a full batch of 10,000 UUIDs is about 390 KB of quoted ids, past
+    /// ClickHouse's 256 KiB `max_query_size`, and literal lists that long
+    /// are slow to parse. The lookup is then one query whose sets come from
+    /// that table (`GLOBAL IN`, so it also holds on a cluster), bounded by
+    /// the batch's event times and names along the primary key.
     pub async fn existing_event_ids(
         &self,
         rows: &[EventRow],
     ) -> Result<HashSet<(String, String)>, StoreError> {
-        let mut chunks = tokio::task::JoinSet::new();
-        let mut found = HashSet::new();
-        for chunk in id_chunks(rows, ID_BYTES_PER_QUERY) {
-            if chunks.len() >= CONCURRENT_ID_QUERIES
-                && let Some(done) = chunks.join_next().await
-            {
-                found.extend(done.map_err(StoreError::Task)??);
-            }
-            let client = self.db.clone();
-            chunks.spawn(async move { chunk.existing(&client).await });
-        }
-        while let Some(done) = chunks.join_next().await {
-            found.extend(done.map_err(StoreError::Task)??);
-        }
-        Ok(found)
-    }
-}
-
-/// Raw id bytes per existence query. Quoting at most doubles them (every
-/// byte escaped), which keeps the query well under ClickHouse's default
-/// `max_query_size` of 256 KiB.
-pub const ID_BYTES_PER_QUERY: usize = 64 * 1024;
-const CONCURRENT_ID_QUERIES: usize = 4;
-
-/// Ids of one project within one event-time range, asked in one query.
-#[derive(Debug)]
-struct IdChunk {
-    project: String,
-    from: u32,
-    to: u32,
-    ids: Vec<String>,
-}
-
-impl IdChunk {
-    async fn existing(self, client: &Client) -> Result<Vec<(String, String)>, StoreError> {
-        let existing: Vec<String> = client
-            .query(
-                "SELECT id FROM events WHERE project_id = ? \
-                 AND created_at >= toDateTime(?, 'UTC') AND created_at <= toDateTime(?, 'UTC') \
-                 AND has(?, id)",
-            )
-            .bind(&self.project)
-            .bind(self.from)
-            .bind(self.to)
-            .bind(&self.ids)
-            .fetch_all()
+        let (Some(from), Some(to)) = (
+            rows.iter().map(|r| r.created_at).min(),
+            rows.iter().map(|r| r.created_at).max(),
+        ) else {
+            return Ok(HashSet::new());
+        };
+        // The session, and its table with it, ends SESSION_SECONDS after its
+        // last query: no statement is spent on dropping it.
+        let client = self
+            .db
+            .clone()
+            .with_setting("session_id", check_session())
+            .with_setting("session_timeout", SESSION_SECONDS.to_string());
+        client
+            .query("CREATE TEMPORARY TABLE asked (project_id String, name String, id String)")
+            .execute()
             .await?;
-        let project = self.project;
-        Ok(existing
-            .into_iter()
-            .map(|id| (project.clone(), id))
-            .collect())
+        let mut insert = client.insert::<AskedRow>("asked").await?;
+        for row in rows {
+            insert
+                .write(&AskedRow {
+                    project_id: row.project_id.clone(),
+                    name: row.name.clone(),
+                    id: row.id.clone(),
+                })
+                .await?;
+        }
+        insert.end().await?;
+        let found = client
+            .query(
+                "SELECT project_id, id FROM events \
+                 WHERE project_id GLOBAL IN (SELECT project_id FROM asked) \
+                 AND created_at >= toDateTime(?, 'UTC') AND created_at <= toDateTime(?, 'UTC') \
+                 AND name GLOBAL IN (SELECT name FROM asked) \
+                 AND (project_id, id) GLOBAL IN (SELECT project_id, id FROM asked)",
+            )
+            .bind(from)
+            .bind(to)
+            .fetch_all::<StoredId>()
+            .await?;
+        Ok(found.into_iter().map(|r| (r.project_id, r.id)).collect())
     }
 }
 
-/// Splits rows into per-project chunks whose ids total at most `budget`
-/// bytes (one id longer than the budget still gets a chunk of its own).
-fn id_chunks(rows: &[EventRow], budget: usize) -> Vec<IdChunk> {
-    let mut sorted: Vec<&EventRow> = rows.iter().collect();
-    sorted.sort_unstable_by(|a, b| {
-        (a.project_id.as_str(), a.created_at).cmp(&(b.project_id.as_str(), b.created_at))
-    });
-    let mut chunks: Vec<IdChunk> = Vec::new();
-    let mut bytes = 0;
-    for row in sorted {
-        match chunks.last_mut() {
-            Some(chunk) if chunk.project == row.project_id && bytes + row.id.len() <= budget => {
-                chunk.to = row.created_at;
-                chunk.ids.push(row.id.clone());
-                bytes += row.id.len();
-            }
-            _ => {
-                chunks.push(IdChunk {
-                    project: row.project_id.clone(),
-                    from: row.created_at,
-                    to: row.created_at,
-                    ids: vec![row.id.clone()],
-                });
-                bytes = row.id.len();
-            }
-        }
-    }
-    chunks
+/// Lifetime of a redelivery check's session after its last query.
+const SESSION_SECONDS: u32 = 10;
+
+/// One id of a batch being checked, as written to the session's table.
+#[derive(Row, Serialize)]
+struct AskedRow {
+    project_id: String,
+    name: String,
+    id: String,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+#[derive(Row, Deserialize)]
+struct StoredId {
+    project_id: String,
+    id: String,
+}
 
-    fn row(project: &str, id: String, created_at: u32) -> EventRow {
-        EventRow {
-            project_id: project.into(),
-            id,
-            created_at,
-            ..EventRow::default()
-        }
-    }
-
-    #[test]
-    fn chunks_stay_within_the_budget_and_keep_every_id_once() {
-        let rows: Vec<EventRow> = (0..10_000u32)
-            .map(|n| {
-                let project = if n % 3 == 0 { "a" } else { "b" };
-                row(project, format!("{:036}", n), 1_000_000 - n)
-            })
-            .collect();
-        let by_id: std::collections::HashMap<&str, &EventRow> =
-            rows.iter().map(|r| (r.id.as_str(), r)).collect();
-        let chunks = id_chunks(&rows, ID_BYTES_PER_QUERY);
-        let mut seen = HashSet::new();
-        for chunk in &chunks {
-            assert!(chunk.ids.iter().map(String::len).sum::<usize>() <= ID_BYTES_PER_QUERY);
-            assert!(chunk.from <= chunk.to);
-            for id in &chunk.ids {
-                let row = by_id[id.as_str()];
-                assert_eq!(row.project_id, chunk.project);
-                assert!((chunk.from..=chunk.to).contains(&row.created_at));
-                assert!(seen.insert(id.clone()));
-            }
-        }
-        assert_eq!(seen.len(), rows.len());
-        // 10,000 ids of 36 bytes need at least six chunks of 64 KiB.
-        assert!(chunks.len() >= 6, "{} chunks", chunks.len());
-    }
-
-    #[test]
-    fn an_id_longer_than_the_budget_is_asked_alone() {
-        let rows = vec![
-            row("a", "x".repeat(10), 1),
-            row("a", "y".repeat(100), 2),
-            row("a", "z".repeat(10), 3),
-        ];
-        let chunks = id_chunks(&rows, 50);
-        let sizes: Vec<usize> = chunks.iter().map(|c| c.ids.len()).collect();
-        assert_eq!(sizes, vec![1, 1, 1]);
-    }
+/// A session id no other check uses: a session runs one query at a time,
+/// and its temporary tables are its own.
+fn check_session() -> String {
+    static CHECKS: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "analytics-check-{}-{nanos}-{}",
+        std::process::id(),
+        CHECKS.fetch_add(1, Ordering::Relaxed)
+    )
 }

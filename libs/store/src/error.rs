@@ -13,8 +13,6 @@ pub enum StoreError {
     },
     #[error("{0}")]
     Cluster(String),
-    #[error("a ClickHouse query task failed: {0}")]
-    Task(#[source] tokio::task::JoinError),
 }
 
 /// ClickHouse error codes that mean the rows themselves cannot be stored
@@ -41,7 +39,7 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         let error = match self {
             StoreError::ClickHouse(e) | StoreError::Migration { source: e, .. } => e,
-            StoreError::Cluster(_) | StoreError::Task(_) => return false,
+            StoreError::Cluster(_) => return false,
         };
         matches!(
             error,

@@ -341,7 +341,7 @@ impl Edge {
             .salts
             .get(&utc_day(day_ms))
             .await
-            .map_err(|e| ApiError::Internal(Box::new(e)))?;
+            .map_err(ApiError::from)?;
         Ok(cookieless_device_id(
             &salt,
             &caller.client.project.id,
