@@ -82,24 +82,29 @@ fn two_enrichers_and_two_sinks_share_the_work() {
     assert_eq!(stored(&setup, &creds), "2000\t2000");
 }
 
-/// Claims after 2 s (instead of the shipped 30 s) and retries at most
-/// 200 ms apart, so the takeover shows within seconds; the twin below runs
-/// the shipped defaults.
+/// Claims after 2 s (instead of the shipped 30 s), retries at most 200 ms
+/// apart and counts a partition stalled after 2 s (instead of 60), so the
+/// stall and the takeover show within seconds; the twin below runs the
+/// shipped defaults.
 #[test]
 fn a_dead_sinks_entries_are_taken_over_quickly_when_claims_are_early() {
     dead_sinks_entries_are_taken_over(
         Setup::new("takeover")
             .with("ANALYTICS_SINK_CLAIM_IDLE_MS", "2000")
-            .with("ANALYTICS_SINK_MAX_BACKOFF_MS", "200"),
+            .with("ANALYTICS_SINK_MAX_BACKOFF_MS", "200")
+            .with("ANALYTICS_SINK_STALL_AFTER_MS", "2000"),
+        Duration::from_secs(2),
     );
 }
 
 #[test]
 fn a_dead_sinks_entries_are_taken_over() {
-    dead_sinks_entries_are_taken_over(Setup::new("takeover_defaults"));
+    dead_sinks_entries_are_taken_over(Setup::new("takeover_defaults"), Duration::from_secs(60));
 }
 
-fn dead_sinks_entries_are_taken_over(setup: Setup) {
+/// A sink that cannot reach ClickHouse stalls (its `/readyz` answers 503
+/// once `stall_after` has passed), dies, and its entries are taken over.
+fn dead_sinks_entries_are_taken_over(setup: Setup, stall_after: Duration) {
     setup.admin(&["migrate"]);
     let creds = setup.create_client("Stages");
     let _edge = setup.spawn(&["edge"]);
@@ -126,6 +131,20 @@ fn dead_sinks_entries_are_taken_over(setup: Setup) {
     };
     // It holds one batch per partition while it retries, and reads no further.
     wait_until(Duration::from_secs(30), || pending(&mut conn) > 0);
+    let stuck_since = std::time::Instant::now();
+    let ready = |s: &Setup| http(s.port, "GET", "/readyz", &[], "").unwrap();
+    let (status, _, body) = ready(&stuck);
+    assert_eq!(status, 200, "not stalled yet: {body}");
+    wait_until(stall_after + Duration::from_secs(30), || {
+        ready(&stuck).0 == 503
+    });
+    assert!(stuck_since.elapsed() >= stall_after.saturating_sub(Duration::from_secs(2)));
+    let (_, _, body) = ready(&stuck);
+    assert!(body.contains("no progress for"), "{body}");
+    assert!(
+        metric(&stuck, "analytics_sink_partition_progress_age_seconds")
+            >= stall_after.as_secs_f64()
+    );
     // kill -9: no flush, no goodbye; its entries stay pending under its name.
     stuck_proc.0.kill().unwrap();
     stuck_proc.0.wait().unwrap();
@@ -385,6 +404,43 @@ fn dead_letters_can_be_listed_replayed_and_dropped() {
     let dropped = setup.admin(&["dlq", "drop", "--all"]);
     assert_eq!(dropped["dropped"], 1);
     assert!(list().is_empty());
+}
+
+/// A consumer whose health and metrics address is taken stops at once,
+/// naming the address, instead of running without its admin server.
+#[test]
+fn a_taken_admin_address_ends_the_consumer_at_start() {
+    let setup = Setup::new("taken");
+    setup.admin(&["migrate"]);
+    let holder = std::net::TcpListener::bind(("127.0.0.1", setup.port)).unwrap();
+    for stage in ["sink", "enrich"] {
+        let mut child = Proc(
+            setup
+                .command(&[stage])
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let started = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = child.0.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{stage} still runs on a taken address"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut stderr).unwrap();
+        assert!(!status.success(), "{stage} exited 0");
+        assert!(
+            stderr.contains(&format!("cannot listen on 127.0.0.1:{}", setup.port)),
+            "{stage}: {stderr}"
+        );
+    }
+    drop(holder);
 }
 
 #[test]
