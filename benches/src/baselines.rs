@@ -100,13 +100,8 @@ pub async fn xadd(
     })
 }
 
-/// Inserts `rows` event rows in batches of `batch` into a scratch database.
-pub async fn clickhouse_insert(
-    clickhouse_url: &str,
-    database: &str,
-    rows: usize,
-    batch: usize,
-) -> anyhow::Result<Throughput> {
+/// The analytics schema in a scratch database of the benchmark's server.
+async fn scratch_store(clickhouse_url: &str, database: &str) -> anyhow::Result<Store> {
     let store = Store::new(&StoreSettings {
         url: clickhouse_url.into(),
         database: database.into(),
@@ -115,6 +110,17 @@ pub async fn clickhouse_insert(
         cluster: None,
     });
     store.migrate().await?;
+    Ok(store)
+}
+
+/// Inserts `rows` event rows in batches of `batch` into a scratch database.
+pub async fn clickhouse_insert(
+    clickhouse_url: &str,
+    database: &str,
+    rows: usize,
+    batch: usize,
+) -> anyhow::Result<Throughput> {
+    let store = scratch_store(clickhouse_url, database).await?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs() as u32;
@@ -181,14 +187,7 @@ pub async fn redelivery_check(
     stored: usize,
     backdated: bool,
 ) -> anyhow::Result<RedeliveryCheck> {
-    let store = Store::new(&StoreSettings {
-        url: clickhouse_url.into(),
-        database: database.into(),
-        user: "default".into(),
-        password: String::new(),
-        cluster: None,
-    });
-    store.migrate().await?;
+    let store = scratch_store(clickhouse_url, database).await?;
     let start = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs() as u32

@@ -409,18 +409,10 @@ mod tests {
     /// started them (`TEST_MYSQL_URL`, `TEST_POSTGRES_URL`).
     async fn metas(test: &str) -> Vec<(&'static str, Meta)> {
         let mut all = vec![("sqlite", Meta::connect("sqlite::memory:").await.unwrap())];
-        for (kind, var) in [
-            ("mysql", "TEST_MYSQL_URL"),
-            ("postgres", "TEST_POSTGRES_URL"),
-        ] {
-            let Ok(server) = std::env::var(var) else {
-                eprintln!("{test}: {var} is not set, skipping {kind} (scripts/test.sh sets it)");
-                continue;
-            };
-            let name = format!("meta_{test}_{}", std::process::id());
-            let url = crate::testing::scratch_database(&server, &name)
-                .await
-                .unwrap();
+        let name = format!("meta_{test}_{}", std::process::id());
+        let urls =
+            crate::testing::scratch_databases(test, &name, |var| std::env::var(var).ok()).await;
+        for (kind, url) in urls {
             all.push((kind, Meta::connect(&url).await.unwrap()));
         }
         for (_, meta) in &all {

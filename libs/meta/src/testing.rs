@@ -33,3 +33,32 @@ pub async fn scratch_database(server_url: &str, name: &str) -> Result<String, Me
     url.set_path(name);
     Ok(url.into())
 }
+
+/// The servers a test run may offer besides SQLite, and the variables
+/// that name them (`scripts/test.sh` sets both).
+pub const SERVERS: [(&str, &str); 2] = [
+    ("mysql", "TEST_MYSQL_URL"),
+    ("postgres", "TEST_POSTGRES_URL"),
+];
+
+/// A database `name` of its own on each server of [`SERVERS`] whose URL
+/// `server_url` gives (the caller reads its environment), as (kind, URL);
+/// a server without a URL is skipped with a message naming `test`.
+pub async fn scratch_databases(
+    test: &str,
+    name: &str,
+    server_url: impl Fn(&str) -> Option<String>,
+) -> Vec<(&'static str, String)> {
+    let mut all = Vec::new();
+    for (kind, var) in SERVERS {
+        let Some(server) = server_url(var) else {
+            eprintln!("{test}: {var} is not set, skipping {kind} (scripts/test.sh sets it)");
+            continue;
+        };
+        let url = scratch_database(&server, name)
+            .await
+            .unwrap_or_else(|e| panic!("{test}: cannot create {name} on {kind}: {e}"));
+        all.push((kind, url));
+    }
+    all
+}

@@ -271,6 +271,10 @@ impl Farm {
     }
 }
 
+fn sleep_until(moment: Instant) {
+    std::thread::sleep(moment.saturating_duration_since(Instant::now()));
+}
+
 /// The kill schedule's seed: `TEST_FAULT_SEED` replays one.
 fn seed() -> Dice {
     let seed = std::env::var("TEST_FAULT_SEED")
@@ -320,57 +324,26 @@ fn batch_generator(
     port: u16,
     creds: &Credentials,
     prefix: &str,
-    size: usize,
+    size: u64,
     load: &Load,
 ) -> std::thread::JoinHandle<()> {
-    let headers: Vec<(String, String)> = creds
-        .headers()
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-    let (prefix, load) = (prefix.to_owned(), load.clone());
-    std::thread::spawn(move || {
-        let headers: Vec<(&str, &str)> = headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
+    let prefix = prefix.to_owned();
+    requests(port, creds, load, move |n| {
+        let ids: Vec<String> = (n * size..(n + 1) * size)
+            .map(|i| format!("{prefix}-{i}"))
             .collect();
-        let mut conn: Option<Conn> = None;
-        let mut n = 0u64;
-        while !load.stop.load(Ordering::Relaxed) {
-            let ids: Vec<String> = (n..n + size as u64)
-                .map(|i| format!("{prefix}-{i}"))
-                .collect();
-            let events: Vec<String> = ids
-                .iter()
-                .enumerate()
-                .map(|(i, id)| {
-                    format!(
-                        r#"{{"type":"track","payload":{{"name":"bulk","id":"{id}","deviceId":"{prefix}-d{}","properties":{{"__path":"/b{}"}}}}}}"#,
-                        i % 40,
-                        i % 7
-                    )
-                })
-                .collect();
-            let body = format!("[{}]", events.join(","));
-            loop {
-                let reply = match conn.as_mut() {
-                    Some(c) => c.send("POST", "/batch", &headers, body.as_bytes()),
-                    None => Conn::open(port).and_then(|mut c| {
-                        let reply = c.send("POST", "/batch", &headers, body.as_bytes());
-                        conn = Some(c);
-                        reply
-                    }),
-                };
-                if let Ok((202, _, _)) = reply {
-                    load.accepted.lock().unwrap().extend(ids.iter().cloned());
-                    break;
-                }
-                conn = None;
-                load.retries.fetch_add(1, Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(30));
-            }
-            n += size as u64;
-        }
+        let events: Vec<String> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                format!(
+                    r#"{{"type":"track","payload":{{"name":"bulk","id":"{id}","deviceId":"{prefix}-d{}","properties":{{"__path":"/b{}"}}}}}}"#,
+                    i % 40,
+                    i % 7
+                )
+            })
+            .collect();
+        ("/batch", format!("[{}]", events.join(",")), ids)
     })
 }
 
@@ -404,12 +377,7 @@ fn nothing_is_lost_or_doubled_under_the_shipped_defaults() {
     generators
         .extend((0..2).map(|g| batch_generator(port, &farm.creds, &format!("b{g}"), 100, &load)));
     let started = Instant::now();
-    let at = |second: u64| {
-        let target = started + Duration::from_secs(second);
-        if let Some(wait) = target.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
-        }
-    };
+    let at = |second: u64| sleep_until(started + Duration::from_secs(second));
     kill_consumers(&mut farm, &mut dice, started, Duration::from_secs(1));
     at(10);
     stop(&mut farm.clickhouse);
@@ -488,12 +456,7 @@ fn nothing_is_lost_or_doubled_while_everything_breaks() {
         })
         .collect();
     let started = Instant::now();
-    let at = |second: u64| {
-        let target = started + Duration::from_secs(second);
-        if let Some(wait) = target.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
-        }
-    };
+    let at = |second: u64| sleep_until(started + Duration::from_secs(second));
     kill_consumers(&mut farm, &mut dice, started, Duration::from_secs(1));
     // ClickHouse away for ten seconds.
     at(10);

@@ -769,6 +769,8 @@ fn every_endpoint_matches_an_independent_recount() {
 
 #[test]
 fn hostile_parameters_get_400s_and_change_nothing() {
+    // Raised, not lowered: the corpus sends hundreds of requests at once,
+    // and the shipped 50 per second would answer most of them 429.
     let setup =
         Setup::new("insights_hostile").with("ANALYTICS_INSIGHTS_RATE_LIMIT_PER_SECOND", "1000");
     setup.admin(&["migrate"]);
@@ -853,6 +855,8 @@ fn hostile_parameters_get_400s_and_change_nothing() {
 
 #[test]
 fn insights_are_rate_limited_per_client() {
+    // One request per second, so that a handful of requests reaches the
+    // limit and one second refills it.
     let setup = Setup::new("insights_rate").with("ANALYTICS_INSIGHTS_RATE_LIMIT_PER_SECOND", "1");
     setup.admin(&["migrate"]);
     let a = create_project(&setup, "A");

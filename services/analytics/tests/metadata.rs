@@ -19,22 +19,12 @@ const EVENT: &str = r#"{"type":"track","payload":{"name":"signup"}}"#;
 /// default SQLite file (`None`), and MariaDB and PostgreSQL when their
 /// server URLs are set.
 fn metadata_urls(test: &str) -> Vec<(&'static str, Option<String>)> {
+    let name = unique(test);
+    let servers = tokio::runtime::Runtime::new().unwrap().block_on(
+        analytics_meta::testing::scratch_databases(test, &name, |var| std::env::var(var).ok()),
+    );
     let mut all = vec![("sqlite", None)];
-    for (kind, var) in [
-        ("mysql", "TEST_MYSQL_URL"),
-        ("postgres", "TEST_POSTGRES_URL"),
-    ] {
-        let Ok(server) = std::env::var(var) else {
-            eprintln!("{test}: {var} is not set, skipping {kind} (scripts/test.sh sets it)");
-            continue;
-        };
-        let name = unique(test);
-        let url = tokio::runtime::Runtime::new()
-            .unwrap()
-            .block_on(analytics_meta::testing::scratch_database(&server, &name))
-            .unwrap();
-        all.push((kind, Some(url)));
-    }
+    all.extend(servers.into_iter().map(|(kind, url)| (kind, Some(url))));
     all
 }
 

@@ -9,21 +9,11 @@ use super::*;
 /// SQLite always; MySQL/MariaDB and PostgreSQL when `scripts/test.sh`
 /// started them (`TEST_MYSQL_URL`, `TEST_POSTGRES_URL`).
 async fn databases(test: &str) -> Vec<(&'static str, String)> {
+    let name = format!("auth_{test}_{}", std::process::id());
+    let servers =
+        analytics_meta::testing::scratch_databases(test, &name, |var| std::env::var(var).ok());
     let mut all = vec![("sqlite", "sqlite::memory:".to_owned())];
-    for (kind, var) in [
-        ("mysql", "TEST_MYSQL_URL"),
-        ("postgres", "TEST_POSTGRES_URL"),
-    ] {
-        let Ok(server) = std::env::var(var) else {
-            eprintln!("{test}: {var} is not set, skipping {kind} (scripts/test.sh sets it)");
-            continue;
-        };
-        let name = format!("auth_{test}_{}", std::process::id());
-        let url = analytics_meta::testing::scratch_database(&server, &name)
-            .await
-            .unwrap();
-        all.push((kind, url));
-    }
+    all.extend(servers.await);
     all
 }
 

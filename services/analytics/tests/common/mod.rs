@@ -509,12 +509,34 @@ pub fn generator(
     name: &str,
     load: &Load,
 ) -> std::thread::JoinHandle<()> {
+    let (prefix, name) = (prefix.to_owned(), name.to_owned());
+    requests(port, creds, load, move |n| {
+        let id = format!("{prefix}-{n}");
+        let body = format!(
+            r#"{{"type":"track","payload":{{"name":"{name}","id":"{id}","deviceId":"{prefix}-d{}","properties":{{"__path":"/p{}"}}}}}}"#,
+            n % 17,
+            n % 5
+        );
+        ("/track", body, vec![id])
+    })
+}
+
+/// Sends the `n`-th request that `next(n)` gives (path, body, the event
+/// ids it carries) until `load.stop`, each retried until it gets a 202,
+/// and records the ids of every accepted one. A request in flight when
+/// `stop` comes is settled first.
+pub fn requests(
+    port: u16,
+    creds: &Credentials,
+    load: &Load,
+    mut next: impl FnMut(u64) -> (&'static str, String, Vec<String>) + Send + 'static,
+) -> std::thread::JoinHandle<()> {
     let headers: Vec<(String, String)> = creds
         .headers()
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
-    let (prefix, name, load) = (prefix.to_owned(), name.to_owned(), load.clone());
+    let load = load.clone();
     std::thread::spawn(move || {
         let headers: Vec<(&str, &str)> = headers
             .iter()
@@ -523,23 +545,18 @@ pub fn generator(
         let mut conn: Option<Conn> = None;
         let mut n = 0u64;
         while !load.stop.load(Ordering::Relaxed) {
-            let id = format!("{prefix}-{n}");
-            let body = format!(
-                r#"{{"type":"track","payload":{{"name":"{name}","id":"{id}","deviceId":"{prefix}-d{}","properties":{{"__path":"/p{}"}}}}}}"#,
-                n % 17,
-                n % 5
-            );
+            let (path, body, ids) = next(n);
             loop {
                 let reply = match conn.as_mut() {
-                    Some(c) => c.send("POST", "/track", &headers, body.as_bytes()),
+                    Some(c) => c.send("POST", path, &headers, body.as_bytes()),
                     None => Conn::open(port).and_then(|mut c| {
-                        let reply = c.send("POST", "/track", &headers, body.as_bytes());
+                        let reply = c.send("POST", path, &headers, body.as_bytes());
                         conn = Some(c);
                         reply
                     }),
                 };
                 if let Ok((202, _, _)) = reply {
-                    load.accepted.lock().unwrap().insert(id.clone());
+                    load.accepted.lock().unwrap().extend(ids);
                     break;
                 }
                 conn = None;
