@@ -72,3 +72,50 @@ fn sigterm_loses_and_duplicates_nothing() {
         .collect();
     assert_eq!(stored, accepted);
 }
+
+/// When a consumer stage of `up` fails (here: its stream key holds a
+/// string, so its consumer group cannot be created), the process says
+/// which stage and why, stops taking events and exits non-zero.
+#[test]
+fn up_stops_when_a_consumer_stage_fails() {
+    for (stage, topic) in [("enricher", "raw"), ("sink", "enriched")] {
+        let setup = Setup::new(&format!("fails_{stage}"));
+        let mut redis = redis::Client::open(setup.redis_url.as_str())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let key = format!("{}:{topic}:{{p2}}", setup.name);
+        let _: () = redis::cmd("SET")
+            .arg(&key)
+            .arg("not a stream")
+            .query(&mut redis)
+            .unwrap();
+        let mut up = Proc(
+            setup
+                .command(&["up"])
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let started = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = up.0.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "up still runs without its {stage}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut up.0.stderr.take().unwrap(), &mut stderr).unwrap();
+        assert!(!status.success(), "up exited 0 without its {stage}");
+        assert!(stderr.contains(&format!("{stage} failed")), "{stderr}");
+        assert!(stderr.contains("WRONGTYPE"), "{stderr}");
+        assert!(
+            http(setup.port, "GET", "/healthz", &[], "").is_err(),
+            "the edge still answers without its {stage}"
+        );
+    }
+}
