@@ -531,9 +531,26 @@ async fn serve_api(
         header_timeout: timeout,
         max_connections: config.edge.max_connections,
     };
-    analytics_http::serve(listener, handler, options, shutdown).await;
-    let _ = writer.await;
-    Ok(())
+    let serve = analytics_http::serve(listener, handler, options, shutdown.clone());
+    tokio::pin!(serve, writer);
+    // The writer group-commits every accepted event: without it nothing
+    // can be stored, so its end before shutdown ends the server too.
+    tokio::select! {
+        () = &mut serve => {
+            writer.await.context("the edge's stream writer panicked")?;
+            Ok(())
+        }
+        ended = &mut writer => {
+            let unasked = !shutdown.is_cancelled();
+            shutdown.cancel();
+            serve.await;
+            ended.context("the edge's stream writer panicked")?;
+            if unasked {
+                anyhow::bail!("the edge's stream writer stopped");
+            }
+            Ok(())
+        }
+    }
 }
 
 async fn run_enricher(
