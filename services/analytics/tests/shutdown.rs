@@ -90,26 +90,7 @@ fn up_stops_when_a_consumer_stage_fails() {
             .arg("not a stream")
             .query(&mut redis)
             .unwrap();
-        let mut up = Proc(
-            setup
-                .command(&["up"])
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap(),
-        );
-        let started = std::time::Instant::now();
-        let status = loop {
-            if let Some(status) = up.0.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "up still runs without its {stage}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        let mut stderr = String::new();
-        std::io::Read::read_to_string(&mut up.0.stderr.take().unwrap(), &mut stderr).unwrap();
+        let (status, stderr) = setup.run_until_exit(&["up"], Duration::from_secs(60));
         assert!(!status.success(), "up exited 0 without its {stage}");
         assert!(stderr.contains(&format!("{stage} failed")), "{stderr}");
         assert!(stderr.contains("WRONGTYPE"), "{stderr}");

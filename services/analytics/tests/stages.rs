@@ -414,26 +414,7 @@ fn a_taken_admin_address_ends_the_consumer_at_start() {
     setup.admin(&["migrate"]);
     let holder = std::net::TcpListener::bind(("127.0.0.1", setup.port)).unwrap();
     for stage in ["sink", "enrich"] {
-        let mut child = Proc(
-            setup
-                .command(&[stage])
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap(),
-        );
-        let started = std::time::Instant::now();
-        let status = loop {
-            if let Some(status) = child.0.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "{stage} still runs on a taken address"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let mut stderr = String::new();
-        std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut stderr).unwrap();
+        let (status, stderr) = setup.run_until_exit(&[stage], Duration::from_secs(10));
         assert!(!status.success(), "{stage} exited 0");
         assert!(
             stderr.contains(&format!("cannot listen on 127.0.0.1:{}", setup.port)),

@@ -30,17 +30,23 @@ fn credentials(id: &str, secret: &str) -> HeaderMap {
     headers
 }
 
-/// An authenticator whose one client is cached, then revoked in the database.
-async fn revoked_after_caching(meta: Meta, ttl: Duration) -> (Authenticator, HeaderMap) {
+/// A project with one write client on `meta`: the client's id and headers.
+async fn write_client(meta: &Meta) -> (String, HeaderMap) {
     let project = meta.create_project("Shop", &[]).await.unwrap();
     let client = meta
         .create_client(&project.id, ClientKind::Write)
         .await
         .unwrap();
-    let auth = Authenticator::new(meta.clone(), ttl);
     let headers = credentials(&client.id, &client.secret);
+    (client.id, headers)
+}
+
+/// An authenticator whose one client is cached, then revoked in the database.
+async fn revoked_after_caching(meta: Meta, ttl: Duration) -> (Authenticator, HeaderMap) {
+    let (client, headers) = write_client(&meta).await;
+    let auth = Authenticator::new(meta.clone(), ttl);
     assert!(auth.authenticate(&headers).await.is_ok());
-    assert!(meta.revoke_client(&client.id).await.unwrap());
+    assert!(meta.revoke_client(&client).await.unwrap());
     (auth, headers)
 }
 
@@ -133,13 +139,8 @@ async fn unknown_ids_never_push_known_clients_out_of_the_cache() {
 async fn lookups_of_unknown_ids_are_limited_per_address_and_misses_are_cached() {
     for (kind, url) in databases("budget").await {
         let meta = migrated(&url).await;
-        let project = meta.create_project("Shop", &[]).await.unwrap();
-        let client = meta
-            .create_client(&project.id, ClientKind::Write)
-            .await
-            .unwrap();
+        let (_, good) = write_client(&meta).await;
         let auth = Authenticator::new(meta, Duration::from_secs(30));
-        let good = credentials(&client.id, &client.secret);
         let ip = address(1);
         assert_eq!(status_from(&auth, &good, ip).await, StatusCode::OK);
         let mut statuses = Vec::new();
@@ -194,13 +195,8 @@ async fn lookups_of_unknown_ids_are_limited_per_address_and_misses_are_cached() 
 async fn concurrent_requests_for_a_new_client_share_one_lookup() {
     for (kind, url) in databases("single").await {
         let meta = migrated(&url).await;
-        let project = meta.create_project("Shop", &[]).await.unwrap();
-        let client = meta
-            .create_client(&project.id, ClientKind::Write)
-            .await
-            .unwrap();
+        let (_, headers) = write_client(&meta).await;
         let auth = Arc::new(Authenticator::new(meta, Duration::from_secs(30)));
-        let headers = credentials(&client.id, &client.secret);
         // Far more requests than one address's lookup budget, all at once
         // on a cold cache (as right after a start): one lookup serves all.
         let tasks: Vec<_> = (0..300)

@@ -140,6 +140,31 @@ impl Setup {
     }
 
     /// A new project and write client, made with the admin commands.
+    /// Runs a subcommand that is expected to stop by itself within
+    /// `timeout` (the test fails if it does not); its exit status and
+    /// what it wrote to stderr.
+    pub fn run_until_exit(
+        &self,
+        args: &[&str],
+        timeout: Duration,
+    ) -> (std::process::ExitStatus, String) {
+        let mut child = Proc(self.command(args).stderr(Stdio::piped()).spawn().unwrap());
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = child.0.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "{args:?} still runs after {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut stderr).unwrap();
+        (status, stderr)
+    }
+
     pub fn create_client(&self, project_name: &str) -> Credentials {
         let project_id = self.create_project(project_name, &[]);
         self.client(&project_id, "write")
