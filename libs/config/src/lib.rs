@@ -371,7 +371,7 @@ pub enum ConfigError {
         #[source]
         source: toml::de::Error,
     },
-    #[error("unknown environment variable {0} (known: see ENV_KEYS in the README)")]
+    #[error("unknown environment variable {0} (the README's configuration table lists them)")]
     UnknownEnv(String),
     #[error("{key}: {message}")]
     Invalid { key: String, message: String },

@@ -18,7 +18,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use analytics_event::{EventKind, RawEvent};
-use analytics_store::{EventRow, ProfileRow, Table};
+use analytics_store::{EventRow, ProfileRow};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -57,16 +57,6 @@ impl From<ProfileRow> for Record {
 impl From<AliasRow> for Record {
     fn from(row: AliasRow) -> Record {
         Record::ProfileAliases(row)
-    }
-}
-
-impl Record {
-    pub fn table(&self) -> Table {
-        match self {
-            Record::Events(_) => Table::Events,
-            Record::Profiles(_) => Table::Profiles,
-            Record::ProfileAliases(_) => Table::ProfileAliases,
-        }
     }
 }
 

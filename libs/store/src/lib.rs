@@ -19,4 +19,4 @@ pub use client::{Store, StoreSettings};
 pub use error::StoreError;
 pub use features::{Features, RowKey, deduplication_token};
 pub use migrate::{MIGRATIONS, Migration};
-pub use rows::{AliasRow, EventRow, InsertRow, ProfileRow, Row, Table};
+pub use rows::{AliasRow, EventRow, InsertRow, ProfileRow, Row};

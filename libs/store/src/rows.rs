@@ -44,25 +44,6 @@ impl RowKey for AliasRow {
     }
 }
 
-/// The tables the sink writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Table {
-    Events,
-    Profiles,
-    ProfileAliases,
-}
-
-impl Table {
-    pub fn name(self) -> &'static str {
-        match self {
-            Table::Events => "events",
-            Table::Profiles => "profiles",
-            Table::ProfileAliases => "profile_aliases",
-        }
-    }
-}
-
 /// One row of `events`. Times are epoch seconds (ClickHouse `DateTime`).
 #[derive(Debug, Clone, Default, PartialEq, Row, Serialize, Deserialize)]
 pub struct EventRow {

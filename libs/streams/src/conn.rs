@@ -43,10 +43,6 @@ impl RedisTarget {
             )),
         }
     }
-
-    pub fn is_cluster(&self) -> bool {
-        matches!(self, RedisTarget::Cluster(_))
-    }
 }
 
 /// A connection that reconnects by itself (after a restart, or a cluster

@@ -12,20 +12,3 @@ pub enum StreamError {
     #[error(transparent)]
     Task(#[from] crate::TaskFailure),
 }
-
-impl StreamError {
-    /// True when Redis could not be reached (as opposed to refusing a command).
-    pub fn is_unavailable(&self) -> bool {
-        match self {
-            StreamError::Redis(e) => {
-                e.is_io_error()
-                    || e.is_connection_dropped()
-                    || e.is_timeout()
-                    || e.is_connection_refusal()
-            }
-            StreamError::MissingPayload { .. } | StreamError::Config(_) | StreamError::Task(_) => {
-                false
-            }
-        }
-    }
-}

@@ -92,10 +92,6 @@ impl GroupReader {
         }
     }
 
-    pub fn key(&self) -> &str {
-        &self.key
-    }
-
     /// Entries asked for per read from now on.
     pub fn set_count(&mut self, count: usize) {
         self.count = count.max(1);

@@ -2,8 +2,8 @@
 //!
 //! Each topic (`raw`, `enriched`) is split into partitions, one stream key
 //! each; keys carry a hash tag (`{p3}`) so that partition N of every topic
-//! lives in the same Redis Cluster slot and one `MULTI` can move an entry
-//! from `raw` partition N to `enriched` partition N. An entry holds its
+//! lives in the same Redis Cluster slot and one Lua script can move an
+//! entry from `raw` partition N to `enriched` partition N. An entry holds its
 //! payload in its `e` field: on `raw`, a bundle of events (JSON documents
 //! separated by newlines, see [`bundle_documents`]); on `enriched`, a bundle
 //! of records (binary frames, see `analytics_enrich::decode_bundle`).

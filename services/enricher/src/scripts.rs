@@ -12,7 +12,7 @@ use analytics_streams::Conn;
 /// otherwise it starts a new one. Events far older than the open session
 /// get a session of their own without disturbing it.
 /// (One call per batch; on a Redis Cluster the keys of one call must share
-/// a slot, so the caller would group them per slot.)
+/// a slot, and the caller groups them per slot.)
 pub const SESSIONS: &str = r#"
 local timeout = tonumber(ARGV[1])
 local grace = tonumber(ARGV[2])
