@@ -215,14 +215,19 @@ where
         "/healthz" => Some(json(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
         "/readyz" => Some(match ready.await {
             Ok(()) => json(StatusCode::OK, &serde_json::json!({"status": "ready"})),
-            Err(reason) => json(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &serde_json::json!({"status": "not ready", "error": reason}),
-            ),
+            Err(reason) => not_ready(&reason),
         }),
         "/metrics" => Some(text(StatusCode::OK, "text/plain; version=0.0.4", metrics())),
         _ => None,
     }
+}
+
+/// The `/readyz` answer of a server that is not ready, and why.
+pub fn not_ready(reason: &str) -> Response<Body> {
+    json(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &serde_json::json!({"status": "not ready", "error": reason}),
+    )
 }
 
 /// Removes the mount point `prefix` (`/api/v1/analytics`) from the request's

@@ -64,7 +64,7 @@ impl StageHealth {
     }
 
     /// Time since partition `p` last made progress.
-    pub fn progress_age(&self, p: u16) -> Duration {
+    fn progress_age(&self, p: u16) -> Duration {
         let slot = &self.inner.partitions[usize::from(p)];
         let at = slot.progressed_ms.load(Ordering::Relaxed);
         Duration::from_millis(self.now_ms().saturating_sub(at))

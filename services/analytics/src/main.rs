@@ -493,15 +493,8 @@ async fn serve_api(
             }
             match req.uri().path() {
                 "/readyz" => {
-                    if let Err(reason) = consumers.check()
-                        && let Some(response) = analytics_http::health_route(
-                            "/readyz",
-                            async { Err(reason) },
-                            String::new,
-                        )
-                        .await
-                    {
-                        return response;
+                    if let Err(reason) = consumers.check() {
+                        return analytics_http::not_ready(&reason);
                     }
                 }
                 "/metrics" => consumers.export(),
