@@ -5,6 +5,7 @@
 
 mod baselines;
 mod events;
+mod insights;
 mod load;
 
 use std::net::SocketAddr;
@@ -33,6 +34,17 @@ struct Cli {
 enum Cmd {
     /// Baselines, edge (single and batch), end to end; report as JSON + Markdown.
     Suite(SuiteArgs),
+    /// Latency of the insights `metrics` question over a stored dataset.
+    Insights {
+        #[command(flatten)]
+        pipeline: SuiteArgs,
+        /// Events stored before measuring.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// Requests per question.
+        #[arg(long, default_value_t = 20)]
+        requests: usize,
+    },
     /// Drive a running edge.
     Edge {
         #[arg(long, default_value = "127.0.0.1:3002")]
@@ -109,6 +121,22 @@ fn main() -> Result<()> {
     runtime.block_on(async {
         match cli.command {
             Cmd::Suite(args) => suite(args).await,
+            Cmd::Insights {
+                pipeline,
+                events,
+                requests,
+            } => {
+                let p = start_pipeline(&pipeline, "insights", 1).await?;
+                let started = Instant::now();
+                insights::fill(&p, events)?;
+                eprintln!(
+                    "{events} events stored in {:.1} s",
+                    started.elapsed().as_secs_f64()
+                );
+                let measured = insights::measure(&p, requests).await?;
+                println!("{}", serde_json::to_string_pretty(&measured)?);
+                Ok(())
+            }
             Cmd::Redelivery {
                 clickhouse_url,
                 rows,
@@ -179,6 +207,8 @@ struct Pipeline {
     project: String,
     id: String,
     secret: String,
+    read_id: String,
+    read_secret: String,
     redis_url: String,
     clickhouse_url: String,
 }
@@ -396,6 +426,8 @@ async fn start_pipeline_with(
         project: text(&b["project_id"]),
         id: text(&b["write"]["id"]),
         secret: text(&b["write"]["secret"]),
+        read_id: text(&b["read"]["id"]),
+        read_secret: text(&b["read"]["secret"]),
     })
 }
 
