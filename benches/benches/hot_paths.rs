@@ -9,11 +9,9 @@
 use std::hint::black_box;
 use std::path::PathBuf;
 
-use analytics_enrich::{
-    Enrichment, GeoIp, Identity, Record, UaParser, classify_referrer, decode_bundle, encode_record,
-    parse_page,
-};
+use analytics_enrich::{Enrichment, GeoIp, Identity, UaParser, classify_referrer, parse_page};
 use analytics_event::{Limits, RawEvent, Route, validate};
+use analytics_store::{Record, decode_bundle, encode_record};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 const BODY: &str = r#"{"type":"track","payload":{"name":"screen_view","deviceId":"bench-device-42",

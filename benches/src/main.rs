@@ -591,7 +591,7 @@ async fn stream_documents(conn: &mut redis::aio::MultiplexedConnection, key: &st
         for (_, fields) in &page {
             for (_, payload) in fields {
                 events += if enriched {
-                    analytics_enrich::decode_bundle(payload).len() as u64
+                    analytics_store::decode_bundle(payload).len() as u64
                 } else {
                     1 + payload.iter().filter(|&&b| b == b'\n').count() as u64
                 };

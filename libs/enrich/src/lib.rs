@@ -1,12 +1,11 @@
 //! Enrichment: the pure per-event transform from a [`RawEvent`] to the rows
-//! stored in ClickHouse, plus the cookieless device id the edge assigns.
+//! stored in ClickHouse.
 //!
-//! The output travels on the enriched stream as [`Record`]s (binary frames
-//! tagged with their table, several per entry: see [`decode_bundle`]), so
-//! the sink needs no knowledge of how a row was made.
+//! The output travels on the enriched stream as
+//! [`Record`](analytics_store::Record)s (binary frames tagged with their
+//! table, several per entry: see `analytics_store::decode_bundle`), so the
+//! sink needs no knowledge of how a row was made.
 
-mod codec;
-mod device;
 mod error;
 mod geo;
 mod page;
@@ -18,49 +17,15 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use analytics_event::{EventKind, RawEvent};
-use analytics_store::{EventRow, ProfileRow};
-use serde::{Deserialize, Serialize};
+use analytics_store::EventRow;
 use serde_json::{Map, Value};
 
-pub use codec::{CodecError, decode_bundle, encode_record};
-pub use device::cookieless_device_id;
 pub use error::EnrichError;
 pub use geo::{GeoIp, Location, is_public};
 pub use page::{Page, parse_page};
 pub use profile::{ProfileState, profile_row};
 pub use referrer::{ReferrerClass, classify_referrer};
 pub use ua::{UaParser, UserAgent};
-
-/// One row for one table, as carried on the enriched stream.
-// Records live one at a time between decode and insert; boxing buys nothing.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "t", content = "r", rename_all = "snake_case")]
-pub enum Record {
-    Events(EventRow),
-    Profiles(ProfileRow),
-    ProfileAliases(AliasRow),
-}
-
-impl From<EventRow> for Record {
-    fn from(row: EventRow) -> Record {
-        Record::Events(row)
-    }
-}
-
-impl From<ProfileRow> for Record {
-    fn from(row: ProfileRow) -> Record {
-        Record::Profiles(row)
-    }
-}
-
-impl From<AliasRow> for Record {
-    fn from(row: AliasRow) -> Record {
-        Record::ProfileAliases(row)
-    }
-}
-
-pub use analytics_store::AliasRow;
 
 /// Identity decided by the enricher stage from shared state (sessions,
 /// identified devices, aliases) before the row is built.

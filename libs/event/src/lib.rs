@@ -10,11 +10,13 @@
 //! documents (one per line) to a stream entry.
 
 mod bundle;
+mod device;
 mod raw;
 mod time;
 mod validate;
 
 pub use bundle::bundle_documents;
+pub use device::cookieless_device_id;
 pub use raw::{EventKind, RawEvent};
 pub use time::{format_rfc3339_millis, now_ms, parse_timestamp};
 pub use validate::{Incoming, Limits, Route, ValidationError, max_json_depth, validate};

@@ -6,7 +6,7 @@
 //! entry from `raw` partition N to `enriched` partition N. An entry holds its
 //! payload in its `e` field: on `raw`, a bundle of events (JSON documents
 //! separated by newlines, see [`bundle_documents`]); on `enriched`, a bundle
-//! of records (binary frames, see `analytics_enrich::decode_bundle`).
+//! of records (binary frames, see `analytics_store::decode_bundle`).
 //!
 //! Consumers read through consumer groups ([`GroupReader`]): their own
 //! pending entries first (left over from a crash: redeliveries), then new

@@ -248,7 +248,7 @@ fn undecodable_entries_go_to_the_dead_letter_stream() {
     // JSON records, as enrichers before the binary frames wrote them and as
     // replayed dead letters hold them, are still stored.
     let legacy = |id: &str| {
-        serde_json::to_string(&analytics_enrich::Record::Events(
+        serde_json::to_string(&analytics_store::Record::Events(
             analytics_store::EventRow {
                 id: id.into(),
                 project_id: creds.project_id.clone(),
@@ -495,7 +495,7 @@ fn a_redelivered_batch_of_ten_thousand_rows_is_stored_once() {
     for chunk in rows.chunks(50) {
         let bundle: Vec<String> = chunk
             .iter()
-            .map(|r| serde_json::to_string(&analytics_enrich::Record::Events(r.clone())).unwrap())
+            .map(|r| serde_json::to_string(&analytics_store::Record::Events(r.clone())).unwrap())
             .collect();
         let _: String = redis::cmd("XADD")
             .arg(&key)

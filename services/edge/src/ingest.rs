@@ -4,7 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use analytics_config::ProxyNet;
-use analytics_enrich::cookieless_device_id;
+use analytics_event::cookieless_device_id;
 use analytics_event::{EventKind, Incoming, Limits, RawEvent, Route, now_ms, validate};
 use analytics_http::{ApiError, Body, Caller, json_bytes};
 use analytics_streams::partition_for;

@@ -2,7 +2,7 @@
 //!
 //! Wire format in: bundles of JSON [`RawEvent`](analytics_event::RawEvent)s,
 //! one document per line, per raw entry. Out: bundles of
-//! [`Record`](analytics_enrich::Record)s (event rows, profile versions,
+//! [`Record`](analytics_store::Record)s (event rows, profile versions,
 //! aliases) as binary frames on the enriched partition with the same
 //! number (same cluster slot).
 //!

@@ -5,12 +5,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use analytics_enrich::{
-    Enrichment, Identity, ProfileState, Record, UserAgent, encode_record, profile_row,
-};
+use analytics_enrich::{Enrichment, Identity, ProfileState, UserAgent, profile_row};
 use analytics_event::{EventKind, RawEvent, now_ms};
 use analytics_meta::Meta;
-use analytics_store::AliasRow;
+use analytics_store::{AliasRow, Record, encode_record};
 use analytics_streams::{
     Conn, DeadLetter, Entry, MAX_BUNDLE_BYTES, MAX_BUNDLE_EVENTS, ReadBatch, SlotCommands,
     StreamError, bundle_documents, copy_to_dead, dead_letter, query_by_slot, slot_groups,

@@ -88,7 +88,7 @@ return redis.call('HGETALL', KEYS[1])
 /// event and bucket (the call overhead was most of the script's time);
 /// duplicates inside the batch are caught by `known`, which also takes the
 /// keys this batch stores. Records are binary frames that delimit
-/// themselves (`analytics_enrich::decode_bundle`): an entry is several of
+/// themselves (`analytics_store::decode_bundle`): an entry is several of
 /// them, concatenated.
 /// Returns {stored, duplicates, records, entries written}.
 pub const COMMIT: &str = r#"

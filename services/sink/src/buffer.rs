@@ -3,8 +3,8 @@
 use std::collections::HashSet;
 use std::time::Instant;
 
-use analytics_enrich::{Record, decode_bundle};
 use analytics_store::{AliasRow, EventRow, ProfileRow};
+use analytics_store::{Record, decode_bundle};
 use analytics_streams::{DeadLetter, Entry, ReadBatch};
 
 /// One partition's batch in the making.

@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use analytics_enrich::Record;
+use analytics_store::Record;
 use analytics_store::{EventRow, InsertRow, Store, StoreError};
 use analytics_streams::{DeadLetter, Entry, StreamError};
 use tokio_util::sync::CancellationToken;

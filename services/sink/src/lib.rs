@@ -1,9 +1,9 @@
 //! The sink stage: consumer group `sink` on the enriched stream, writing
 //! batches to ClickHouse.
 //!
-//! Wire format in: bundles of [`Record`](analytics_enrich::Record)s (binary
+//! Wire format in: bundles of [`Record`](analytics_store::Record)s (binary
 //! frames, or JSON lines from older enrichers and replayed dead letters:
-//! `analytics_enrich::decode_bundle`); out: RowBinary inserts into `events`,
+//! `analytics_store::decode_bundle`); out: RowBinary inserts into `events`,
 //! `profiles` and `profile_aliases`. A partition's batch is flushed when it
 //! holds `max_rows` rows or its oldest row is `max_age` old.
 //!

@@ -241,7 +241,7 @@ impl Setup {
                         let payload: Vec<u8> = e.get("e").unwrap_or_default();
                         if topic == "enriched" {
                             // Binary frames, shown as the JSON of each record.
-                            analytics_enrich::decode_bundle(&payload)
+                            analytics_store::decode_bundle(&payload)
                                 .into_iter()
                                 .map(|(_, r)| serde_json::to_string(&r.unwrap()).unwrap())
                                 .collect::<Vec<_>>()

@@ -5,7 +5,7 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use analytics_enrich::Record;
+use analytics_store::Record;
 use analytics_store::{EventRow, InsertRow, ProfileRow, StoreError};
 use analytics_streams::{DeadLetter, Entry, StreamError};
 use tokio_util::sync::CancellationToken;

@@ -103,7 +103,7 @@ pub fn decode_bundle(payload: &[u8]) -> Vec<(&[u8], Result<Record, CodecError>)>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use analytics_store::{AliasRow, EventRow, ProfileRow};
+    use crate::{AliasRow, EventRow, ProfileRow};
 
     fn records() -> Vec<Record> {
         vec![
