@@ -8,7 +8,9 @@
 //! separated by newlines, see [`bundle_documents`]); on `enriched`, a bundle
 //! of records (binary frames, see `analytics_store::decode_bundle`).
 //!
-//! Consumers read through consumer groups ([`GroupReader`]): their own
+//! Consumer stages run one loop per partition ([`consume`]) and supply a
+//! [`Handler`] of batches. They read through consumer groups
+//! ([`GroupReader`]): their own
 //! pending entries first (left over from a crash: redeliveries), then new
 //! ones. Entries are acknowledged only after their output is durable.
 //! Entries of dead consumers are claimed ([`claim_stale`]); an entry
@@ -17,6 +19,7 @@
 //! group has acknowledged ([`trim_acknowledged`]).
 
 mod conn;
+mod consume;
 mod error;
 mod group;
 mod health;
@@ -26,6 +29,7 @@ mod supervise;
 
 pub use analytics_event::bundle_documents;
 pub use conn::{Conn, RedisTarget, SlotCommands, connect, query_by_slot, slot_groups};
+pub use consume::{EntrySize, Handler, Subscription, consume};
 pub use error::StreamError;
 pub use group::{
     ClaimPolicy, DeadEntry, DeadLetter, Entry, GroupReader, MAX_BUNDLE_BYTES, MAX_BUNDLE_EVENTS,

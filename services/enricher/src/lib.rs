@@ -31,10 +31,9 @@ use std::time::{Duration, Instant};
 use analytics_config::Config;
 use analytics_enrich::Enrichment;
 use analytics_meta::Meta;
-use analytics_streams::Conn;
 use analytics_streams::{
-    ClaimPolicy, GroupReader, MAX_BUNDLE_EVENTS, PartitionHealth, StageHealth, StreamError,
-    backoff, claim_stale, connect, ensure_group, maintain, supervise,
+    Conn, EntrySize, Handler, ReadBatch, StageHealth, StreamError, Subscription, connect, consume,
+    ensure_group, supervise,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -46,7 +45,6 @@ use crate::scripts::Scripts;
 pub const GROUP: &str = "enricher";
 
 const BLOCK: Duration = Duration::from_secs(1);
-const MAINTENANCE_EVERY: Duration = Duration::from_secs(5);
 
 /// What the enricher needs from outside.
 pub struct EnricherDeps {
@@ -90,132 +88,72 @@ pub async fn run(
     let shared = Arc::new(Shared::new(deps.enrichment, deps.meta, settings, scripts));
     let stop = shutdown.child_token();
     let mut tasks = Vec::new();
-    // Until a batch shows the real size of bundles, assume full ones: a
-    // first read must not turn into a batch too big to commit.
-    let read_entries = (config.enricher.read_count / MAX_BUNDLE_EVENTS).max(1);
     for p in 0..config.redis.partitions {
         let keys = Keys::new(prefix, p);
-        let reader = GroupReader::new(
-            connect(&deps.redis, BLOCK + Duration::from_secs(5)).await?,
-            keys.raw.clone(),
-            GROUP.into(),
-            deps.consumer.clone(),
-            read_entries,
-            BLOCK,
-        );
-        let worker = Partition {
-            keys,
+        let subscription = Subscription {
+            key: keys.raw.clone(),
+            dead: keys.dead.clone(),
+            group: GROUP.into(),
             consumer: deps.consumer.clone(),
+            claim_idle: Duration::from_millis(config.enricher.claim_idle_ms),
+            max_deliveries: config.enricher.max_deliveries,
+            block: BLOCK,
+        };
+        let size = EntrySize::default();
+        let partition = Partition {
+            keys,
             conn: conn.clone(),
-            read_entries,
+            read_entries: size.entries_for(config.enricher.read_count),
+            size,
             written: process::Written::default(),
             config: config.clone(),
             shared: shared.clone(),
-            health: deps.health.start(p),
         };
-        tasks.push((p, worker.run(reader, stop.clone())));
+        let reader = connect(&deps.redis, BLOCK + Duration::from_secs(5)).await?;
+        let task = consume(
+            subscription,
+            reader,
+            conn.clone(),
+            partition,
+            deps.health.start(p),
+            stop.clone(),
+        );
+        tasks.push((p, task));
     }
     supervise(tasks, &stop).await?;
     Ok(())
 }
 
+/// What the enricher does with one raw partition's batches.
 struct Partition {
     keys: Keys,
-    consumer: String,
     conn: Conn,
     config: Arc<Config>,
     shared: Arc<Shared>,
-    /// Entries per read: `enricher.read_count` events at the events per
-    /// entry of the last batch (the edge bundles events into entries).
+    /// Events per raw entry (the edge bundles events into entries).
+    size: EntrySize,
+    /// Entries per read: `enricher.read_count` events at the last batch's
+    /// size, halved after each failure in case size was the trouble.
     read_entries: usize,
     /// Everything this task appended to the enriched partition: the records
     /// per entry turn its `XLEN` into records for the cap.
     written: process::Written,
-    health: PartitionHealth,
 }
 
-impl Partition {
-    async fn run(mut self, mut reader: GroupReader, shutdown: CancellationToken) {
-        let claim_every = Duration::from_millis((self.config.enricher.claim_idle_ms / 2).max(500));
-        let mut last_claim = Instant::now();
-        let mut last_maintenance = Instant::now();
-        let mut failures = 0u32;
-        while !shutdown.is_cancelled() {
-            let batch = if last_claim.elapsed() >= claim_every {
-                last_claim = Instant::now();
-                let policy = ClaimPolicy {
-                    min_idle: Duration::from_millis(self.config.enricher.claim_idle_ms),
-                    count: self.read_entries,
-                    max_deliveries: self.config.enricher.max_deliveries,
-                };
-                claim_stale(
-                    &mut self.conn,
-                    &self.keys.raw,
-                    &self.keys.dead,
-                    GROUP,
-                    &self.consumer,
-                    &policy,
-                )
-                .await
-            } else if self.downstream_full().await {
-                // Reading pauses; the raw partition fills up to its cap and
-                // the edge answers 503, so no stream outgrows the cap. The
-                // pause is this stage working as meant: the sinks are behind.
-                self.health.progressed();
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
-                }
-            } else {
-                reader.set_count(self.read_entries);
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    batch = reader.read() => batch,
-                }
-            };
-            let outcome = match batch {
-                Ok(batch) if batch.is_empty() => Ok(()),
-                Ok(batch) => self.process(batch).await,
-                Err(e) => Err(ProcessError::from(e)),
-            };
-            match outcome {
-                Ok(()) => {
-                    failures = 0;
-                    self.health.progressed();
-                }
-                Err(e) => {
-                    failures += 1;
-                    metrics::counter!("analytics_enricher_errors_total").increment(1);
-                    tracing::warn!(error = %e, stream = %self.keys.raw, "enricher batch failed; retrying");
-                    // Redis may have restarted and forgotten the scripts (a
-                    // NOSCRIPT can also hide inside a pipeline failure):
-                    // loading them again is cheap and idempotent.
-                    if let Ok(scripts) = Scripts::load(&mut self.conn).await {
-                        *self.shared.scripts.write().await = scripts;
-                    }
-                    // Whatever was read stays pending for us: read it again,
-                    // in smaller batches in case size was the trouble.
-                    self.read_entries = (self.read_entries / 2).max(1);
-                    reader.rewind();
-                    if !backoff(failures, &shutdown).await {
-                        break;
-                    }
-                }
-            }
-            if last_maintenance.elapsed() >= MAINTENANCE_EVERY {
-                last_maintenance = Instant::now();
-                if let Err(e) = maintain(&mut self.conn, &self.keys.raw, &self.keys.dead).await {
-                    tracing::debug!(error = %e, "stream upkeep failed");
-                }
-            }
-        }
+impl Handler for Partition {
+    type Error = ProcessError;
+
+    fn read_entries(&self) -> usize {
+        self.read_entries
     }
 
-    /// Whether the enriched partition holds `redis.max_stream_len` records
-    /// (the sinks are behind): its entries times the records per entry
-    /// written so far (1 before the first). Unknown counts as not full: a
-    /// Redis failure shows up in the read that follows.
-    async fn downstream_full(&mut self) -> bool {
+    /// Reading pauses while the enriched partition holds
+    /// `redis.max_stream_len` records (the sinks are behind); the raw
+    /// partition then fills up to its cap and the edge answers 503, so no
+    /// stream outgrows the cap. The records on it are its entries times the
+    /// records per entry written so far (1 before the first). Unknown
+    /// counts as not full: a Redis failure shows up in the read that follows.
+    async fn paused(&mut self) -> bool {
         let len: Result<u64, _> = redis::cmd("XLEN")
             .arg(&self.keys.enriched)
             .query_async(&mut self.conn)
@@ -232,13 +170,21 @@ impl Partition {
         full
     }
 
-    async fn process(&mut self, batch: analytics_streams::ReadBatch) -> Result<(), ProcessError> {
+    async fn handle(
+        &mut self,
+        batch: ReadBatch,
+        _shutdown: &CancellationToken,
+    ) -> Result<(), ProcessError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
         let redelivered = batch.redelivered;
         let started = Instant::now();
         let outcome = process::process(&self.shared, &self.keys, &mut self.conn, batch).await?;
         if outcome.events > 0 {
-            let per_entry = outcome.events.div_ceil(outcome.entries.max(1)) as usize;
-            self.read_entries = (self.config.enricher.read_count / per_entry).max(1);
+            self.size
+                .observe(outcome.events as usize, outcome.entries as usize);
+            self.read_entries = self.size.entries_for(self.config.enricher.read_count);
         }
         self.written.records += outcome.written.records;
         self.written.entries += outcome.written.entries;
@@ -251,5 +197,16 @@ impl Partition {
             metrics::counter!("analytics_enricher_redelivered_batches_total").increment(1);
         }
         Ok(())
+    }
+
+    async fn failed(&mut self, _error: &ProcessError, _shutdown: &CancellationToken) {
+        metrics::counter!("analytics_enricher_errors_total").increment(1);
+        // Redis may have restarted and forgotten the scripts (a NOSCRIPT
+        // can also hide inside a pipeline failure): loading them again is
+        // cheap and idempotent.
+        if let Ok(scripts) = Scripts::load(&mut self.conn).await {
+            *self.shared.scripts.write().await = scripts;
+        }
+        self.read_entries = (self.read_entries / 2).max(1);
     }
 }

@@ -26,7 +26,8 @@ use std::time::Duration;
 use analytics_config::Config;
 use analytics_store::Store;
 use analytics_streams::{
-    GroupReader, StageHealth, StreamError, Topic, connect, ensure_group, stream_key, supervise,
+    StageHealth, StreamError, Subscription, Topic, connect, consume, ensure_group, stream_key,
+    supervise,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -63,28 +64,32 @@ pub async fn run(
     let stop = shutdown.child_token();
     let mut tasks = Vec::new();
     for p in 0..config.redis.partitions {
-        let key = stream_key(prefix, Topic::Enriched, p);
-        let reader = GroupReader::new(
-            connect(&deps.redis, block + Duration::from_secs(5)).await?,
-            key.clone(),
-            GROUP.into(),
-            deps.consumer.clone(),
-            config.sink.max_rows.min(5_000),
+        let subscription = Subscription {
+            key: stream_key(prefix, Topic::Enriched, p),
+            dead: stream_key(prefix, Topic::Dead, p),
+            group: GROUP.into(),
+            consumer: deps.consumer.clone(),
+            claim_idle: Duration::from_millis(config.sink.claim_idle_ms),
+            max_deliveries: config.sink.max_deliveries,
             block,
-        );
+        };
         let ledger = StreamLedger {
             conn: conn.clone(),
-            key,
-            dead: stream_key(prefix, Topic::Dead, p),
+            key: subscription.key.clone(),
+            dead: subscription.dead.clone(),
             consumer: deps.consumer.clone(),
         };
-        let partition = Partition::new(
-            ledger,
-            deps.store.clone(),
-            config.clone(),
+        let partition = Partition::new(ledger, deps.store.clone(), config.clone(), p);
+        let reader = connect(&deps.redis, block + Duration::from_secs(5)).await?;
+        let task = consume(
+            subscription,
+            reader,
+            conn.clone(),
+            partition,
             deps.health.start(p),
+            stop.clone(),
         );
-        tasks.push((p, partition.run(reader, stop.clone())));
+        tasks.push((p, task));
     }
     supervise(tasks, &stop).await?;
     Ok(())
