@@ -1,0 +1,109 @@
+//! The command vocabulary of the binary; `main.rs` parses it.
+
+use clap::Subcommand;
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Single-node mode: migrate, then run every stage in this process.
+    Up,
+    /// Run the ingestion edge.
+    Edge,
+    /// Run the insights API.
+    Insights,
+    /// Run an enricher (consumer group member).
+    Enrich,
+    /// Run a ClickHouse sink (consumer group member).
+    Sink,
+    /// Apply ClickHouse and metadata migrations.
+    Migrate,
+    /// Rebuild the aggregate tables from `events` (run with no sink writing).
+    Backfill,
+    /// Manage projects.
+    #[command(subcommand)]
+    Project(ProjectCommand),
+    /// Manage API clients.
+    #[command(subcommand)]
+    Client(ClientCommand),
+    /// Inspect, replay or drop dead letters.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+    /// Check the configuration (file + ANALYTICS_* variables) and print it
+    /// as TOML, passwords redacted.
+    Config,
+    /// Exit 0 when this process's own server answers 200 on PATH: a
+    /// container health check that needs no curl in the image.
+    Probe {
+        #[arg(default_value = "/readyz")]
+        path: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum DlqCommand {
+    /// Print dead letters as JSON lines (oldest first, per partition).
+    List {
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Put dead letters back on the stream they failed in.
+    Replay(DlqTarget),
+    /// Delete dead letters for good.
+    Drop(DlqTarget),
+}
+
+#[derive(clap::Args)]
+pub struct DlqTarget {
+    /// Partition of the entry (from `dlq list`).
+    #[arg(long, requires = "id")]
+    pub partition: Option<u16>,
+    /// Id of the entry in the dead-letter stream.
+    #[arg(long, requires = "partition")]
+    pub id: Option<String>,
+    /// Every dead letter of every partition.
+    #[arg(long, conflicts_with_all = ["partition", "id"])]
+    pub all: bool,
+}
+
+#[derive(Subcommand)]
+pub enum ProjectCommand {
+    /// Create a project and print it as JSON.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Browser origin allowed to send events with only a client id (repeatable).
+        #[arg(long = "origin")]
+        origins: Vec<String>,
+    },
+    /// Ingest rate limits in requests per second (0: the edge's default).
+    Limits {
+        #[arg(long)]
+        project: String,
+        #[arg(long, default_value_t = 0)]
+        per_client: u32,
+        #[arg(long, default_value_t = 0)]
+        per_ip: u32,
+    },
+    /// Keep crawler traffic (tagged `device = 'bot'`, the default) or drop it.
+    Bots {
+        #[arg(long)]
+        project: String,
+        #[arg(long, value_parser = ["keep", "drop"])]
+        policy: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ClientCommand {
+    /// Create a client and print its id and secret as JSON.
+    Create {
+        #[arg(long)]
+        project: String,
+        #[arg(long = "type", value_parser = ["write", "read", "root"])]
+        kind: String,
+    },
+    /// Delete a client; edges refuse it within `edge.auth_cache_ttl_ms`.
+    Revoke {
+        #[arg(long)]
+        id: String,
+    },
+}
