@@ -105,4 +105,6 @@ export TEST_BROWSER_NODE_PATH="$browser_dir/node_modules"
 export TEST_WORK_DIR="$work"
 
 cargo build --workspace --all-targets
-cargo nextest run --workspace --no-fail-fast --test-threads 2 "$@"
+# Tests that need the servers above are #[ignore]d (a plain `cargo test`
+# skips them, saying why): here they all run.
+cargo nextest run --workspace --no-fail-fast --test-threads 2 --run-ignored all "$@"

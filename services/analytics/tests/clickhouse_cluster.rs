@@ -4,21 +4,23 @@
 //! single-server install and to the cluster spread over both shards and
 //! give the same insights answers.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use analytics_testkit::*;
 use serde_json::Value;
+
+/// The binary under test.
+const BIN: &str = env!("CARGO_BIN_EXE_analytics");
 
 const CLUSTER: &str = "analytics_cluster";
 
 #[test]
+#[ignore = "needs the servers scripts/test.sh starts"]
 fn a_two_shard_cluster_answers_like_a_single_server() {
     let urls = var("TEST_CLICKHOUSE_CLUSTER_URLS");
     let nodes: Vec<&str> = urls.split(',').collect();
-    let single = Install::start(Setup::new("chsingle"));
-    let mut cluster_setup = Setup::new("chcluster")
+    let single = Install::start(Setup::new(BIN, "chsingle"));
+    let mut cluster_setup = Setup::new(BIN, "chcluster")
         .with("ANALYTICS_CLICKHOUSE_URL", nodes[0])
         .with("ANALYTICS_CLICKHOUSE_CLUSTER", CLUSTER);
     cluster_setup.clickhouse_url = nodes[0].to_owned();

@@ -3,15 +3,16 @@
 //! current ClickHouse release in process, after applying every migration
 //! there and loading the same rows. Both engines must give the same answers.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use analytics_testkit::*;
 use serde_json::{Value, json};
+
+/// The binary under test.
+const BIN: &str = env!("CARGO_BIN_EXE_analytics");
 
 /// The query as the insights API sent it, answering in TabSeparated.
 fn as_tsv(query: &str) -> String {
@@ -42,8 +43,9 @@ fn documented_routes() -> BTreeSet<String> {
 }
 
 #[test]
+#[ignore = "needs the servers scripts/test.sh starts"]
 fn insights_queries_answer_alike_on_current_clickhouse() {
-    let install = Install::start(Setup::new("compat"));
+    let install = Install::start(Setup::new(BIN, "compat"));
     let (setup, project, read) = (&install.setup, &install.project, &install.read);
 
     let now_s = std::time::SystemTime::now()

@@ -1,11 +1,12 @@
 //! Sessions, dedupe, profiles, aliases and bots through the real pipeline.
 
-mod common;
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::*;
+use analytics_testkit::*;
 use serde_json::json;
+
+/// The binary under test.
+const BIN: &str = env!("CARGO_BIN_EXE_analytics");
 
 const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36";
 const GOOGLEBOT: &str = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
@@ -57,7 +58,7 @@ impl Client {
 }
 
 fn up(name: &str) -> (Setup, Proc, Client) {
-    let setup = Setup::new(name);
+    let setup = Setup::new(BIN, name);
     let proc = setup.spawn(&["up"]);
     let client = Client {
         port: setup.port,
@@ -79,6 +80,7 @@ fn wait_for_count(setup: &Setup, sql_where: &str, n: u64) {
 }
 
 #[test]
+#[ignore = "needs the servers scripts/test.sh starts"]
 fn a_device_keeps_its_session_for_30_minutes_of_activity() {
     let (setup, _up, client) = up("sessions");
     let t0 = base_ms();
@@ -97,8 +99,9 @@ fn a_device_keeps_its_session_for_30_minutes_of_activity() {
 }
 
 #[test]
+#[ignore = "needs the servers scripts/test.sh starts"]
 fn two_enrichers_give_the_same_sessions_as_one() {
-    let setup = Setup::new("twoenrich");
+    let setup = Setup::new(BIN, "twoenrich");
     setup.admin(&["migrate"]);
     let creds = setup.create_client("Two");
     let _edge = setup.spawn(&["edge"]);
@@ -139,6 +142,7 @@ fn two_enrichers_give_the_same_sessions_as_one() {
 }
 
 #[test]
+#[ignore = "needs the servers scripts/test.sh starts"]
 fn retries_with_the_same_ids_are_stored_once() {
     let (setup, _up, client) = up("dedupe");
     let events: Vec<serde_json::Value> = (0..1000)
@@ -163,6 +167,7 @@ fn retries_with_the_same_ids_are_stored_once() {
 }
 
 #[test]
+#[ignore = "needs the servers scripts/test.sh starts"]
 fn concurrent_increments_on_a_new_profile_all_count() {
     let (setup, _up, client) = up("increment");
     std::thread::scope(|s| {
@@ -193,6 +198,7 @@ fn concurrent_increments_on_a_new_profile_all_count() {
 }
 
 #[test]
+#[ignore = "needs the servers scripts/test.sh starts"]
 fn identify_merges_traits_and_alias_links_ids() {
     let (setup, _up, client) = up("identity");
     let identify = |body: serde_json::Value| {
@@ -234,6 +240,7 @@ fn identify_merges_traits_and_alias_links_ids() {
 }
 
 #[test]
+#[ignore = "needs the servers scripts/test.sh starts"]
 fn the_sessions_view_sums_up_a_scripted_visit() {
     let (setup, _up, client) = up("sessionview");
     let t0 = base_ms();
@@ -258,6 +265,7 @@ fn the_sessions_view_sums_up_a_scripted_visit() {
 }
 
 #[test]
+#[ignore = "needs the servers scripts/test.sh starts"]
 fn bots_are_tagged_without_sessions_or_dropped_by_project_setting() {
     let (setup, up_proc, client) = up("bots");
     let bot_event = |name: &str| {

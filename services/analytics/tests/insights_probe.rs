@@ -7,15 +7,16 @@
 //! no new time-zone spelling reaches ClickHouse, no export query outlives
 //! the send timeout, exports at once are capped.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::*;
+use analytics_testkit::*;
 use serde_json::{Value, json};
+
+/// The binary under test.
+const BIN: &str = env!("CARGO_BIN_EXE_analytics");
 
 /// 2026-01-05 00:00:00 UTC, the day the export rows lie on.
 const DAY: i64 = 1_767_571_200;
@@ -142,8 +143,9 @@ fn insert_export_rows(setup: &Setup, project: &str) {
 }
 
 #[test]
+#[ignore = "needs the servers scripts/test.sh starts"]
 fn a_hostile_read_client_gets_4xx_and_bounded_servers() {
-    let server = Server::start(Setup::new("probe"));
+    let server = Server::start(Setup::new(BIN, "probe"));
     let setup = &server.setup;
     let port = setup.port;
     let project = setup.create_project("A", &[]);
@@ -433,9 +435,11 @@ fn a_hostile_read_client_gets_4xx_and_bounded_servers() {
 /// second window of an export fails after the first was sent. The probe
 /// above is the twin with the shipped cap.
 #[test]
+#[ignore = "needs the servers scripts/test.sh starts"]
 fn an_export_failing_midway_ends_with_an_error_line() {
     let server = Server::start(
-        Setup::new("probe_midway").with("ANALYTICS_INSIGHTS_EXPORT_MAX_MEMORY_BYTES", "167772160"),
+        Setup::new(BIN, "probe_midway")
+            .with("ANALYTICS_INSIGHTS_EXPORT_MAX_MEMORY_BYTES", "167772160"),
     );
     let setup = &server.setup;
     let project = setup.create_project("A", &[]);

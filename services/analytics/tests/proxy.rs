@@ -2,14 +2,15 @@
 //! front of an edge mounted under `/api/v1/analytics`, with the client
 //! address taken from X-Forwarded-For only when a trusted proxy sent it.
 
-mod common;
-
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use analytics_testkit::*;
+
+/// The binary under test.
+const BIN: &str = env!("CARGO_BIN_EXE_analytics");
 
 const PREFIX: &str = "/api/v1/analytics";
 const CLIENT: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
@@ -77,8 +78,9 @@ fn raw_ips(setup: &Setup) -> Vec<String> {
 }
 
 #[test]
+#[ignore = "needs the servers scripts/test.sh starts"]
 fn nginx_example_forwards_the_prefix_and_the_real_client_address() {
-    let setup = Setup::new("proxy")
+    let setup = Setup::new(BIN, "proxy")
         .with("ANALYTICS_PATH_PREFIX", PREFIX)
         .with("ANALYTICS_CLIENT_IP_HEADER", "x-forwarded-for")
         .with("ANALYTICS_TRUSTED_PROXIES", "127.0.0.1");

@@ -1,12 +1,19 @@
-//! Harness of the integration tests: the real `analytics` binary against
+//! Harness of the integration tests: the real `analytics` binary (whose
+//! path each test crate passes in, from `CARGO_BIN_EXE_analytics`) against
 //! the Redis and ClickHouse that `scripts/test.sh` started (URLs in
 //! `TEST_REDIS_URL` / `TEST_CLICKHOUSE_URL`). Each test gets its own
 //! ClickHouse database, Redis key prefix, data directory and port.
-#![allow(dead_code)]
+//!
+//! Tests that need those servers are `#[ignore]`d with the reason, so that
+//! a plain `cargo test` runs everything else; `scripts/test.sh` runs them
+//! all. Without the servers' environment, [`var`] fails such a test by
+//! naming the variable. Requests go through a blocking wrapper of hyper's
+//! HTTP/1.1 client ([`Conn`], [`http`]).
+
+mod client;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -15,8 +22,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_analytics");
+pub use client::{Conn, Reply, block_on, http};
 
+/// The value of the environment variable `name`, which `scripts/test.sh`
+/// sets; a test run without it fails here, naming it.
 pub fn var(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
         panic!("{name} is not set: run the integration tests through scripts/test.sh")
@@ -55,6 +64,8 @@ pub fn unique(name: &str) -> String {
 /// Settings of one isolated pipeline.
 #[derive(Clone)]
 pub struct Setup {
+    /// The `analytics` binary the commands run.
+    pub bin: PathBuf,
     pub name: String,
     pub port: u16,
     pub data_dir: PathBuf,
@@ -64,11 +75,14 @@ pub struct Setup {
 }
 
 impl Setup {
-    pub fn new(name: &str) -> Setup {
+    /// A pipeline of the binary at `bin` (a test crate's
+    /// `env!("CARGO_BIN_EXE_analytics")`), named after `name`.
+    pub fn new(bin: &str, name: &str) -> Setup {
         let name = unique(name);
         let data_dir = PathBuf::from(var("TEST_WORK_DIR")).join(&name);
         std::fs::create_dir_all(&data_dir).unwrap();
         Setup {
+            bin: PathBuf::from(bin),
             port: free_port(),
             data_dir,
             redis_url: var("TEST_REDIS_URL"),
@@ -84,7 +98,7 @@ impl Setup {
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(&self.bin);
         cmd.args(args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -316,140 +330,6 @@ pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// Status, lower-cased headers and body of a response.
-pub type Reply = (u16, Vec<(String, String)>, String);
-
-/// A keep-alive HTTP/1.1 connection.
-pub struct Conn {
-    reader: BufReader<TcpStream>,
-    port: u16,
-}
-
-impl Conn {
-    pub fn open(port: u16) -> std::io::Result<Conn> {
-        Conn::wrap(TcpStream::connect(("127.0.0.1", port))?, port)
-    }
-
-    /// A connection from another loopback address (`127.0.0.2`), so the
-    /// server sees a peer other than its own.
-    pub fn open_from(local: std::net::Ipv4Addr, port: u16) -> std::io::Result<Conn> {
-        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
-        socket.bind(&std::net::SocketAddr::from((local, 0)).into())?;
-        socket.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())?;
-        Conn::wrap(socket.into(), port)
-    }
-
-    fn wrap(stream: TcpStream, port: u16) -> std::io::Result<Conn> {
-        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-        stream.set_nodelay(true)?;
-        Ok(Conn {
-            reader: BufReader::new(stream),
-            port,
-        })
-    }
-
-    /// Sends raw bytes as a request (for malformed HTTP) and reads the answer.
-    pub fn send_raw(&mut self, request: &[u8]) -> std::io::Result<Reply> {
-        // A server may answer (413, 431) and close before the whole request
-        // is written: the answer still counts.
-        if let Err(e) = self.reader.get_mut().write_all(request)
-            && !matches!(
-                e.kind(),
-                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
-            )
-        {
-            return Err(e);
-        }
-        self.read_response()
-    }
-
-    /// Sends one request; returns status, lower-cased headers and body.
-    pub fn send(
-        &mut self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: &[u8],
-    ) -> std::io::Result<Reply> {
-        let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1:{}\r\ncontent-length: {}\r\n",
-            self.port,
-            body.len()
-        );
-        for (k, v) in headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        head.push_str("\r\n");
-        let mut request = head.into_bytes();
-        request.extend_from_slice(body);
-        self.reader.get_mut().write_all(&request)?;
-        self.read_response()
-    }
-
-    fn read_response(&mut self) -> std::io::Result<Reply> {
-        let mut status_line = String::new();
-        self.reader.read_line(&mut status_line)?;
-        let status: u16 = status_line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| std::io::Error::other(format!("bad status line {status_line:?}")))?;
-        let mut response_headers = Vec::new();
-        let mut length = 0usize;
-        loop {
-            let mut line = String::new();
-            self.reader.read_line(&mut line)?;
-            let line = line.trim_end();
-            if line.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = line.split_once(':') {
-                let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_owned());
-                if k == "content-length" {
-                    length = v.parse().unwrap_or(0);
-                }
-                response_headers.push((k, v));
-            }
-        }
-        let chunked = response_headers
-            .iter()
-            .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
-        let mut body = Vec::new();
-        if chunked {
-            loop {
-                let mut size = String::new();
-                self.reader.read_line(&mut size)?;
-                let size = usize::from_str_radix(size.trim(), 16).map_err(std::io::Error::other)?;
-                let mut chunk = vec![0u8; size + 2];
-                self.reader.read_exact(&mut chunk)?;
-                if size == 0 {
-                    break;
-                }
-                body.extend_from_slice(&chunk[..size]);
-            }
-        } else {
-            body.resize(length, 0);
-            self.reader.read_exact(&mut body)?;
-        }
-        Ok((
-            status,
-            response_headers,
-            String::from_utf8_lossy(&body).into_owned(),
-        ))
-    }
-}
-
-/// One request on a fresh connection.
-pub fn http(
-    port: u16,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> std::io::Result<Reply> {
-    Conn::open(port)?.send(method, path, headers, body.as_bytes())
 }
 
 /// Runs `sql` on ClickHouse over HTTP and returns the trimmed TSV answer.
