@@ -10,12 +10,15 @@
 //! Guarantee: answers are what a scan of the raw `events` table gives;
 //! read-only, so retrying is always safe.
 
+mod error;
 mod params;
 mod queries;
+mod runner;
 mod sql;
 mod stream;
 mod zone;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -28,10 +31,12 @@ use analytics_store::Store;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http_body_util::BodyExt;
 use hyper::{Method, Request, Response, StatusCode};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
-use crate::params::{Interval, query_pairs};
-use crate::queries::{DIMENSIONS, FunnelGroup, Period, Runner, Step};
+use crate::params::{Filter, Interval, Range, query_pairs};
+use crate::queries::{DIMENSIONS, Dimension, FunnelGroup, Period, Step};
+use crate::runner::Runner;
 use crate::stream::{ExportSettings, Exports};
 
 /// Endpoint names, as metric labels.
@@ -89,6 +94,60 @@ impl<'a> Endpoint<'a> {
             ["events"] => Endpoint::Events,
             ["profiles", id] => Endpoint::Profile(id),
             _ => return None,
+        })
+    }
+}
+
+/// A question about a range of time: the endpoints that take the shared
+/// parameters (`startDate`, `endDate`, `timezone`, and for most `filters`).
+enum Ranged {
+    /// Compared with the range just before it.
+    Metrics,
+    Timeseries,
+    Top((&'static str, Dimension)),
+    /// Steps in the query string.
+    Funnel,
+    /// Steps (and possibly the range) in a JSON body.
+    FunnelBody(Value),
+    Retention,
+    Events,
+}
+
+impl Ranged {
+    fn takes_filters(&self) -> bool {
+        !matches!(self, Ranged::Funnel | Ranged::FunnelBody(_))
+    }
+}
+
+/// The parameters questions about a range share, parsed once per request
+/// in the order their errors have always been reported: the range, the
+/// previous range (of a comparison), the filters.
+struct Shared {
+    range: Range,
+    previous: Option<Range>,
+    filters: Vec<Filter>,
+}
+
+impl Shared {
+    fn parse(
+        ranged: &Ranged,
+        params: &HashMap<String, String>,
+        max_days: i64,
+    ) -> Result<Shared, ApiError> {
+        let range = params::range(params, max_days)?;
+        let previous = match ranged {
+            Ranged::Metrics => Some(range.previous()?),
+            _ => None,
+        };
+        let filters = if ranged.takes_filters() {
+            params::filters(params.get("filters").map(String::as_str), "filters")?
+        } else {
+            Vec::new()
+        };
+        Ok(Shared {
+            range,
+            previous,
+            filters,
         })
     }
 }
@@ -200,23 +259,44 @@ impl Insights {
         if !allowed {
             return Err(ApiError::MethodNotAllowed);
         }
-        let params = query_pairs(req.uri().query());
-        let ok = |value: Value| Ok(json(StatusCode::OK, &value));
+        let mut params = query_pairs(req.uri().query());
         let runner = &self.runner;
-        match endpoint {
-            Endpoint::Metrics => {
-                let range = params::range(&params, self.max_range_days)?;
-                let previous = range.previous()?;
-                let filters =
-                    params::filters(params.get("filters").map(String::as_str), "filters")?;
-                let current = queries::metrics(runner, project, &range, &filters).await?;
-                let previous = queries::metrics(runner, project, &previous, &filters).await?;
-                ok(json!({"current": current, "previous": previous}))
+        let ranged = match endpoint {
+            Endpoint::Live => return ok(&queries::live(runner, project).await?),
+            Endpoint::Profile(profile_id) => {
+                return match queries::profile(runner, project, profile_id).await? {
+                    Some(profile) => ok(&profile),
+                    None => Err(ApiError::NotFound),
+                };
             }
-            Endpoint::Timeseries => {
-                let range = params::range(&params, self.max_range_days)?;
-                let filters =
-                    params::filters(params.get("filters").map(String::as_str), "filters")?;
+            Endpoint::Metrics => Ranged::Metrics,
+            Endpoint::Timeseries => Ranged::Timeseries,
+            // Checked before the range: it is part of the path.
+            Endpoint::Top(dimension) => Ranged::Top(top_dimension(dimension)?),
+            Endpoint::Funnel if method == Method::POST => {
+                let body = read_json(req).await?;
+                for key in ["startDate", "endDate", "timezone"] {
+                    if let Some(v) = body.get(key).and_then(Value::as_str) {
+                        params.insert(key.into(), v.into());
+                    }
+                }
+                Ranged::FunnelBody(body)
+            }
+            Endpoint::Funnel => Ranged::Funnel,
+            Endpoint::Retention => Ranged::Retention,
+            Endpoint::Events => Ranged::Events,
+        };
+        let shared = Shared::parse(&ranged, &params, self.max_range_days)?;
+        let (range, filters) = (&shared.range, shared.filters.as_slice());
+        match ranged {
+            Ranged::Metrics => {
+                let previous = match &shared.previous {
+                    Some(previous) => previous,
+                    None => &range.previous()?,
+                };
+                ok(&queries::metrics(runner, project, range, previous, filters).await?)
+            }
+            Ranged::Timeseries => {
                 let interval = Interval::parse(params.get("interval").map(String::as_str))?;
                 if interval == Interval::Hour && (range.end - range.start).whole_days() > 31 {
                     return Err(ApiError::bad_request(
@@ -224,30 +304,13 @@ impl Insights {
                         Some("interval".into()),
                     ));
                 }
-                ok(queries::timeseries(runner, project, &range, &filters, interval).await?)
+                ok(&queries::timeseries(runner, project, range, filters, interval).await?)
             }
-            Endpoint::Top(dimension) => {
-                let (name, dimension) = DIMENSIONS
-                    .iter()
-                    .find(|(name, _)| *name == dimension)
-                    .copied()
-                    .ok_or_else(|| {
-                        let known: Vec<&str> = DIMENSIONS.iter().map(|(n, _)| *n).collect();
-                        ApiError::bad_request(
-                            format!("unknown dimension; use one of {}", known.join(", ")),
-                            Some("dimension".into()),
-                        )
-                    })?;
-                let range = params::range(&params, self.max_range_days)?;
-                let filters =
-                    params::filters(params.get("filters").map(String::as_str), "filters")?;
+            Ranged::Top(dimension) => {
                 let limit = params::limit(&params, 10, 1_000)?;
-                let rows =
-                    queries::top(runner, project, &range, &filters, dimension, limit).await?;
-                ok(json!({"dimension": name, "rows": rows}))
+                ok(&queries::top(runner, project, range, filters, dimension, limit).await?)
             }
-            Endpoint::Funnel if method == Method::GET => {
-                let range = params::range(&params, self.max_range_days)?;
+            Ranged::Funnel => {
                 let steps: Vec<Step> = params
                     .get("steps")
                     .map(|s| {
@@ -267,26 +330,15 @@ impl Insights {
                 )?;
                 let group = funnel_group(params.get("groupBy").map(String::as_str))?;
                 check_steps(&steps)?;
-                ok(queries::funnel(runner, project, &range, &steps, window, group).await?)
+                ok(&queries::funnel(runner, project, range, &steps, window, group).await?)
             }
-            Endpoint::Funnel => {
-                let body = read_json(req).await?;
-                let mut params = params.clone();
-                for key in ["startDate", "endDate", "timezone"] {
-                    if let Some(v) = body.get(key).and_then(Value::as_str) {
-                        params.insert(key.into(), v.into());
-                    }
-                }
-                let range = params::range(&params, self.max_range_days)?;
+            Ranged::FunnelBody(body) => {
                 let steps = funnel_steps(&body)?;
                 let window = window(body.get("window"))?;
                 let group = funnel_group(body.get("groupBy").and_then(Value::as_str))?;
-                ok(queries::funnel(runner, project, &range, &steps, window, group).await?)
+                ok(&queries::funnel(runner, project, range, &steps, window, group).await?)
             }
-            Endpoint::Retention => {
-                let range = params::range(&params, self.max_range_days)?;
-                let filters =
-                    params::filters(params.get("filters").map(String::as_str), "filters")?;
+            Ranged::Retention => {
                 let period = match params.get("period").map(String::as_str).unwrap_or("day") {
                     "day" => Period::Day,
                     "week" => Period::Week,
@@ -297,26 +349,15 @@ impl Insights {
                         ));
                     }
                 };
-                ok(queries::retention(runner, project, &range, &filters, period).await?)
+                ok(&queries::retention(runner, project, range, filters, period).await?)
             }
-            Endpoint::Live => ok(queries::live(runner, project).await?),
-            Endpoint::Events => {
-                let range = params::range(&params, self.max_range_days)?;
-                let filters =
-                    params::filters(params.get("filters").map(String::as_str), "filters")?;
+            Ranged::Events => {
                 match params.get("format").map(String::as_str).unwrap_or("json") {
                     "json" => {}
                     "ndjson" => {
                         let slot = self.exports.admit(&caller.client.id)?;
-                        return stream::ndjson(
-                            runner,
-                            &self.export,
-                            slot,
-                            project,
-                            &range,
-                            &filters,
-                        )
-                        .await;
+                        return stream::ndjson(runner, &self.export, slot, project, range, filters)
+                            .await;
                     }
                     _ => {
                         return Err(ApiError::bad_request(
@@ -327,28 +368,40 @@ impl Insights {
                 }
                 let limit = params::limit(&params, 100, 1_000)?;
                 let cursor = params.get("cursor").map(|c| parse_cursor(c)).transpose()?;
-                let sql = queries::events_sql(project, &range, &filters, cursor.as_ref(), limit);
-                let rows = runner.rows(&sql).await?;
-                let next = (rows.len() as u64 == limit)
-                    .then(|| rows.last())
-                    .flatten()
-                    .map(|last| {
-                        format!(
-                            "{}:{}",
-                            last["created_at"],
-                            last["id"].as_str().unwrap_or("")
-                        )
-                    });
-                ok(json!({"events": rows, "next": next}))
-            }
-            Endpoint::Profile(profile_id) => {
-                match queries::profile(runner, project, profile_id).await? {
-                    Some(profile) => ok(profile),
-                    None => Err(ApiError::NotFound),
-                }
+                let page = queries::events(runner, project, range, filters, cursor.as_ref(), limit)
+                    .await?;
+                ok(&page)
             }
         }
     }
+}
+
+/// A `200` with `body` as JSON. Written through a `Value`, whose maps are
+/// sorted: the keys of every answer come out in alphabetical order, as
+/// they always have, whatever the order of a struct's fields.
+fn ok<T: Serialize>(body: &T) -> Result<Response<Body>, ApiError> {
+    let value = serde_json::to_value(body).map_err(internal)?;
+    Ok(json(StatusCode::OK, &value))
+}
+
+/// A failure of ours, its source kept for the log.
+fn internal(error: impl std::error::Error + Send + Sync + 'static) -> ApiError {
+    ApiError::Internal(Box::new(error))
+}
+
+/// The top-list dimension named in the path.
+fn top_dimension(name: &str) -> Result<(&'static str, Dimension), ApiError> {
+    DIMENSIONS
+        .iter()
+        .find(|(known, _)| *known == name)
+        .copied()
+        .ok_or_else(|| {
+            let known: Vec<&str> = DIMENSIONS.iter().map(|(n, _)| *n).collect();
+            ApiError::bad_request(
+                format!("unknown dimension; use one of {}", known.join(", ")),
+                Some("dimension".into()),
+            )
+        })
 }
 
 fn parse_cursor(cursor: &str) -> Result<(u64, String), ApiError> {
@@ -456,6 +509,105 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    fn params(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// The field of a refused request.
+    fn field(result: Result<Shared, ApiError>) -> String {
+        match result {
+            Err(ApiError::BadRequest { field, .. }) => field.unwrap_or_default(),
+            Err(other) => panic!("{other:?}"),
+            Ok(_) => panic!("accepted"),
+        }
+    }
+
+    #[test]
+    fn shared_parameters_are_parsed_once_for_every_ranged_endpoint() {
+        let good = params(&[
+            ("startDate", "2026-01-05"),
+            ("endDate", "2026-01-06"),
+            ("timezone", "asia/seoul"),
+            ("filters", r#"[{"key":"country","value":"KR"}]"#),
+        ]);
+        let shared = Shared::parse(&Ranged::Metrics, &good, 400).unwrap();
+        assert_eq!(shared.range.timezone, "Asia/Seoul");
+        assert_eq!(shared.filters.len(), 1);
+        assert_eq!(
+            shared.previous.map(|p| p.start_sql()).as_deref(),
+            Some("2026-01-03 00:00:00")
+        );
+        for ranged in [Ranged::Timeseries, Ranged::Retention, Ranged::Events] {
+            let shared = Shared::parse(&ranged, &good, 400).unwrap();
+            assert_eq!((shared.filters.len(), shared.previous), (1, None));
+        }
+        // Funnels have filters per step; a `filters` parameter is ignored.
+        let mut bad_filters = good.clone();
+        bad_filters.insert("filters".into(), "not json".into());
+        for ranged in [Ranged::Funnel, Ranged::FunnelBody(Value::Null)] {
+            assert!(
+                Shared::parse(&ranged, &bad_filters, 400)
+                    .unwrap()
+                    .filters
+                    .is_empty()
+            );
+        }
+        assert_eq!(
+            field(Shared::parse(&Ranged::Events, &bad_filters, 400)),
+            "filters"
+        );
+    }
+
+    #[test]
+    fn shared_parameters_report_the_first_fault_as_ever() {
+        // The range first, then the previous range, then the filters.
+        let faults = params(&[
+            ("startDate", "1970-01-05"),
+            ("endDate", "1970-01-06"),
+            ("filters", "not json"),
+        ]);
+        assert_eq!(
+            field(Shared::parse(&Ranged::Metrics, &faults, 400)),
+            "startDate"
+        );
+        assert_eq!(
+            field(Shared::parse(&Ranged::Timeseries, &faults, 400)),
+            "filters"
+        );
+        let no_start = params(&[("endDate", "2026-01-06"), ("filters", "not json")]);
+        assert_eq!(
+            field(Shared::parse(&Ranged::Metrics, &no_start, 400)),
+            "startDate"
+        );
+        let long = params(&[("startDate", "2026-01-05"), ("endDate", "2026-03-06")]);
+        match Shared::parse(&Ranged::Funnel, &long, 31) {
+            Err(ApiError::BadRequest { message, field }) => {
+                assert_eq!(message, "the range may span at most 31 days");
+                assert_eq!(field.as_deref(), Some("endDate"));
+            }
+            other => panic!("{:?}", other.err()),
+        }
+    }
+
+    #[test]
+    fn top_lists_name_a_known_dimension() {
+        assert_eq!(
+            top_dimension("entry_pages").unwrap(),
+            ("entry_pages", Dimension::EntryPages)
+        );
+        match top_dimension("' OR 1=1") {
+            Err(ApiError::BadRequest { message, field }) => {
+                assert!(message.starts_with("unknown dimension; use one of pages, "));
+                assert_eq!(field.as_deref(), Some("dimension"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 
     /// The published OpenAPI description names every endpoint and dimension.
     #[test]

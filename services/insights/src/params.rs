@@ -9,6 +9,7 @@ use serde_json::Value;
 use time::macros::{datetime, format_description};
 use time::{Date, Duration, PrimitiveDateTime, Time};
 
+use crate::sql::Sql;
 use crate::zone;
 
 /// Parsed `a=b&c=d` pairs (percent-decoded; the last of a repeated key wins).
@@ -184,21 +185,24 @@ impl Interval {
         }
     }
 
-    /// SQL of the bucket label of the time `column` in the time zone bound as `?`.
-    pub fn bucket_sql(self, column: &str) -> String {
-        match self {
+    /// The bucket label of the time `column` in `timezone`, as SQL.
+    pub fn bucket(self, column: &str, timezone: &str) -> Sql {
+        let mut sql = Sql::default();
+        let function = match self {
             Interval::Hour => {
-                format!("formatDateTime(toStartOfHour({column}, ?), '%Y-%m-%dT%H:00:00', ?)")
+                sql.push(&format!("formatDateTime(toStartOfHour({column}, ?)"))
+                    .str(timezone)
+                    .push(", '%Y-%m-%dT%H:00:00', ?)")
+                    .str(timezone);
+                return sql;
             }
-            Interval::Day => format!("toString(toDate({column}, ?))"),
-            Interval::Week => format!("toString(toMonday({column}, ?))"),
-            Interval::Month => format!("toString(toStartOfMonth({column}, ?))"),
-        }
-    }
-
-    /// How many times the time zone is bound in [`Interval::bucket_sql`].
-    pub fn timezone_binds(self) -> usize {
-        if self == Interval::Hour { 2 } else { 1 }
+            Interval::Day => "toDate",
+            Interval::Week => "toMonday",
+            Interval::Month => "toStartOfMonth",
+        };
+        sql.push(&format!("toString({function}({column}, ?))"))
+            .str(timezone);
+        sql
     }
 
     /// Every bucket label of the range, so empty buckets can be shown as zeros.

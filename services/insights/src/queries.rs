@@ -1,136 +1,31 @@
 //! The questions the insights API answers, each as bound SQL over the raw
-//! `events` table (and `profiles`), results as JSON.
+//! `events` table (its hourly aggregates where they answer exactly, and
+//! `profiles`), rows read as typed structs, answers as typed structs.
+//!
+//! A row type lists its fields in the order of its query's SELECT list,
+//! each of the column's exact type on 18.16 and current servers alike
+//! (RowBinary is read by position and carries no types): `count()`,
+//! `uniqExact` and sums of `UInt64` are `UInt64`, `toUnixTimestamp` is
+//! `UInt32`, `windowFunnel` is `UInt8`; anything else is cast in the SQL.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
 
-use analytics_http::ApiError;
-use analytics_store::Store;
-use serde_json::{Value, json};
+use clickhouse::Row;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
+use crate::error::QueryError;
 use crate::params::{Filter, Interval, Range};
-use crate::sql::{ANALYTICS_EVENTS, Sql, events_where, hourly_where};
+use crate::runner::Runner;
+use crate::sql::{ANALYTICS_EVENTS, Sql, events_where, hourly_where, local_time};
 
-/// Runs queries with a time limit (and a memory limit, when set) and turns
-/// ClickHouse errors into answers.
-#[derive(Clone)]
-pub struct Runner {
-    pub store: Store,
-    pub timeout: Duration,
-    /// ClickHouse `max_memory_usage`; the server's own when `None`.
-    pub max_memory_bytes: Option<u64>,
-}
-
-impl Runner {
-    pub fn query(&self, sql: &Sql) -> clickhouse::query::Query {
-        let query = sql
-            .query(&self.store)
-            .with_setting(
-                "max_execution_time",
-                self.timeout.as_secs().max(1).to_string(),
-            )
-            .with_setting("output_format_json_quote_64bit_integers", "0");
-        match self.max_memory_bytes {
-            Some(bytes) => query.with_setting("max_memory_usage", bytes.to_string()),
-            None => query,
-        }
-    }
-
-    /// Whether the hourly aggregates can answer for `range` exactly: no
-    /// per-event filters, and both ends of the range on UTC hour
-    /// boundaries (true for whole days in zones with whole-hour offsets).
-    pub async fn aggregates_answer(
-        &self,
-        range: &Range,
-        filters: &[Filter],
-    ) -> Result<bool, ApiError> {
-        if !filters.is_empty() {
-            return Ok(false);
-        }
-        let mut sql = Sql::new(
-            "SELECT toStartOfHour(toDateTime(?, ?), 'UTC') = toDateTime(?, ?) \
-             AND toStartOfHour(toDateTime(?, ?) + 1, 'UTC') = toDateTime(?, ?) + 1 AS aligned",
-        );
-        for time in [range.start_sql(), range.end_sql()] {
-            sql.str(time.clone())
-                .str(&range.timezone)
-                .str(time)
-                .str(&range.timezone);
-        }
-        let aligned = self
-            .rows(&sql)
-            .await?
-            .first()
-            .is_some_and(|r| int(r, "aligned") == 1);
-        if aligned {
-            metrics::counter!("analytics_insights_aggregate_queries_total").increment(1);
-        }
-        Ok(aligned)
-    }
-
-    /// All rows of a query, one JSON object each.
-    pub async fn rows(&self, sql: &Sql) -> Result<Vec<Value>, ApiError> {
-        let mut cursor = self
-            .query(sql)
-            .fetch_bytes("JSONEachRow")
-            .map_err(store_error)?;
-        let mut text = Vec::new();
-        while let Some(chunk) = cursor.next().await.map_err(store_error)? {
-            text.extend_from_slice(&chunk);
-        }
-        text.split(|b| *b == b'\n')
-            .filter(|line| !line.is_empty())
-            .map(|line| serde_json::from_slice(line).map_err(|e| ApiError::Internal(Box::new(e))))
-            .collect()
-    }
-}
-
-/// ClickHouse refusals that are the client's doing become 400/504; the
-/// rest are ours.
-pub fn store_error(error: clickhouse::error::Error) -> ApiError {
-    let text = error.to_string();
-    if text.contains("Code: 159") || text.contains("TIMEOUT_EXCEEDED") {
-        return ApiError::QueryTimeout(
-            "the query took longer than the configured limit; narrow the range or filters",
-        );
-    }
-    if text.contains("time zone") || text.contains("timezone") {
-        return ApiError::bad_request("unknown time zone", Some("timezone".into()));
-    }
-    if text.contains("Code: 241") || text.contains("MEMORY_LIMIT_EXCEEDED") {
-        return ApiError::Unavailable {
-            reason: "the query needs more memory than it may use; narrow the range or filters",
-        };
-    }
-    if matches!(
-        error,
-        clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut
-    ) {
-        return ApiError::Unavailable {
-            reason: "the analytics store is unavailable, retry later",
-        };
-    }
-    ApiError::Internal(Box::new(error))
-}
-
-fn num(row: &Value, key: &str) -> f64 {
-    match &row[key] {
-        Value::Number(n) => n.as_f64().unwrap_or(0.0),
-        Value::String(s) => s.parse().unwrap_or(0.0),
-        _ => 0.0,
-    }
-}
-
-fn int(row: &Value, key: &str) -> u64 {
-    num(row, key).max(0.0) as u64
-}
-
-fn text(row: &Value, key: &str) -> String {
-    match &row[key] {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    }
+/// The headline counts of a range, or of one bucket of a series.
+#[derive(Debug, Clone, Default, PartialEq, Row, Deserialize, Serialize)]
+pub struct Counts {
+    pub unique_visitors: u64,
+    pub total_sessions: u64,
+    pub total_screen_views: u64,
+    pub total_events: u64,
 }
 
 const COUNTS: &str = "uniqExact(device_id) AS unique_visitors, \
@@ -142,108 +37,186 @@ const HOURLY_COUNTS: &str = "uniqExactMerge(visitors) AS unique_visitors, \
      uniqExactIfMerge(sessions) AS total_sessions, \
      sumMerge(screen_views) AS total_screen_views, countMerge(events) AS total_events";
 
+/// The sessions of a range: how many, their summed length in seconds, and
+/// how many saw one screen.
+#[derive(Debug, Clone, Default, PartialEq, Row, Deserialize)]
+struct SessionTotals {
+    sessions: u64,
+    duration: u64,
+    bounces: u64,
+}
+
 /// The headline numbers of one range.
-pub async fn metrics(
-    runner: &Runner,
-    project: &str,
-    range: &Range,
-    filters: &[Filter],
-) -> Result<Value, ApiError> {
-    let filter = events_where(project, range, filters);
-    let counts = if runner.aggregates_answer(range, filters).await? {
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Metrics {
+    pub unique_visitors: u64,
+    pub total_sessions: u64,
+    pub total_screen_views: u64,
+    pub total_events: u64,
+    /// Seconds, rounded to two places.
+    pub avg_session_duration: f64,
+    /// Percent of sessions, rounded to two places.
+    pub bounce_rate: f64,
+    pub views_per_session: f64,
+}
+
+impl Metrics {
+    fn of(counts: Counts, sessions: SessionTotals) -> Metrics {
+        let session_count = sessions.sessions as f64;
+        let ratio = |a: f64| {
+            if session_count > 0.0 {
+                a / session_count
+            } else {
+                0.0
+            }
+        };
+        Metrics {
+            avg_session_duration: round2(ratio(sessions.duration as f64)),
+            bounce_rate: round2(100.0 * ratio(sessions.bounces as f64)),
+            views_per_session: round2(ratio(counts.total_screen_views as f64)),
+            unique_visitors: counts.unique_visitors,
+            total_sessions: counts.total_sessions,
+            total_screen_views: counts.total_screen_views,
+            total_events: counts.total_events,
+        }
+    }
+}
+
+/// A range's numbers beside those of the range just before it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Comparison {
+    pub current: Metrics,
+    pub previous: Metrics,
+}
+
+/// The counts of a range, from the hourly aggregates when `hourly`.
+fn counts_sql(project: &str, range: &Range, filters: &[Filter], hourly: bool) -> Sql {
+    if hourly {
         let mut sql = Sql::new(&format!("SELECT {HOURLY_COUNTS} FROM events_hourly"));
         sql.append(&hourly_where(project, range));
         sql
     } else {
         let mut sql = Sql::new(&format!("SELECT {COUNTS} FROM events"));
-        sql.append(&filter);
+        sql.append(&events_where(project, range, filters));
         sql
-    };
-    let mut sessions = Sql::new(
+    }
+}
+
+fn sessions_sql(project: &str, range: &Range, filters: &[Filter]) -> Sql {
+    let mut sql = Sql::new(
         "SELECT count() AS sessions, sum(duration) AS duration, countIf(views = 1) AS bounces \
          FROM (SELECT session_id, toUInt64(max(created_at) - min(created_at)) AS duration, \
          countIf(name = 'screen_view') AS views FROM events",
     );
-    sessions
-        .append(&filter)
+    sql.append(&events_where(project, range, filters))
         .push(" AND session_id != '' GROUP BY session_id)");
-    let counts = runner.rows(&counts).await?;
-    let sessions = runner.rows(&sessions).await?;
-    let (c, s) = (
-        counts.first().cloned().unwrap_or_default(),
-        sessions.first().cloned().unwrap_or_default(),
-    );
-    let session_count = num(&s, "sessions");
-    let ratio = |a: f64| {
-        if session_count > 0.0 {
-            a / session_count
-        } else {
-            0.0
-        }
+    sql
+}
+
+/// The headline numbers of `range` and of `previous`. The two ranges are
+/// asked at once, and in each, the counts and the sessions; one query
+/// tells for both ranges whether the aggregates can give the counts.
+pub async fn metrics(
+    runner: &Runner,
+    project: &str,
+    range: &Range,
+    previous: &Range,
+    filters: &[Filter],
+) -> Result<Comparison, QueryError> {
+    let counts = async {
+        let [current, earlier] = runner.aggregates_answer([range, previous], filters).await?;
+        let current = counts_sql(project, range, filters, current);
+        let earlier = counts_sql(project, previous, filters, earlier);
+        tokio::try_join!(
+            runner.fetch_one::<Counts>(&current),
+            runner.fetch_one::<Counts>(&earlier),
+        )
     };
-    Ok(json!({
-        "unique_visitors": int(&c, "unique_visitors"),
-        "total_sessions": int(&c, "total_sessions"),
-        "total_screen_views": int(&c, "total_screen_views"),
-        "total_events": int(&c, "total_events"),
-        "avg_session_duration": round2(ratio(num(&s, "duration"))),
-        "bounce_rate": round2(100.0 * ratio(num(&s, "bounces"))),
-        "views_per_session": round2(ratio(num(&c, "total_screen_views"))),
-    }))
+    let current_sessions = sessions_sql(project, range, filters);
+    let earlier_sessions = sessions_sql(project, previous, filters);
+    let ((current, earlier), current_sessions, earlier_sessions) = tokio::try_join!(
+        counts,
+        runner.fetch_one::<SessionTotals>(&current_sessions),
+        runner.fetch_one::<SessionTotals>(&earlier_sessions),
+    )?;
+    Ok(Comparison {
+        current: Metrics::of(current, current_sessions),
+        previous: Metrics::of(earlier, earlier_sessions),
+    })
 }
 
 fn round2(v: f64) -> f64 {
     (v * 100.0).round() / 100.0
 }
 
+/// The counts of one bucket of a series, named by its label.
+#[derive(Debug, Clone, Default, PartialEq, Row, Deserialize, Serialize)]
+pub struct Bucket {
+    pub date: String,
+    pub unique_visitors: u64,
+    pub total_sessions: u64,
+    pub total_screen_views: u64,
+    pub total_events: u64,
+}
+
 /// Counts per bucket, every bucket of the range present.
-pub async fn timeseries(
-    runner: &Runner,
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Series {
+    pub interval: &'static str,
+    pub series: Vec<Bucket>,
+}
+
+fn timeseries_sql(
     project: &str,
     range: &Range,
     filters: &[Filter],
     interval: Interval,
-) -> Result<Value, ApiError> {
-    let hourly = runner.aggregates_answer(range, filters).await?;
+    hourly: bool,
+) -> Sql {
     let (column, counts, table) = if hourly {
         ("hour", HOURLY_COUNTS, "events_hourly")
     } else {
         ("created_at", COUNTS, "events")
     };
-    let mut sql = Sql::new(&format!(
-        "SELECT {} AS date, {counts} FROM {table}",
-        interval.bucket_sql(column)
-    ));
-    for _ in 0..interval.timezone_binds() {
-        sql.str(&range.timezone);
-    }
+    let mut sql = Sql::new("SELECT ");
+    sql.append(&interval.bucket(column, &range.timezone))
+        .push(&format!(" AS date, {counts} FROM {table}"));
     if hourly {
         sql.append(&hourly_where(project, range));
     } else {
         sql.append(&events_where(project, range, filters));
     }
     sql.push(" GROUP BY date ORDER BY date");
-    let found: HashMap<String, Value> = runner
-        .rows(&sql)
+    sql
+}
+
+pub async fn timeseries(
+    runner: &Runner,
+    project: &str,
+    range: &Range,
+    filters: &[Filter],
+    interval: Interval,
+) -> Result<Series, QueryError> {
+    let [hourly] = runner.aggregates_answer([range], filters).await?;
+    let sql = timeseries_sql(project, range, filters, interval, hourly);
+    let mut found: HashMap<String, Bucket> = runner
+        .fetch_all::<Bucket>(&sql)
         .await?
         .into_iter()
-        .map(|row| (text(&row, "date"), row))
+        .map(|bucket| (bucket.date.clone(), bucket))
         .collect();
-    let series: Vec<Value> = interval
+    let series = interval
         .labels(range)
         .into_iter()
-        .map(|label| {
-            let row = found.get(&label).cloned().unwrap_or_default();
-            json!({
-                "date": label,
-                "unique_visitors": int(&row, "unique_visitors"),
-                "total_sessions": int(&row, "total_sessions"),
-                "total_screen_views": int(&row, "total_screen_views"),
-                "total_events": int(&row, "total_events"),
-            })
+        .map(|date| Bucket {
+            date: date.clone(),
+            ..found.remove(&date).unwrap_or_default()
         })
         .collect();
-    Ok(json!({"interval": interval.name(), "series": series}))
+    Ok(Series {
+        interval: interval.name(),
+        series,
+    })
 }
 
 /// A top-list dimension: a column of page views, or a session's first or
@@ -272,18 +245,30 @@ pub const DIMENSIONS: &[(&str, Dimension)] = &[
     ("devices", Dimension::Column("device")),
 ];
 
+/// One value of a top list.
+#[derive(Debug, Clone, PartialEq, Row, Deserialize, Serialize)]
+pub struct TopRow {
+    pub value: String,
+    pub views: u64,
+    pub unique_visitors: u64,
+    pub sessions: u64,
+}
+
 /// Page views grouped by a dimension, most viewed first.
-pub async fn top(
-    runner: &Runner,
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TopList {
+    pub dimension: &'static str,
+    pub rows: Vec<TopRow>,
+}
+
+fn top_sql(
     project: &str,
     range: &Range,
     filters: &[Filter],
     dimension: Dimension,
+    hourly: bool,
     limit: u64,
-) -> Result<Vec<Value>, ApiError> {
-    let filter = events_where(project, range, filters);
-    let hourly = matches!(dimension, Dimension::Column(_))
-        && runner.aggregates_answer(range, filters).await?;
+) -> Sql {
     let mut sql = match dimension {
         Dimension::Column(column) if hourly => {
             let mut sql = Sql::new(
@@ -301,7 +286,7 @@ pub async fn top(
                 "SELECT {column} AS value, count() AS views, uniqExact(device_id) AS unique_visitors, \
                  uniqExactIf(session_id, session_id != '') AS sessions FROM events"
             ));
-            sql.append(&filter)
+            sql.append(&events_where(project, range, filters))
                 .push(" AND name = 'screen_view' GROUP BY value");
             sql
         }
@@ -315,7 +300,7 @@ pub async fn top(
                 "SELECT value, count() AS views, uniqExact(device) AS unique_visitors, count() AS sessions \
                  FROM (SELECT session_id, any(device_id) AS device, {pick}(path, created_at) AS value FROM events"
             ));
-            sql.append(&filter).push(
+            sql.append(&events_where(project, range, filters)).push(
                 " AND name = 'screen_view' AND session_id != '' GROUP BY session_id) GROUP BY value",
             );
             sql
@@ -323,19 +308,26 @@ pub async fn top(
     };
     sql.push(" ORDER BY views DESC, value ASC LIMIT ?")
         .uint(limit);
-    Ok(runner
-        .rows(&sql)
-        .await?
-        .into_iter()
-        .map(|row| {
-            json!({
-                "value": text(&row, "value"),
-                "views": int(&row, "views"),
-                "unique_visitors": int(&row, "unique_visitors"),
-                "sessions": int(&row, "sessions"),
-            })
-        })
-        .collect())
+    sql
+}
+
+pub async fn top(
+    runner: &Runner,
+    project: &str,
+    range: &Range,
+    filters: &[Filter],
+    (name, dimension): (&'static str, Dimension),
+    limit: u64,
+) -> Result<TopList, QueryError> {
+    let hourly = match dimension {
+        Dimension::Column(_) => runner.aggregates_answer([range], filters).await?[0],
+        Dimension::EntryPages | Dimension::ExitPages => false,
+    };
+    let sql = top_sql(project, range, filters, dimension, hourly, limit);
+    Ok(TopList {
+        dimension: name,
+        rows: runner.fetch_all::<TopRow>(&sql).await?,
+    })
 }
 
 /// One step of a funnel.
@@ -352,22 +344,41 @@ pub enum FunnelGroup {
     Profile,
 }
 
-pub async fn funnel(
-    runner: &Runner,
+/// How many actors got exactly `level` steps into the funnel.
+#[derive(Debug, Clone, PartialEq, Row, Deserialize)]
+struct Level {
+    level: u8,
+    actors: u64,
+}
+
+/// How many reached a step, and what share of those who took the first.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FunnelStep {
+    pub name: String,
+    pub count: u64,
+    pub conversion_rate: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Funnel {
+    pub steps: Vec<FunnelStep>,
+}
+
+fn funnel_sql(
     project: &str,
     range: &Range,
     steps: &[Step],
     window_seconds: u64,
     group: FunnelGroup,
-) -> Result<Value, ApiError> {
+) -> Sql {
     let actor = match group {
         FunnelGroup::Session => "session_id",
         FunnelGroup::Profile => "if(profile_id != '', profile_id, device_id)",
     };
     let mut sql = Sql::new(&format!(
-        "SELECT level, count() AS actors FROM (SELECT {actor} AS actor, windowFunnel(?)(created_at"
+        "SELECT level, count() AS actors FROM (SELECT {actor} AS actor, windowFunnel(?)"
     ));
-    sql.uint(window_seconds);
+    sql.uint(window_seconds).push("(created_at");
     for step in steps {
         sql.push(", name = ?").str(&step.name);
         for filter in &step.filters {
@@ -379,15 +390,27 @@ pub async fn funnel(
         .push(&format!(
             " AND {actor} != '' GROUP BY actor) GROUP BY level"
         ));
+    sql
+}
+
+pub async fn funnel(
+    runner: &Runner,
+    project: &str,
+    range: &Range,
+    steps: &[Step],
+    window_seconds: u64,
+    group: FunnelGroup,
+) -> Result<Funnel, QueryError> {
+    let sql = funnel_sql(project, range, steps, window_seconds, group);
     let levels: BTreeMap<u64, u64> = runner
-        .rows(&sql)
+        .fetch_all::<Level>(&sql)
         .await?
-        .iter()
-        .map(|row| (int(row, "level"), int(row, "actors")))
+        .into_iter()
+        .map(|row| (u64::from(row.level), row.actors))
         .collect();
     let reached = |step: u64| -> u64 { levels.range(step..).map(|(_, n)| n).sum() };
     let first = reached(1);
-    let out: Vec<Value> = steps
+    let steps = steps
         .iter()
         .enumerate()
         .map(|(i, step)| {
@@ -397,10 +420,14 @@ pub async fn funnel(
             } else {
                 0.0
             };
-            json!({"name": step.name, "count": count, "conversion_rate": round2(rate)})
+            FunnelStep {
+                name: step.name.clone(),
+                count,
+                conversion_rate: round2(rate),
+            }
         })
         .collect();
-    Ok(json!({"steps": out}))
+    Ok(Funnel { steps })
 }
 
 /// Retention period.
@@ -410,46 +437,82 @@ pub enum Period {
     Week,
 }
 
-pub async fn retention(
-    runner: &Runner,
-    project: &str,
-    range: &Range,
-    filters: &[Filter],
-    period: Period,
-) -> Result<Value, ApiError> {
+/// Devices of a cohort active `k` periods after its first.
+#[derive(Debug, Clone, PartialEq, Row, Deserialize)]
+struct CohortRow {
+    cohort_date: String,
+    k: i64,
+    devices: u64,
+}
+
+/// The devices first seen in a period, and how many of them came back in
+/// each later period of the range (the first being the cohort's size).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Cohort {
+    pub date: String,
+    pub size: u64,
+    pub retained: Vec<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Retention {
+    pub period: &'static str,
+    pub cohorts: Vec<Cohort>,
+}
+
+fn retention_sql(project: &str, range: &Range, filters: &[Filter], period: Period) -> Sql {
     let (bucket, days) = match period {
         Period::Day => ("toDate", 1),
         Period::Week => ("toMonday", 7),
     };
+    let zone = range.timezone.as_str();
     // Activity per device and period in the range; the cohort is the
     // period of a device's first event ever (up to the range's end). The
     // right side has one row per device, so ALL keeps every period of the
     // left; ANY would too on 18.16, but current servers read ANY INNER as
     // one row per key on both sides. They also require subquery names.
     let mut sql = Sql::new(&format!(
-        "SELECT toString(cohort) AS cohort_date, intDiv(toInt32(period) - toInt32(cohort), {days}) AS k, \
-         uniqExact(device_id) AS devices FROM (SELECT DISTINCT device_id, {bucket}(created_at, ?) AS period FROM events"
+        "SELECT toString(cohort) AS cohort_date, \
+         toInt64(intDiv(toInt32(period) - toInt32(cohort), {days})) AS k, \
+         uniqExact(device_id) AS devices \
+         FROM (SELECT DISTINCT device_id, {bucket}(created_at, ?)"
     ));
-    sql.str(&range.timezone)
+    sql.str(zone)
+        .push(" AS period FROM events")
         .append(&events_where(project, range, filters))
         .push(&format!(
-            ") AS activity ALL INNER JOIN (SELECT device_id, min({bucket}(created_at, ?)) AS cohort FROM events \
-             WHERE project_id = ? AND created_at <= toDateTime(?, ?) AND {ANALYTICS_EVENTS} GROUP BY device_id) \
-             AS cohorts USING device_id WHERE cohort >= {bucket}(toDateTime(?, ?), ?) GROUP BY cohort, k ORDER BY cohort, k"
-        ));
-    sql.str(&range.timezone)
+            ") AS activity ALL INNER JOIN (SELECT device_id, min({bucket}(created_at, ?)"
+        ))
+        .str(zone)
+        .push(") AS cohort FROM events WHERE project_id = ?")
         .str(project)
-        .str(range.end_sql())
-        .str(&range.timezone)
-        .str(range.start_sql())
-        .str(&range.timezone)
-        .str(&range.timezone);
+        .push(" AND created_at <= ")
+        .append(&local_time(range.end_sql(), zone))
+        .push(&format!(
+            " AND {ANALYTICS_EVENTS} GROUP BY device_id) AS cohorts USING device_id \
+             WHERE cohort >= {bucket}("
+        ))
+        .append(&local_time(range.start_sql(), zone))
+        .push(", ?)")
+        .str(zone)
+        .push(" GROUP BY cohort, k ORDER BY cohort, k");
+    sql
+}
+
+pub async fn retention(
+    runner: &Runner,
+    project: &str,
+    range: &Range,
+    filters: &[Filter],
+    period: Period,
+) -> Result<Retention, QueryError> {
+    let sql = retention_sql(project, range, filters, period);
     let mut cohorts: BTreeMap<String, BTreeMap<u64, u64>> = BTreeMap::new();
-    for row in runner.rows(&sql).await? {
+    for row in runner.fetch_all::<CohortRow>(&sql).await? {
         cohorts
-            .entry(text(&row, "cohort_date"))
+            .entry(row.cohort_date)
             .or_default()
-            .insert(int(&row, "k"), int(&row, "devices"));
+            .insert(u64::try_from(row.k).unwrap_or(0), row.devices);
     }
     let interval = if period == Period::Day {
         Interval::Day
@@ -457,30 +520,45 @@ pub async fn retention(
         Interval::Week
     };
     let labels = interval.labels(range);
-    let out: Vec<Value> = cohorts
+    let cohorts = cohorts
         .into_iter()
         .map(|(date, by_k)| {
             let later = labels.iter().filter(|l| **l >= date).count().max(1);
             let retained: Vec<u64> = (0..later as u64)
                 .map(|k| by_k.get(&k).copied().unwrap_or(0))
                 .collect();
-            json!({"date": date, "size": retained[0], "retained": retained})
+            Cohort {
+                size: retained[0],
+                date,
+                retained,
+            }
         })
         .collect();
-    Ok(json!({"period": if period == Period::Day { "day" } else { "week" }, "cohorts": out}))
+    Ok(Retention {
+        period: if period == Period::Day { "day" } else { "week" },
+        cohorts,
+    })
+}
+
+/// Unique visitors of the last minutes.
+#[derive(Debug, Clone, Default, PartialEq, Row, Deserialize, Serialize)]
+pub struct Live {
+    pub count: u64,
+}
+
+fn live_sql(project: &str) -> Sql {
+    let mut sql = Sql::new("SELECT uniqExact(device_id) AS count FROM events WHERE project_id = ?");
+    sql.str(project).push(&format!(
+        " AND created_at >= now() - 300 AND {ANALYTICS_EVENTS}"
+    ));
+    sql
 }
 
 /// Unique visitors with an event dated in the last 5 minutes. Event time,
 /// not arrival: an import or an app flushing its offline queue sends
 /// history, not visitors (future times are clamped at the edge).
-pub async fn live(runner: &Runner, project: &str) -> Result<Value, ApiError> {
-    let mut sql = Sql::new(&format!(
-        "SELECT uniqExact(device_id) AS count FROM events WHERE project_id = ? \
-         AND created_at >= now() - 300 AND {ANALYTICS_EVENTS}"
-    ));
-    sql.str(project);
-    let rows = runner.rows(&sql).await?;
-    Ok(json!({"count": rows.first().map(|r| int(r, "count")).unwrap_or(0)}))
+pub async fn live(runner: &Runner, project: &str) -> Result<Live, QueryError> {
+    runner.fetch_one::<Live>(&live_sql(project)).await
 }
 
 /// The columns the events list returns.
@@ -493,6 +571,14 @@ pub const EVENT_COLUMNS: &str = "id, name, device_id, profile_id, session_id, \
 /// Order of the events list and of every export window.
 const NEWEST_FIRST: &str = " ORDER BY created_at DESC, id DESC";
 
+/// A page of the events list: the rows as ClickHouse writes them in JSON,
+/// and the cursor of the next page when this one is full.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventsPage {
+    pub events: Vec<Value>,
+    pub next: Option<String>,
+}
+
 /// Newest-first events after an optional cursor `(created_at, id)`.
 pub fn events_sql(
     project: &str,
@@ -504,13 +590,52 @@ pub fn events_sql(
     let mut sql = Sql::new(&format!("SELECT {EVENT_COLUMNS} FROM events"));
     sql.append(&events_where(project, range, filters));
     if let Some((at, id)) = cursor {
-        sql.push(" AND (toUnixTimestamp(created_at) < ? OR (toUnixTimestamp(created_at) = ? AND id < ?))")
+        sql.push(" AND (toUnixTimestamp(created_at) < ?")
             .uint(*at)
+            .push(" OR (toUnixTimestamp(created_at) = ?")
             .uint(*at)
+            .push(" AND id < ?))")
             .str(id);
     }
     sql.push(NEWEST_FIRST).push(" LIMIT ?").uint(limit);
     sql
+}
+
+pub async fn events(
+    runner: &Runner,
+    project: &str,
+    range: &Range,
+    filters: &[Filter],
+    cursor: Option<&(u64, String)>,
+    limit: u64,
+) -> Result<EventsPage, QueryError> {
+    let sql = events_sql(project, range, filters, cursor, limit);
+    let events = runner.json_rows(&sql).await?;
+    let next = match events.last() {
+        Some(last) if events.len() as u64 == limit => Some(cursor_after(last)?),
+        _ => None,
+    };
+    Ok(EventsPage { events, next })
+}
+
+/// The cursor of the page after the event `row`: `created_at:id`.
+fn cursor_after(row: &Value) -> Result<String, QueryError> {
+    let at = row
+        .get("created_at")
+        .and_then(Value::as_u64)
+        .ok_or(QueryError::Row("created_at as a number"))?;
+    let id = row
+        .get("id")
+        .and_then(Value::as_str)
+        .ok_or(QueryError::Row("id as a string"))?;
+    Ok(format!("{at}:{id}"))
+}
+
+/// Matching events in one UTC hour (Unix seconds of its start).
+#[derive(Debug, Clone, PartialEq, Row, Deserialize)]
+pub struct HourCount {
+    pub hour: u32,
+    pub n: u64,
 }
 
 /// Matching events per UTC hour of the range, newest hour first: what an
@@ -545,84 +670,332 @@ pub fn export_window_sql(
     sql
 }
 
-/// A profile's latest traits, aliases and activity; `None` when unknown.
+/// A profile's latest traits; empty strings when it has none.
+#[derive(Debug, Clone, Default, PartialEq, Row, Deserialize)]
+struct Traits {
+    first_name: String,
+    last_name: String,
+    email: String,
+    avatar: String,
+    /// JSON object text.
+    properties: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Row, Deserialize)]
+struct Alias {
+    alias: String,
+}
+
+/// A profile's events: how many, and the first and last time (Unix seconds).
+#[derive(Debug, Clone, Default, PartialEq, Row, Deserialize)]
+struct Activity {
+    events: u64,
+    first_seen: u32,
+    last_seen: u32,
+}
+
+/// A profile's latest traits, aliases and activity.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Profile {
+    pub id: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub email: String,
+    pub avatar: String,
+    pub properties: Value,
+    pub aliases: Vec<String>,
+    pub event_count: u64,
+    pub first_seen: u32,
+    pub last_seen: u32,
+}
+
+fn profile_sql(project: &str, profile_id: &str) -> [Sql; 3] {
+    let mut traits = Sql::new(
+        "SELECT argMax(first_name, version) AS first_name, argMax(last_name, version) AS last_name, \
+         argMax(email, version) AS email, argMax(avatar, version) AS avatar, \
+         argMax(properties, version) AS properties FROM profiles WHERE project_id = ?",
+    );
+    traits.str(project).push(" AND id = ?").str(profile_id);
+    let mut aliases = Sql::new("SELECT DISTINCT alias FROM profile_aliases WHERE project_id = ?");
+    aliases
+        .str(project)
+        .push(" AND profile_id = ?")
+        .str(profile_id)
+        .push(" ORDER BY alias");
+    let mut activity = Sql::new(
+        "SELECT count() AS events, toUnixTimestamp(min(created_at)) AS first_seen, \
+         toUnixTimestamp(max(created_at)) AS last_seen FROM events WHERE project_id = ?",
+    );
+    activity
+        .str(project)
+        .push(" AND profile_id = ?")
+        .str(profile_id);
+    [traits, aliases, activity]
+}
+
+/// A profile's latest traits, aliases and activity, asked at once; `None`
+/// when unknown.
 pub async fn profile(
     runner: &Runner,
     project: &str,
     profile_id: &str,
-) -> Result<Option<Value>, ApiError> {
-    let mut traits = Sql::new(
-        "SELECT argMax(first_name, version) AS first_name, argMax(last_name, version) AS last_name, \
-         argMax(email, version) AS email, argMax(avatar, version) AS avatar, \
-         argMax(properties, version) AS properties FROM profiles WHERE project_id = ? AND id = ?",
-    );
-    traits.str(project).str(profile_id);
-    let mut aliases = Sql::new(
-        "SELECT DISTINCT alias FROM profile_aliases WHERE project_id = ? AND profile_id = ? ORDER BY alias",
-    );
-    aliases.str(project).str(profile_id);
-    let mut activity = Sql::new(
-        "SELECT count() AS events, toUnixTimestamp(min(created_at)) AS first_seen, \
-         toUnixTimestamp(max(created_at)) AS last_seen FROM events WHERE project_id = ? AND profile_id = ?",
-    );
-    activity.str(project).str(profile_id);
-    let traits = runner
-        .rows(&traits)
-        .await?
-        .into_iter()
-        .next()
-        .unwrap_or_default();
-    let activity = runner
-        .rows(&activity)
-        .await?
-        .into_iter()
-        .next()
-        .unwrap_or_default();
-    let aliases: Vec<String> = runner
-        .rows(&aliases)
-        .await?
-        .iter()
-        .map(|r| text(r, "alias"))
-        .collect();
-    let events = int(&activity, "events");
-    let properties: Value =
-        serde_json::from_str(&text(&traits, "properties")).unwrap_or(Value::Null);
-    if events == 0 && properties.is_null() {
+) -> Result<Option<Profile>, QueryError> {
+    let [traits, aliases, activity] = profile_sql(project, profile_id);
+    let (traits, aliases, activity) = tokio::try_join!(
+        runner.fetch_one::<Traits>(&traits),
+        runner.fetch_all::<Alias>(&aliases),
+        runner.fetch_one::<Activity>(&activity),
+    )?;
+    let properties: Value = serde_json::from_str(&traits.properties).unwrap_or(Value::Null);
+    if activity.events == 0 && properties.is_null() {
         return Ok(None);
     }
-    Ok(Some(json!({
-        "id": profile_id,
-        "first_name": text(&traits, "first_name"),
-        "last_name": text(&traits, "last_name"),
-        "email": text(&traits, "email"),
-        "avatar": text(&traits, "avatar"),
-        "properties": if properties.is_null() { json!({}) } else { properties },
-        "aliases": aliases,
-        "event_count": events,
-        "first_seen": if events > 0 { int(&activity, "first_seen") } else { 0 },
-        "last_seen": if events > 0 { int(&activity, "last_seen") } else { 0 },
-    })))
+    let seen = |at: u32| if activity.events > 0 { at } else { 0 };
+    Ok(Some(Profile {
+        id: profile_id.to_owned(),
+        first_name: traits.first_name,
+        last_name: traits.last_name,
+        email: traits.email,
+        avatar: traits.avatar,
+        properties: if properties.is_null() {
+            Value::Object(serde_json::Map::new())
+        } else {
+            properties
+        },
+        aliases: aliases.into_iter().map(|a| a.alias).collect(),
+        event_count: activity.events,
+        first_seen: seen(activity.first_seen),
+        last_seen: seen(activity.last_seen),
+    }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::params::filters;
+    use crate::runner::check_columns;
+    use analytics_http::ApiError;
     use hyper::StatusCode;
+    use serde_json::json;
+
+    fn range(start: &str, end: &str, zone: &str) -> Range {
+        let params = [("startDate", start), ("endDate", end), ("timezone", zone)]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        crate::params::range(&params, 400).unwrap()
+    }
+
+    fn assert_bound(sql: &Sql) {
+        assert_eq!(
+            sql.text.matches('?').count(),
+            sql.binds.len(),
+            "{}",
+            sql.text
+        );
+    }
 
     #[test]
     fn clickhouse_refusals_map_to_client_answers() {
+        let answer = |e: clickhouse::error::Error| ApiError::from(QueryError::from(e)).status();
         let timeout = clickhouse::error::Error::BadResponse(
             "Code: 159, e.displayText() = DB::Exception: Timeout exceeded: elapsed 1.2 seconds"
                 .into(),
         );
-        assert_eq!(store_error(timeout).status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(answer(timeout), StatusCode::GATEWAY_TIMEOUT);
         let unknown = clickhouse::error::Error::BadResponse(
             "Code: 1000, e.displayText() = Cannot load time zone Mars/Base".into(),
         );
-        assert_eq!(store_error(unknown).status(), StatusCode::BAD_REQUEST);
+        assert_eq!(answer(unknown), StatusCode::BAD_REQUEST);
         assert_eq!(
-            store_error(clickhouse::error::Error::TimedOut).status(),
+            answer(clickhouse::error::Error::TimedOut),
             StatusCode::SERVICE_UNAVAILABLE
         );
+    }
+
+    /// Every query selects its row type's fields, in order, every value bound.
+    #[test]
+    fn every_query_selects_what_its_rows_read() {
+        let r = range("2026-01-05", "2026-01-11", "Asia/Kolkata");
+        let f = filters(
+            Some(r#"[{"key":"country","value":"KR"},{"key":"properties.n","operator":"gt","value":2}]"#),
+            "filters",
+        )
+        .unwrap();
+        for hourly in [false, true] {
+            let sql = counts_sql("p", &r, &f, hourly);
+            check_columns::<Counts>(&sql.text).unwrap();
+            assert_bound(&sql);
+            for interval in [
+                Interval::Hour,
+                Interval::Day,
+                Interval::Week,
+                Interval::Month,
+            ] {
+                let sql = timeseries_sql("p", &r, &f, interval, hourly);
+                check_columns::<Bucket>(&sql.text).unwrap();
+                assert_bound(&sql);
+            }
+            for (_, dimension) in DIMENSIONS {
+                let sql = top_sql("p", &r, &f, *dimension, hourly, 10);
+                check_columns::<TopRow>(&sql.text).unwrap();
+                assert_bound(&sql);
+            }
+        }
+        let sql = sessions_sql("p", &r, &f);
+        check_columns::<SessionTotals>(&sql.text).unwrap();
+        assert_bound(&sql);
+        let steps = [
+            Step {
+                name: "a".into(),
+                filters: f.clone(),
+            },
+            Step {
+                name: "b".into(),
+                filters: Vec::new(),
+            },
+        ];
+        for group in [FunnelGroup::Session, FunnelGroup::Profile] {
+            let sql = funnel_sql("p", &r, &steps, 3600, group);
+            check_columns::<Level>(&sql.text).unwrap();
+            assert_bound(&sql);
+        }
+        for period in [Period::Day, Period::Week] {
+            let sql = retention_sql("p", &r, &f, period);
+            check_columns::<CohortRow>(&sql.text).unwrap();
+            assert_bound(&sql);
+        }
+        let sql = live_sql("p");
+        check_columns::<Live>(&sql.text).unwrap();
+        assert_bound(&sql);
+        let [traits, aliases, activity] = profile_sql("p", "user");
+        check_columns::<Traits>(&traits.text).unwrap();
+        check_columns::<Alias>(&aliases.text).unwrap();
+        check_columns::<Activity>(&activity.text).unwrap();
+        for sql in [traits, aliases, activity] {
+            assert_bound(&sql);
+        }
+        let sql = export_plan_sql("p", &r, &f);
+        check_columns::<HourCount>(&sql.text).unwrap();
+        assert_bound(&sql);
+        assert_bound(&events_sql("p", &r, &f, Some(&(5, "x".into())), 10));
+        assert_bound(&export_window_sql("p", &r, &f, Some(1), Some(2)));
+    }
+
+    #[test]
+    fn retention_binds_each_value_at_its_placeholder() {
+        let r = range("2026-01-05", "2026-01-11", "Asia/Kolkata");
+        let sql = retention_sql("proj", &r, &[], Period::Week);
+        // The values in the order of their placeholders: the zone of the
+        // activity's period, the range's conditions, then the cohorts'.
+        let strings: Vec<&str> = sql
+            .binds
+            .iter()
+            .map(|b| match b {
+                crate::sql::Bound::Str(s) => s.as_str(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            strings,
+            [
+                "Asia/Kolkata",
+                "proj",
+                "2026-01-05 00:00:00",
+                "Asia/Kolkata",
+                "2026-01-11 23:59:59",
+                "Asia/Kolkata",
+                "Asia/Kolkata",
+                "proj",
+                "2026-01-11 23:59:59",
+                "Asia/Kolkata",
+                "2026-01-05 00:00:00",
+                "Asia/Kolkata",
+                "Asia/Kolkata",
+            ]
+        );
+        assert!(
+            sql.text.contains(
+                "WHERE project_id = ? AND created_at <= toDateTime(?, ?) AND name NOT IN"
+            )
+        );
+        assert!(
+            sql.text
+                .contains("WHERE cohort >= toMonday(toDateTime(?, ?), ?) GROUP BY cohort, k")
+        );
+    }
+
+    /// The answers keep their JSON: integers stay integers, rates and
+    /// averages are floats rounded to two places.
+    #[test]
+    fn answers_keep_their_json() {
+        let counts = Counts {
+            unique_visitors: 3,
+            total_sessions: 2,
+            total_screen_views: 5,
+            total_events: 9,
+        };
+        let sessions = SessionTotals {
+            sessions: 3,
+            duration: 100,
+            bounces: 1,
+        };
+        let m = Metrics::of(counts.clone(), sessions);
+        assert_eq!(
+            serde_json::to_value(&m).unwrap(),
+            json!({"unique_visitors": 3, "total_sessions": 2, "total_screen_views": 5, "total_events": 9,
+                   "avg_session_duration": 33.33, "bounce_rate": 33.33, "views_per_session": 1.67})
+        );
+        let none = Metrics::of(Counts::default(), SessionTotals::default());
+        let text = serde_json::to_value(&none).unwrap().to_string();
+        assert_eq!(
+            text,
+            r#"{"avg_session_duration":0.0,"bounce_rate":0.0,"total_events":0,"total_screen_views":0,"total_sessions":0,"unique_visitors":0,"views_per_session":0.0}"#
+        );
+        let whole = Metrics::of(
+            Counts {
+                total_screen_views: 32,
+                ..counts
+            },
+            SessionTotals {
+                sessions: 2,
+                duration: 10,
+                bounces: 0,
+            },
+        );
+        assert!(
+            serde_json::to_value(&whole)
+                .unwrap()
+                .to_string()
+                .contains(r#""avg_session_duration":5.0,"bounce_rate":0.0"#)
+        );
+        let page = EventsPage {
+            events: vec![json!({"id": "e1", "created_at": 17})],
+            next: None,
+        };
+        assert_eq!(
+            serde_json::to_value(&page).unwrap().to_string(),
+            r#"{"events":[{"created_at":17,"id":"e1"}],"next":null}"#
+        );
+    }
+
+    #[test]
+    fn the_next_cursor_comes_from_typed_fields_or_fails() {
+        assert_eq!(
+            cursor_after(&json!({"id": "e9", "created_at": 1_771_200_000u64})).unwrap(),
+            "1771200000:e9"
+        );
+        for row in [
+            json!({"id": "e9"}),
+            json!({"created_at": 5}),
+            json!({"id": 9, "created_at": 5}),
+            json!({"id": "e9", "created_at": "5"}),
+        ] {
+            assert_eq!(
+                cursor_after(&row).unwrap_err().status(),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "{row}"
+            );
+        }
     }
 }

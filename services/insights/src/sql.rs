@@ -84,13 +84,17 @@ pub fn in_range(range: &Range) -> Sql {
 
 /// A time column within `range`.
 pub fn column_in_range(column: &str, range: &Range) -> Sql {
-    let mut sql = Sql::new(&format!(
-        "{column} >= toDateTime(?, ?) AND {column} <= toDateTime(?, ?)"
-    ));
-    sql.str(range.start_sql())
-        .str(&range.timezone)
-        .str(range.end_sql())
-        .str(&range.timezone);
+    let mut sql = Sql::new(&format!("{column} >= "));
+    sql.append(&local_time(range.start_sql(), &range.timezone))
+        .push(&format!(" AND {column} <= "))
+        .append(&local_time(range.end_sql(), &range.timezone));
+    sql
+}
+
+/// The instant of the local time `time` (`YYYY-MM-DD hh:mm:ss`) in `timezone`.
+pub fn local_time(time: String, timezone: &str) -> Sql {
+    let mut sql = Sql::new("toDateTime(?, ?)");
+    sql.str(time).str(timezone);
     sql
 }
 

@@ -32,8 +32,10 @@ use hyper::{Response, StatusCode};
 use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
+use crate::error::QueryError;
 use crate::params::{Filter, Range};
-use crate::queries::{Runner, export_plan_sql, export_window_sql, store_error};
+use crate::queries::{HourCount, export_plan_sql, export_window_sql};
+use crate::runner::Runner;
 use crate::sql::Sql;
 
 /// Most events one window's query sorts.
@@ -136,13 +138,10 @@ pub async fn ndjson(
         ..runner.clone()
     };
     let hours: Vec<(u64, u64)> = runner
-        .rows(&export_plan_sql(project, range, filters))
+        .fetch_all::<HourCount>(&export_plan_sql(project, range, filters))
         .await?
-        .iter()
-        .map(|row| {
-            let field = |key: &str| row[key].as_u64().unwrap_or(0);
-            (field("hour"), field("n"))
-        })
+        .into_iter()
+        .map(|row| (u64::from(row.hour), row.n))
         .collect();
     let queries: Vec<Sql> = windows(&hours)
         .into_iter()
@@ -219,21 +218,17 @@ struct Source {
 
 impl Source {
     /// The next whole lines; `None` after the last window.
-    async fn next(&mut self) -> Result<Option<Bytes>, ApiError> {
+    async fn next(&mut self) -> Result<Option<Bytes>, QueryError> {
         loop {
             let Some(cursor) = self.cursor.as_mut() else {
                 let Some(sql) = self.queries.next() else {
                     return Ok(None);
                 };
-                let cursor = self
-                    .runner
-                    .query(&sql)
-                    .fetch_bytes("JSONEachRow")
-                    .map_err(store_error)?;
+                let cursor = self.runner.query(&sql).fetch_bytes("JSONEachRow")?;
                 self.cursor = Some(cursor);
                 continue;
             };
-            match cursor.next().await.map_err(store_error)? {
+            match cursor.next().await? {
                 Some(chunk) => {
                     if let Some(lines) = self.lines.push(&chunk)? {
                         return Ok(Some(lines));
@@ -258,7 +253,7 @@ struct Lines {
 
 impl Lines {
     /// The lines `chunk` completes; `None` while it only extends an open one.
-    fn push(&mut self, chunk: &Bytes) -> Result<Option<Bytes>, ApiError> {
+    fn push(&mut self, chunk: &Bytes) -> Result<Option<Bytes>, QueryError> {
         let Some(last) = memchr::memrchr(b'\n', chunk) else {
             self.open.extend_from_slice(chunk);
             return Ok(None);
@@ -282,7 +277,7 @@ impl Lines {
     }
 
     /// The end of one query's output: a line still open was cut.
-    fn end(&mut self) -> Result<(), ApiError> {
+    fn end(&mut self) -> Result<(), QueryError> {
         if self.open.is_empty() {
             return Ok(());
         }
@@ -292,9 +287,9 @@ impl Lines {
 }
 
 /// What ClickHouse wrote instead of a row, as the error it reports.
-fn failed_midway(text: &[u8]) -> ApiError {
+fn failed_midway(text: &[u8]) -> QueryError {
     let text = String::from_utf8_lossy(&text[..text.len().min(2_000)]).into_owned();
-    store_error(clickhouse::error::Error::BadResponse(text))
+    QueryError::from(clickhouse::error::Error::BadResponse(text))
 }
 
 /// The last line of an export that failed after it began.
@@ -328,7 +323,7 @@ async fn pump(
                 match read {
                     Ok(Some(chunk)) => (chunk, false),
                     Ok(None) => break,
-                    Err(error) => (error_line(error), true),
+                    Err(error) => (error_line(error.into()), true),
                 }
             }
         };
