@@ -62,20 +62,8 @@ pub async fn ping(conn: &mut Conn) -> Result<(), StreamError> {
 /// Entries per keep-alive script call, so one call stays short.
 const KEEP_ALIVE_CHUNK: usize = 500;
 
-/// For each id: if `consumer` still holds it, reset its idle time (so no
-/// other consumer claims it) and return it; an id another consumer has
-/// claimed meanwhile is left alone and not returned.
-const KEEP_OWNED: &str = r"
-local owned = {}
-for i = 3, #ARGV do
-  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
-  if p[1] and p[1][2] == ARGV[2] then
-    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
-    owned[#owned + 1] = ARGV[i]
-  end
-end
-return owned
-";
+/// What [`keep_owned`] runs, once per chunk of ids.
+const KEEP_OWNED: &str = include_str!("keep_owned.lua");
 
 /// Keeps this consumer's pending entries among `ids` from being claimed by
 /// others (while it waits for ClickHouse, or inserts a large batch), and

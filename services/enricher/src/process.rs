@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use analytics_enrich::{Enrichment, Identity, ProfileState, UserAgent, profile_row};
 use analytics_event::{EventKind, RawEvent, now_ms};
 use analytics_meta::Meta;
-use analytics_store::{AliasRow, Record, encode_record};
+use analytics_store::{AliasRow, Record};
 use analytics_streams::{
     Conn, DeadLetter, Entry, MAX_BUNDLE_BYTES, MAX_BUNDLE_EVENTS, ReadBatch, SlotCommands,
     StreamError, bundle_documents, copy_to_dead, dead_letter, query_by_slot, slot_groups,
@@ -18,7 +18,9 @@ use serde_json::Value as Json;
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::keys::Keys;
-use crate::scripts::Scripts;
+use crate::scripts::{
+    CommitCall, CommitEntry, ProfileCall, ProfileChange, Scripts, SessionEvent, SessionsCall,
+};
 use crate::{GROUP, Settings};
 
 /// How long a device stays linked to the profile that identified it.
@@ -274,16 +276,16 @@ async fn apply_state(
             commands.push(&key, set);
             expects.push(Expect::Nothing);
         }
-        if let Some(args) = profile_operation(raw) {
+        if let Some(change) = profile_operation(raw) {
             let (hash, applied) = keys.profile(project, &identity.profile_id);
-            let mut eval = redis::cmd("EVALSHA");
-            eval.arg(&scripts.profile)
-                .arg(2)
-                .arg(&hash)
-                .arg(applied)
-                .arg(&raw.id)
-                .arg(args);
-            commands.push(&hash, eval);
+            let call = ProfileCall {
+                hash: &hash,
+                applied: &applied,
+                event_id: &raw.id,
+                at_ms: raw.received_at_ms,
+                change: &change,
+            };
+            commands.push(&hash, call.command(&scripts.profile));
             expects.push(Expect::Profile(index));
         }
         if let (EventKind::Alias, Some(alias)) = (raw.kind, &raw.alias) {
@@ -294,25 +296,26 @@ async fn apply_state(
             expects.push(Expect::Nothing);
         }
     }
-    let session_limits = [
-        settings.session_timeout_ms,
-        settings.session_grace_ms,
-        settings.session_timeout_ms + settings.session_grace_ms + 60_000,
-    ];
     for group in slot_groups(conn, openers.iter().map(|(_, key, _)| key.as_str())) {
-        let mut eval = redis::cmd("EVALSHA");
-        eval.arg(&scripts.sessions).arg(group.len());
-        for &o in &group {
-            eval.arg(&openers[o].1);
-        }
-        eval.arg(&session_limits[..]);
-        for &o in &group {
-            let (index, _, at) = &openers[o];
-            let device = &items[*index].identity.device_id;
-            eval.arg(*at)
-                .arg(session_id(&items[*index].raw.project_id, device, *at));
-        }
-        commands.push(&openers[group[0]].1, eval);
+        let events = group
+            .iter()
+            .map(|&o| {
+                let (index, key, at) = &openers[o];
+                let item = &items[*index];
+                SessionEvent {
+                    key,
+                    at_ms: *at,
+                    candidate: session_id(&item.raw.project_id, &item.identity.device_id, *at),
+                }
+            })
+            .collect();
+        let call = SessionsCall {
+            timeout_ms: settings.session_timeout_ms,
+            grace_ms: settings.session_grace_ms,
+            ttl_ms: settings.session_timeout_ms + settings.session_grace_ms + 60_000,
+            events,
+        };
+        commands.push(&openers[group[0]].1, call.command(&scripts.sessions));
         expects.push(Expect::Sessions(
             group.iter().map(|&o| openers[o].0).collect(),
         ));
@@ -381,11 +384,10 @@ impl std::io::Write for HashWriter<'_> {
 }
 
 /// The profile script's arguments after the event id, for profile events.
-fn profile_operation(raw: &RawEvent) -> Option<Vec<String>> {
-    let time = raw.received_at_ms.to_string();
+fn profile_operation(raw: &RawEvent) -> Option<ProfileChange> {
     match raw.kind {
         EventKind::Identify => {
-            let mut args = vec!["set".to_owned(), time];
+            let mut fields = Vec::new();
             for (key, value) in &raw.traits {
                 let field = match key.as_str() {
                     "firstName" => "fn".to_owned(),
@@ -398,12 +400,12 @@ fn profile_operation(raw: &RawEvent) -> Option<Vec<String>> {
                     (false, Json::String(s)) => s.clone(),
                     _ => value.to_string(),
                 };
-                args.extend([field, text]);
+                fields.push((field, text));
             }
             for (key, value) in &raw.properties {
-                args.extend([format!("p:{key}"), value.to_string()]);
+                fields.push((format!("p:{key}"), value.to_string()));
             }
-            Some(args)
+            Some(ProfileChange::Set(fields))
         }
         EventKind::Increment | EventKind::Decrement => {
             let amount = raw.value.unwrap_or(1.0);
@@ -413,12 +415,10 @@ fn profile_operation(raw: &RawEvent) -> Option<Vec<String>> {
                 amount
             };
             let property = raw.property.clone().unwrap_or_default();
-            Some(vec![
-                "add".to_owned(),
-                time,
-                format!("p:{property}"),
-                signed.to_string(),
-            ])
+            Some(ProfileChange::Add {
+                field: format!("p:{property}"),
+                amount: signed,
+            })
         }
         EventKind::Track | EventKind::Alias => None,
     }
@@ -481,33 +481,35 @@ async fn commit(
     let bucket_ms = (window / 6).max(1);
     let buckets = keys.dedupe_buckets(now_ms().max(0) as u64 / bucket_ms, 7);
     let scripts = shared.scripts.read().await.clone();
-    let mut cmd = redis::cmd("EVALSHA");
-    cmd.arg(&scripts.commit)
-        .arg(2 + buckets.len())
-        .arg(&keys.raw)
-        .arg(&keys.enriched)
-        .arg(&buckets)
-        .arg(GROUP)
-        .arg(window + bucket_ms)
-        .arg(MAX_BUNDLE_EVENTS)
-        .arg(MAX_BUNDLE_BYTES);
-    let mut frame = Vec::new();
-    for item in items {
-        let (key, alt) = dedupe_keys(&item.raw);
-        cmd.arg(&item.entry_id)
-            .arg(key)
-            .arg(alt)
-            .arg(item.records.len());
-        for record in &item.records {
-            frame.clear();
-            encode_record(record, &mut frame);
-            cmd.arg(&frame);
-        }
-    }
+    let dedupe: Vec<(String, String)> = items.iter().map(|item| dedupe_keys(&item.raw)).collect();
+    let mut entries: Vec<CommitEntry> = items
+        .iter()
+        .zip(&dedupe)
+        .map(|(item, (key, alt))| CommitEntry {
+            entry_id: &item.entry_id,
+            dedupe_key: key,
+            previous_key: alt,
+            records: &item.records,
+        })
+        .collect();
     // Dropped entries (bots, vanished) are only acknowledged.
-    for id in dropped {
-        cmd.arg(id).arg("").arg("").arg(0);
-    }
+    entries.extend(dropped.iter().map(|id| CommitEntry {
+        entry_id: id,
+        dedupe_key: "",
+        previous_key: "",
+        records: &[],
+    }));
+    let call = CommitCall {
+        raw: &keys.raw,
+        enriched: &keys.enriched,
+        buckets: &buckets,
+        group: GROUP,
+        bucket_ttl_ms: window + bucket_ms,
+        max_bundle_records: MAX_BUNDLE_EVENTS,
+        max_bundle_bytes: MAX_BUNDLE_BYTES,
+        entries,
+    };
+    let cmd = call.command(&scripts.commit);
     Ok(cmd.query_async(conn).await?)
 }
 
@@ -561,22 +563,22 @@ mod tests {
         r.property = Some("credits".into());
         r.value = Some(2.5);
         assert_eq!(
-            profile_operation(&r).unwrap()[1..],
-            [
-                "1767607200500".to_owned(),
-                "p:credits".into(),
-                "-2.5".into()
-            ]
+            profile_operation(&r).unwrap(),
+            ProfileChange::Add {
+                field: "p:credits".into(),
+                amount: -2.5
+            }
         );
         r.kind = EventKind::Identify;
         r.traits = serde_json::json!({"firstName": "Ada", "plan": "pro"})
             .as_object()
             .cloned()
             .unwrap();
-        let args = profile_operation(&r).unwrap();
-        assert_eq!(args[0], "set");
-        assert!(args.windows(2).any(|w| w == ["fn", "Ada"]));
-        assert!(args.windows(2).any(|w| w == ["p:plan", "\"pro\""]));
+        let Some(ProfileChange::Set(fields)) = profile_operation(&r) else {
+            panic!("identify sets fields");
+        };
+        assert!(fields.contains(&("fn".into(), "Ada".into())));
+        assert!(fields.contains(&("p:plan".into(), "\"pro\"".into())));
         r.kind = EventKind::Track;
         assert!(profile_operation(&r).is_none());
     }

@@ -1,157 +1,18 @@
 //! Lua scripts that keep the enricher's shared state consistent when
-//! several enricher processes work on the same devices and profiles.
-//! Each script touches keys of one hash tag only (one cluster slot).
+//! several enricher processes work on the same devices and profiles. Each
+//! script touches keys of one hash tag only (one cluster slot); on a Redis
+//! Cluster the keys of one call must share a slot, and the callers group
+//! them per slot.
+//!
+//! The scripts live in `scripts/*.lua`; each has one type here that builds
+//! its call, so the KEYS/ARGV layout a script reads is written once.
 
+use analytics_store::{Record, encode_record};
 use analytics_streams::Conn;
 
-/// Sessions of a batch of events, in order. KEYS[i]: the session hash of
-/// event i's device. ARGV: timeout (ms), grace (ms), TTL (ms), then per
-/// event its time (ms) and the id a new session would get.
-/// An event joins the open session when it is within `timeout` after its
-/// last event and not more than `grace` before its start (late arrivals);
-/// otherwise it starts a new one. Events far older than the open session
-/// get a session of their own without disturbing it.
-/// (One call per batch; on a Redis Cluster the keys of one call must share
-/// a slot, and the caller groups them per slot.)
-pub const SESSIONS: &str = r#"
-local timeout = tonumber(ARGV[1])
-local grace = tonumber(ARGV[2])
-local out = {}
-for i, key in ipairs(KEYS) do
-  local ts = tonumber(ARGV[2 + 2 * i])
-  local candidate = ARGV[3 + 2 * i]
-  local s = redis.call('HMGET', key, 'id', 'start', 'last')
-  local id = nil
-  if s[1] then
-    local start = tonumber(s[2])
-    local last = tonumber(s[3])
-    if ts <= last + timeout and ts >= start - grace then
-      if ts > last then redis.call('HSET', key, 'last', ARGV[2 + 2 * i]) end
-      if ts < start then redis.call('HSET', key, 'start', ARGV[2 + 2 * i]) end
-      redis.call('PEXPIRE', key, ARGV[3])
-      id = s[1]
-    elseif ts < start - grace then
-      id = candidate
-    end
-  end
-  if not id then
-    redis.call('HSET', key, 'id', candidate, 'start', ARGV[2 + 2 * i], 'last', ARGV[2 + 2 * i])
-    redis.call('PEXPIRE', key, ARGV[3])
-    id = candidate
-  end
-  out[i] = id
-end
-return out
-"#;
-
-/// A profile operation, applied once per event id.
-/// KEYS[1]: profile hash, KEYS[2]: set of applied event ids.
-/// ARGV: event id, op (`set` or `add`), time (ms), then for `set`
-/// field/value pairs, for `add` one field and the amount.
-/// A `set` overrides a field only with a value at least as recent as the
-/// one it holds (`t:<field>` keeps its time), so identify calls processed
-/// out of order by different partitions still end with the latest value;
-/// `add` commutes and needs no such care.
-/// Returns the whole profile hash after the operation.
-pub const PROFILE: &str = r#"
-if redis.call('SADD', KEYS[2], ARGV[1]) == 1 then
-  redis.call('EXPIRE', KEYS[2], 604800)
-  local ts = tonumber(ARGV[3])
-  local created = redis.call('HGET', KEYS[1], 'created')
-  if not created or ts < tonumber(created) then redis.call('HSET', KEYS[1], 'created', ARGV[3]) end
-  if ARGV[2] == 'set' then
-    for i = 4, #ARGV, 2 do
-      local at = tonumber(redis.call('HGET', KEYS[1], 't:' .. ARGV[i]) or '0')
-      if ts >= at then
-        redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1], 't:' .. ARGV[i], ARGV[3])
-      end
-    end
-  else
-    local ok = redis.pcall('HINCRBYFLOAT', KEYS[1], ARGV[4], ARGV[5])
-    if type(ok) == 'table' and ok.err then redis.call('HSET', KEYS[1], ARGV[4], ARGV[5]) end
-  end
-  redis.call('HINCRBY', KEYS[1], 'version', 1)
-end
-return redis.call('HGETALL', KEYS[1])
-"#;
-
-/// Commits a batch of one raw partition, atomically: drops duplicates,
-/// appends the output records to the enriched partition and acknowledges
-/// the raw entries.
-/// KEYS[1]: raw stream, KEYS[2]: enriched stream, KEYS[3]: current dedupe
-/// bucket, KEYS[4..]: older buckets still inside the window.
-/// ARGV[1]: group, ARGV[2]: bucket TTL (ms), ARGV[3]/ARGV[4]: most records
-/// / bytes per enriched entry, then per event: entry id, dedupe key (''
-/// for an entry that is only acknowledged), previous-second key (or ''),
-/// record count, records.
-/// Each bucket is asked about the whole batch in one HMGET, not once per
-/// event and bucket (the call overhead was most of the script's time);
-/// duplicates inside the batch are caught by `known`, which also takes the
-/// keys this batch stores. Records are binary frames that delimit
-/// themselves (`analytics_store::decode_bundle`): an entry is several of
-/// them, concatenated.
-/// Returns {stored, duplicates, records, entries written}.
-pub const COMMIT: &str = r#"
-local CHUNK = 1000
-local FIRST = 5
-local max_records, max_bytes = tonumber(ARGV[3]), tonumber(ARGV[4])
-local fields = {}
-local i = FIRST
-while i <= #ARGV do
-  if ARGV[i + 1] ~= '' then fields[#fields + 1] = ARGV[i + 1] end
-  if ARGV[i + 2] ~= '' then fields[#fields + 1] = ARGV[i + 2] end
-  i = i + 4 + tonumber(ARGV[i + 3])
-end
-local known = {}
-for b = 3, #KEYS do
-  for from = 1, #fields, CHUNK do
-    local to = math.min(from + CHUNK - 1, #fields)
-    local found = redis.call('HMGET', KEYS[b], unpack(fields, from, to))
-    for j = from, to do
-      if found[j - from + 1] then known[fields[j]] = true end
-    end
-  end
-end
-local bundle, bytes, records, entries = {}, 0, 0, 0
-local function write()
-  redis.call('XADD', KEYS[2], '*', 'e', table.concat(bundle))
-  bundle, bytes, entries = {}, 0, entries + 1
-end
-local stored, dups = 0, 0
-local new, ids = {}, {}
-i = FIRST
-while i <= #ARGV do
-  local entry, key, alt, n = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
-  if key ~= '' then
-    if known[key] or (alt ~= '' and known[alt]) then
-      dups = dups + 1
-    else
-      known[key] = true
-      new[#new + 1] = key
-      new[#new + 1] = 1
-      for r = i + 4, i + 3 + n do
-        local record = ARGV[r]
-        if #bundle >= max_records or (#bundle > 0 and bytes + #record > max_bytes) then write() end
-        bundle[#bundle + 1] = record
-        bytes = bytes + #record
-        records = records + 1
-      end
-      stored = stored + 1
-    end
-  end
-  i = i + 4 + n
-  if ids[#ids] ~= entry then ids[#ids + 1] = entry end
-end
-if #bundle > 0 then write() end
-for from = 1, #new, CHUNK do
-  redis.call('HSET', KEYS[3], unpack(new, from, math.min(from + CHUNK - 1, #new)))
-end
-for from = 1, #ids, CHUNK do
-  redis.call('XACK', KEYS[1], ARGV[1], unpack(ids, from, math.min(from + CHUNK - 1, #ids)))
-end
-redis.call('PEXPIRE', KEYS[3], ARGV[2])
-return {stored, dups, records, entries}
-"#;
+const SESSIONS: &str = include_str!("scripts/sessions.lua");
+const PROFILE: &str = include_str!("scripts/profile.lua");
+const COMMIT: &str = include_str!("scripts/commit.lua");
 
 /// The SHA1 digests of the loaded scripts.
 #[derive(Debug, Clone, Default)]
@@ -179,5 +40,243 @@ impl Scripts {
             profile: load(PROFILE).await?,
             commit: load(COMMIT).await?,
         })
+    }
+}
+
+/// An event that may open a session: its device's session hash, its time
+/// and the id a new session would get.
+pub struct SessionEvent<'a> {
+    pub key: &'a str,
+    pub at_ms: i64,
+    pub candidate: String,
+}
+
+/// One call of `sessions.lua`: the sessions of a batch of events, in order.
+pub struct SessionsCall<'a> {
+    pub timeout_ms: u64,
+    pub grace_ms: u64,
+    /// Lifetime of a session hash after its last event.
+    pub ttl_ms: u64,
+    pub events: Vec<SessionEvent<'a>>,
+}
+
+impl SessionsCall<'_> {
+    pub fn command(&self, sha: &str) -> redis::Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(sha).arg(self.events.len());
+        for event in &self.events {
+            cmd.arg(event.key);
+        }
+        cmd.arg(self.timeout_ms).arg(self.grace_ms).arg(self.ttl_ms);
+        for event in &self.events {
+            cmd.arg(event.at_ms).arg(&event.candidate);
+        }
+        cmd
+    }
+}
+
+/// What a profile event changes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProfileChange {
+    /// Fields set to values (identify).
+    Set(Vec<(String, String)>),
+    /// A numeric field moved by an amount (increment, decrement).
+    Add { field: String, amount: f64 },
+}
+
+/// One call of `profile.lua`: a change applied once per event id.
+pub struct ProfileCall<'a> {
+    pub hash: &'a str,
+    /// The set of event ids already applied to the profile.
+    pub applied: &'a str,
+    pub event_id: &'a str,
+    pub at_ms: i64,
+    pub change: &'a ProfileChange,
+}
+
+impl ProfileCall<'_> {
+    pub fn command(&self, sha: &str) -> redis::Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(sha).arg(2).arg(self.hash).arg(self.applied);
+        cmd.arg(self.event_id);
+        match self.change {
+            ProfileChange::Set(fields) => {
+                cmd.arg("set").arg(self.at_ms);
+                for (field, value) in fields {
+                    cmd.arg(field).arg(value);
+                }
+            }
+            ProfileChange::Add { field, amount } => {
+                cmd.arg("add")
+                    .arg(self.at_ms)
+                    .arg(field)
+                    .arg(amount.to_string());
+            }
+        }
+        cmd
+    }
+}
+
+/// An entry of a commit: its id, its dedupe keys and its records.
+pub struct CommitEntry<'a> {
+    pub entry_id: &'a str,
+    /// `""` for an entry that is only acknowledged.
+    pub dedupe_key: &'a str,
+    /// The key of the same event in the previous second, or `""`.
+    pub previous_key: &'a str,
+    pub records: &'a [Record],
+}
+
+/// One call of `commit.lua`: a batch of one raw partition, committed.
+pub struct CommitCall<'a> {
+    pub raw: &'a str,
+    pub enriched: &'a str,
+    /// The current dedupe bucket first, then older ones inside the window.
+    pub buckets: &'a [String],
+    pub group: &'a str,
+    pub bucket_ttl_ms: u64,
+    pub max_bundle_records: usize,
+    pub max_bundle_bytes: usize,
+    pub entries: Vec<CommitEntry<'a>>,
+}
+
+impl CommitCall<'_> {
+    pub fn command(&self, sha: &str) -> redis::Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(sha)
+            .arg(2 + self.buckets.len())
+            .arg(self.raw)
+            .arg(self.enriched)
+            .arg(self.buckets)
+            .arg(self.group)
+            .arg(self.bucket_ttl_ms)
+            .arg(self.max_bundle_records)
+            .arg(self.max_bundle_bytes);
+        let mut frame = Vec::new();
+        for entry in &self.entries {
+            cmd.arg(entry.entry_id)
+                .arg(entry.dedupe_key)
+                .arg(entry.previous_key)
+                .arg(entry.records.len());
+            for record in entry.records {
+                frame.clear();
+                encode_record(record, &mut frame);
+                cmd.arg(&frame);
+            }
+        }
+        cmd
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(cmd: &redis::Cmd) -> Vec<String> {
+        cmd.args_iter()
+            .map(|a| match a {
+                redis::Arg::Simple(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+                other => panic!("unexpected argument {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn sessions_keys_precede_the_limits_and_the_events() {
+        let call = SessionsCall {
+            timeout_ms: 10,
+            grace_ms: 2,
+            ttl_ms: 70,
+            events: vec![
+                SessionEvent {
+                    key: "k1",
+                    at_ms: 5,
+                    candidate: "s1".into(),
+                },
+                SessionEvent {
+                    key: "k2",
+                    at_ms: 6,
+                    candidate: "s2".into(),
+                },
+            ],
+        };
+        let expected = [
+            "EVALSHA", "sha", "2", "k1", "k2", "10", "2", "70", "5", "s1", "6", "s2",
+        ];
+        assert_eq!(args(&call.command("sha")), expected);
+    }
+
+    #[test]
+    fn profile_changes_follow_the_event_id_op_and_time() {
+        let add = ProfileChange::Add {
+            field: "p:credits".into(),
+            amount: -2.5,
+        };
+        let call = ProfileCall {
+            hash: "h",
+            applied: "a",
+            event_id: "e",
+            at_ms: 7,
+            change: &add,
+        };
+        let expected = [
+            "EVALSHA",
+            "sha",
+            "2",
+            "h",
+            "a",
+            "e",
+            "add",
+            "7",
+            "p:credits",
+            "-2.5",
+        ];
+        assert_eq!(args(&call.command("sha")), expected);
+        let set = ProfileChange::Set(vec![("fn".into(), "Ada".into())]);
+        let call = ProfileCall {
+            change: &set,
+            ..call
+        };
+        let expected = [
+            "EVALSHA", "sha", "2", "h", "a", "e", "set", "7", "fn", "Ada",
+        ];
+        assert_eq!(args(&call.command("sha")), expected);
+    }
+
+    #[test]
+    fn commit_entries_carry_their_record_count() {
+        let buckets = ["b0".to_owned(), "b1".to_owned()];
+        let records = [Record::Events(analytics_store::EventRow::default())];
+        let mut frame = Vec::new();
+        encode_record(&records[0], &mut frame);
+        let call = CommitCall {
+            raw: "raw",
+            enriched: "enr",
+            buckets: &buckets,
+            group: "g",
+            bucket_ttl_ms: 100,
+            max_bundle_records: 50,
+            max_bundle_bytes: 1000,
+            entries: vec![
+                CommitEntry {
+                    entry_id: "1-0",
+                    dedupe_key: "d",
+                    previous_key: "",
+                    records: &records,
+                },
+                CommitEntry {
+                    entry_id: "2-0",
+                    dedupe_key: "",
+                    previous_key: "",
+                    records: &[],
+                },
+            ],
+        };
+        let frame = String::from_utf8_lossy(&frame).into_owned();
+        let expected = [
+            "EVALSHA", "sha", "4", "raw", "enr", "b0", "b1", "g", "100", "50", "1000", "1-0", "d",
+            "", "1", &frame, "2-0", "", "", "0",
+        ];
+        assert_eq!(args(&call.command("sha")), expected);
     }
 }
