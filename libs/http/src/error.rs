@@ -1,5 +1,6 @@
 //! Every way a request can fail, and the one mapping to HTTP answers.
 
+use analytics_event::ValidationError;
 use analytics_meta::MetaError;
 use hyper::{Response, StatusCode};
 use serde_json::json;
@@ -48,6 +49,21 @@ impl From<MetaError> for ApiError {
             MetaError::Unavailable(_) => ApiError::MetaUnavailable(err),
             other => ApiError::Internal(Box::new(other)),
         }
+    }
+}
+
+/// A refused body is the client's mistake, named where it lies.
+impl From<ValidationError> for ApiError {
+    fn from(error: ValidationError) -> Self {
+        ApiError::bad_request(error.message, error.field)
+    }
+}
+
+/// Encoding an answer or a stream entry of our own. (Client JSON is parsed
+/// by validators that name the field at fault, never through `?`.)
+impl From<serde_json::Error> for ApiError {
+    fn from(error: serde_json::Error) -> Self {
+        ApiError::Internal(Box::new(error))
     }
 }
 

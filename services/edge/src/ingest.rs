@@ -14,7 +14,6 @@ use hyper::{Request, Response, StatusCode};
 use serde_json::json;
 
 use crate::Edge;
-use crate::writer::WriteError;
 
 const ALLOWED_HEADERS: &str = "content-type, openpanel-client-id, openpanel-client-secret, \
                                openpanel-sdk-name, openpanel-sdk-version";
@@ -236,8 +235,7 @@ impl Edge {
             Route::Batch => oversized_item(&bytes, self.config.edge.max_body_bytes),
             _ => None,
         };
-        let incoming = validate(&mut bytes, route, &limits)
-            .map_err(|e| ApiError::bad_request(e.message, e.field))?;
+        let incoming = validate(&mut bytes, route, &limits)?;
         if let Some(index) = oversized {
             return Err(ApiError::bad_request(
                 format!(
@@ -271,30 +269,11 @@ impl Edge {
             );
             // Sized for a typical event, so the encoder rarely grows it.
             let mut payload = Vec::with_capacity(768 + raw.user_agent.len());
-            serde_json::to_writer(&mut payload, &raw)
-                .map_err(|e| ApiError::Internal(Box::new(e)))?;
+            serde_json::to_writer(&mut payload, &raw)?;
             entries.push((partition, payload));
             last = Some(raw);
         }
-        match self.writer.write(entries).await {
-            Ok(()) => {}
-            Err(WriteError::OverCap) => {
-                return Err(ApiError::Unavailable {
-                    reason: "ingest queue is full, retry later",
-                });
-            }
-            Err(WriteError::Saturated) => {
-                return Err(ApiError::Unavailable {
-                    reason: "server is busy, retry later",
-                });
-            }
-            Err(WriteError::Redis(e)) => {
-                tracing::warn!(error = %e, "raw stream write failed");
-                return Err(ApiError::Unavailable {
-                    reason: "event queue unavailable, retry later",
-                });
-            }
-        }
+        self.writer.write(entries).await?;
         metrics::counter!("analytics_edge_accepted_events_total").increment(count as u64);
         let body = match (route, last) {
             (Route::Batch, _) | (_, None) => serde_json::to_vec(&json!({"accepted": count})),
@@ -303,8 +282,7 @@ impl Edge {
                 id: &raw.id,
                 session_id: &raw.session_id,
             }),
-        }
-        .map_err(|e| ApiError::Internal(Box::new(e)))?;
+        }?;
         Ok(json_bytes(StatusCode::ACCEPTED, body))
     }
 

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use analytics_http::ApiError;
 use analytics_streams::Conn;
 use analytics_streams::{
     MAX_BUNDLE_BYTES, MAX_BUNDLE_EVENTS, PAYLOAD_FIELD, SlotCommands, StreamError, Topic,
@@ -35,6 +36,22 @@ pub enum WriteError {
     Saturated,
     #[error("redis write failed: {0}")]
     Redis(#[source] Arc<StreamError>),
+}
+
+/// Every write failure is worth a retry: the partition drains, the
+/// queue empties, Redis comes back.
+impl From<WriteError> for ApiError {
+    fn from(error: WriteError) -> ApiError {
+        let reason = match error {
+            WriteError::OverCap => "ingest queue is full, retry later",
+            WriteError::Saturated => "server is busy, retry later",
+            WriteError::Redis(e) => {
+                tracing::warn!(error = %e, "raw stream write failed");
+                "event queue unavailable, retry later"
+            }
+        };
+        ApiError::Unavailable { reason }
+    }
 }
 
 struct Job {
