@@ -1,7 +1,8 @@
 //! Every way a request can fail, and the one mapping to HTTP answers.
 
 use analytics_event::ValidationError;
-use analytics_meta::MetaError;
+#[cfg(feature = "auth")]
+use analytics_meta::{AuthError, MetaError};
 use hyper::{Response, StatusCode};
 use serde_json::json;
 
@@ -35,6 +36,7 @@ pub enum ApiError {
     TooManyRequests(&'static str),
     #[error("{0}")]
     QueryTimeout(&'static str),
+    #[cfg(feature = "auth")]
     #[error("the metadata database is unavailable; retry shortly")]
     MetaUnavailable(#[source] MetaError),
     #[error("internal error")]
@@ -43,12 +45,38 @@ pub enum ApiError {
 
 /// A metadata database that is down or overloaded is worth a retry (503);
 /// any other metadata failure is ours (500).
+#[cfg(feature = "auth")]
 impl From<MetaError> for ApiError {
     fn from(err: MetaError) -> Self {
         match err {
             MetaError::Unavailable(_) => ApiError::MetaUnavailable(err),
             other => ApiError::Internal(Box::new(other)),
         }
+    }
+}
+
+/// A caller without valid credentials is refused (401, or 403 for a
+/// browser origin the project does not allow); one whose address looks up
+/// too many unknown ids is told to retry later (429).
+#[cfg(feature = "auth")]
+impl From<AuthError> for ApiError {
+    fn from(err: AuthError) -> Self {
+        let message = match err {
+            AuthError::MissingId => "missing openpanel-client-id header",
+            AuthError::UnknownClient => "unknown client",
+            AuthError::BadSecret => "invalid client secret",
+            AuthError::MissingSecret => "missing openpanel-client-secret header",
+            AuthError::OriginNotAllowed => {
+                return ApiError::Forbidden("origin not allowed for this project");
+            }
+            AuthError::TooManyLookups => {
+                return ApiError::TooManyRequests(
+                    "too many unknown client ids from this address; retry shortly",
+                );
+            }
+            AuthError::Meta(e) => return ApiError::from(e),
+        };
+        ApiError::Unauthorized(message)
     }
 }
 
@@ -86,9 +114,9 @@ impl ApiError {
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Unavailable { .. } | ApiError::MetaUnavailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            #[cfg(feature = "auth")]
+            ApiError::MetaUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::QueryTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -106,7 +134,9 @@ impl ApiError {
             ApiError::TooLarge { .. } => "too_large",
             ApiError::Timeout => "timeout",
             ApiError::UnsupportedMediaType => "media_type",
-            ApiError::Unavailable { .. } | ApiError::MetaUnavailable(_) => "unavailable",
+            ApiError::Unavailable { .. } => "unavailable",
+            #[cfg(feature = "auth")]
+            ApiError::MetaUnavailable(_) => "unavailable",
             ApiError::TooManyRequests(_) => "rate_limited",
             ApiError::QueryTimeout(_) => "query_timeout",
             ApiError::Internal(_) => "internal",
@@ -116,6 +146,7 @@ impl ApiError {
     pub fn into_response(self) -> Response<Body> {
         match &self {
             ApiError::Internal(source) => tracing::error!(error = %source, "request failed"),
+            #[cfg(feature = "auth")]
             ApiError::MetaUnavailable(source) => tracing::warn!(error = %source, "request refused"),
             _ => {}
         }
@@ -127,12 +158,9 @@ impl ApiError {
             body["field"] = json!(field);
         }
         let mut response = json(self.status(), &body);
-        if matches!(
-            self,
-            ApiError::Unavailable { .. }
-                | ApiError::MetaUnavailable(_)
-                | ApiError::TooManyRequests(_)
-        ) {
+        if self.status() == StatusCode::SERVICE_UNAVAILABLE
+            || self.status() == StatusCode::TOO_MANY_REQUESTS
+        {
             response.headers_mut().insert(
                 hyper::header::RETRY_AFTER,
                 hyper::header::HeaderValue::from_static("1"),
@@ -142,10 +170,29 @@ impl ApiError {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "auth"))]
 mod tests {
     use super::*;
-    use analytics_meta::MetaError;
+
+    #[test]
+    fn refused_credentials_are_401_or_403_and_too_many_lookups_a_429_to_retry() {
+        let status = |e: AuthError| ApiError::from(e).into_response();
+        for refused in [
+            AuthError::MissingId,
+            AuthError::UnknownClient,
+            AuthError::BadSecret,
+            AuthError::MissingSecret,
+        ] {
+            assert_eq!(status(refused).status(), StatusCode::UNAUTHORIZED);
+        }
+        assert_eq!(
+            status(AuthError::OriginNotAllowed).status(),
+            StatusCode::FORBIDDEN
+        );
+        let limited = status(AuthError::TooManyLookups);
+        assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(limited.headers()[hyper::header::RETRY_AFTER], "1");
+    }
 
     #[test]
     fn an_unavailable_metadata_database_is_a_503_to_retry_and_other_failures_a_500() {

@@ -1,6 +1,8 @@
 //! HTTP plumbing every stage shares: the HTTP/1.1 server loop, JSON
-//! answers, the one mapping from errors to statuses, and client
-//! authentication against the metadata database.
+//! answers, and the one mapping from errors to statuses. With the `auth`
+//! feature, also the credentials of a request (its `openpanel-client-*`
+//! headers) for `analytics_meta::Authenticator` and the statuses of its
+//! refusals; without it, the crate links no database driver.
 //!
 //! Connections are served by hyper with a header-read timeout, at most
 //! `max_connections` at once: past it a new connection is answered `503`
@@ -8,10 +10,12 @@
 //! served. On shutdown the loop stops accepting, asks every open
 //! connection to finish its in-flight request, and waits for them.
 
-mod auth;
+#[cfg(feature = "auth")]
+mod credentials;
 mod error;
 
-pub use auth::{Authenticator, Caller, charged_to};
+#[cfg(feature = "auth")]
+pub use credentials::credentials;
 pub use error::ApiError;
 
 use std::convert::Infallible;

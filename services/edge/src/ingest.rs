@@ -6,7 +6,8 @@ use std::time::Duration;
 use analytics_config::ProxyNet;
 use analytics_event::cookieless_device_id;
 use analytics_event::{EventKind, Incoming, Limits, RawEvent, Route, now_ms, validate};
-use analytics_http::{ApiError, Body, Caller, json_bytes};
+use analytics_http::{ApiError, Body, credentials, json_bytes};
+use analytics_meta::Caller;
 use analytics_streams::partition_for;
 use http_body_util::{BodyExt, Limited};
 use hyper::header::{HeaderMap, HeaderValue};
@@ -169,7 +170,7 @@ impl Edge {
         B: hyper::body::Body<Data = bytes::Bytes> + Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let caller = self.auth.authenticate(req.headers()).await?;
+        let caller = self.auth.authenticate(credentials(req.headers())).await?;
         if !caller.client.kind.can_write() {
             return Err(ApiError::Forbidden("this client may not send events"));
         }

@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use analytics_config::Config;
-use analytics_http::{ApiError, Authenticator, Body, health_route};
-use analytics_meta::Meta;
+use analytics_http::{ApiError, Body, health_route};
+use analytics_meta::{Authenticator, Meta};
 use analytics_streams::Conn;
 use hyper::{Method, Request, Response};
 use tokio_util::sync::CancellationToken;
@@ -105,7 +105,7 @@ impl Edge {
                     req.headers(),
                     peer.ip(),
                 );
-                analytics_http::charged_to(ip, self.ingest(route, req, peer)).await
+                analytics_meta::charged_to(ip, self.ingest(route, req, peer)).await
             }
             _ => ingest::with_cors(
                 req.headers().get("origin"),

@@ -25,8 +25,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use analytics_config::Config;
-use analytics_http::{ApiError, Authenticator, Body, json};
-use analytics_meta::Meta;
+use analytics_http::{ApiError, Body, credentials, json};
+use analytics_meta::{Authenticator, Meta};
 use analytics_store::Store;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http_body_util::BodyExt;
@@ -236,7 +236,7 @@ impl Insights {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let project = *parts.first().ok_or(ApiError::NotFound)?;
-        let caller = self.auth.authenticate(req.headers()).await?;
+        let caller = self.auth.authenticate(credentials(req.headers())).await?;
         if !caller.client.kind.can_read() {
             return Err(ApiError::Forbidden("this client may not read insights"));
         }

@@ -15,11 +15,9 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use analytics_meta::{ClientRecord, Meta};
-use hyper::HeaderMap;
 use tokio::sync::OnceCell;
 
-use crate::ApiError;
+use crate::{ClientRecord, Meta, MetaError};
 use budget::LookupBudget;
 use misses::Misses;
 
@@ -86,12 +84,41 @@ pub struct Caller {
     pub origin: Option<String>,
 }
 
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
+/// What a request presents: a client id with its secret (servers), or
+/// with the page's `Origin` (browsers). Empty values count as absent.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Credentials<'a> {
+    pub id: Option<&'a str>,
+    pub secret: Option<&'a str>,
+    pub origin: Option<&'a str>,
+}
+
+/// Why a caller was refused. The messages name the OpenPanel headers the
+/// credentials come in.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing openpanel-client-id header")]
+    MissingId,
+    #[error("unknown client")]
+    UnknownClient,
+    #[error("invalid client secret")]
+    BadSecret,
+    #[error("missing openpanel-client-secret header")]
+    MissingSecret,
+    #[error("origin not allowed for this project")]
+    OriginNotAllowed,
+    /// The caller's address looked up too many unknown ids; worth a retry.
+    #[error("too many unknown client ids from this address; retry shortly")]
+    TooManyLookups,
+    /// The lookup itself failed: see [`MetaError::Unavailable`] for when
+    /// a retry helps.
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+}
+
+/// A credential as given: trimmed, and absent when empty.
+fn present(value: Option<&str>) -> Option<&str> {
+    value.map(str::trim).filter(|v| !v.is_empty())
 }
 
 impl Authenticator {
@@ -123,7 +150,7 @@ impl Authenticator {
     /// keep the old answer (for at most `REFRESH_GRACE` past the TTL)
     /// instead of all waiting on the database: that stampede, every TTL,
     /// stalled every request in flight for tens of milliseconds.
-    async fn lookup(&self, id: &str) -> Result<Option<Arc<ClientRecord>>, ApiError> {
+    async fn lookup(&self, id: &str) -> Result<Option<Arc<ClientRecord>>, AuthError> {
         let cached = self.known.read().ok().and_then(|c| c.get(id).cloned());
         if let Some((at, record)) = &cached {
             let age = at.elapsed();
@@ -152,16 +179,14 @@ impl Authenticator {
         id: &str,
         lookup: Lookup,
         charged: bool,
-    ) -> Result<Option<Arc<ClientRecord>>, ApiError> {
+    ) -> Result<Option<Arc<ClientRecord>>, AuthError> {
         let _landing = Landing {
             in_flight: self.in_flight.clone(),
             id: id.to_owned(),
             lookup,
         };
         if charged && !self.budget.spend(CLIENT_ADDRESS.try_with(|ip| *ip).ok()) {
-            return Err(ApiError::TooManyRequests(
-                "too many unknown client ids from this address; retry shortly",
-            ));
+            return Err(AuthError::TooManyLookups);
         }
         let record = self.meta.client(id).await?.map(Arc::new);
         self.remember(id, record.clone());
@@ -190,37 +215,31 @@ impl Authenticator {
         }
     }
 
-    /// Authenticates a request: client id plus secret, or client id plus an
+    /// Authenticates a caller: client id plus secret, or client id plus an
     /// `Origin` the project allows.
-    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
-        let id = header(headers, "openpanel-client-id")
-            .ok_or(ApiError::Unauthorized("missing openpanel-client-id header"))?;
+    pub async fn authenticate(&self, credentials: Credentials<'_>) -> Result<Caller, AuthError> {
+        let id = present(credentials.id).ok_or(AuthError::MissingId)?;
         if id.len() > 100 {
-            return Err(ApiError::Unauthorized("unknown client"));
+            return Err(AuthError::UnknownClient);
         }
-        let client = self
-            .lookup(id)
-            .await?
-            .ok_or(ApiError::Unauthorized("unknown client"))?;
-        if let Some(secret) = header(headers, "openpanel-client-secret") {
+        let client = self.lookup(id).await?.ok_or(AuthError::UnknownClient)?;
+        if let Some(secret) = present(credentials.secret) {
             return if client.verify_secret(secret) {
                 Ok(Caller {
                     client,
                     origin: None,
                 })
             } else {
-                Err(ApiError::Unauthorized("invalid client secret"))
+                Err(AuthError::BadSecret)
             };
         }
-        match header(headers, "origin") {
+        match present(credentials.origin) {
             Some(origin) if client.project.allows_origin(origin) => Ok(Caller {
                 client,
                 origin: Some(origin.to_owned()),
             }),
-            Some(_) => Err(ApiError::Forbidden("origin not allowed for this project")),
-            None => Err(ApiError::Unauthorized(
-                "missing openpanel-client-secret header",
-            )),
+            Some(_) => Err(AuthError::OriginNotAllowed),
+            None => Err(AuthError::MissingSecret),
         }
     }
 }
