@@ -25,11 +25,13 @@ use serde_json::{Value, json};
 pub use client::{Conn, Reply, block_on, http};
 
 /// The value of the environment variable `name`, which `scripts/test.sh`
-/// sets; a test run without it fails here, naming it.
+/// sets; a test run without it fails, naming it (at the test's line).
+#[track_caller]
 pub fn var(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: run the integration tests through scripts/test.sh")
-    })
+    match std::env::var(name) {
+        Ok(value) => value,
+        Err(_) => panic!("{name} is not set: run the integration tests through scripts/test.sh"),
+    }
 }
 
 /// A free loopback port below the kernel's ephemeral range (32768 and up),
@@ -77,6 +79,7 @@ pub struct Setup {
 impl Setup {
     /// A pipeline of the binary at `bin` (a test crate's
     /// `env!("CARGO_BIN_EXE_analytics")`), named after `name`.
+    #[track_caller]
     pub fn new(bin: &str, name: &str) -> Setup {
         let name = unique(name);
         let data_dir = PathBuf::from(var("TEST_WORK_DIR")).join(&name);
