@@ -60,15 +60,10 @@ pub async fn connect(
     response_timeout: Duration,
 ) -> Result<Conn, StreamError> {
     match target {
-        RedisTarget::Single(client) => {
-            let config = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(Duration::from_secs(2)))
-                .set_response_timeout(Some(response_timeout))
-                .set_number_of_retries(1);
-            Ok(Conn::Single(
-                ConnectionManager::new_with_config(client.clone(), config).await?,
-            ))
-        }
+        RedisTarget::Single(client) => Ok(Conn::Single(
+            ConnectionManager::new_with_config(client.clone(), manager_config(response_timeout))
+                .await?,
+        )),
         RedisTarget::Cluster(urls) => {
             let client = redis::cluster::ClusterClientBuilder::new(urls.clone())
                 .connection_timeout(Duration::from_secs(2))
@@ -78,6 +73,32 @@ pub async fn connect(
             Ok(Conn::Cluster(client.get_async_connection().await?))
         }
     }
+}
+
+/// A single-node connection that connects on first use, so that a handler
+/// can be built while nothing answers at `target` (a request path driven
+/// in-process, whose refusals never reach Redis). A Redis Cluster learns
+/// its slots when it connects, so it has no such form.
+pub fn connect_on_first_use(
+    target: &RedisTarget,
+    response_timeout: Duration,
+) -> Result<Conn, StreamError> {
+    match target {
+        RedisTarget::Single(client) => Ok(Conn::Single(ConnectionManager::new_lazy_with_config(
+            client.clone(),
+            manager_config(response_timeout),
+        )?)),
+        RedisTarget::Cluster(_) => Err(StreamError::Config(
+            "a Redis Cluster connection cannot wait for first use".into(),
+        )),
+    }
+}
+
+fn manager_config(response_timeout: Duration) -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(response_timeout))
+        .set_number_of_retries(1)
 }
 
 impl Conn {

@@ -28,7 +28,9 @@ mod maintenance;
 mod supervise;
 
 pub use analytics_event::bundle_documents;
-pub use conn::{Conn, RedisTarget, SlotCommands, connect, query_by_slot, slot_groups};
+pub use conn::{
+    Conn, RedisTarget, SlotCommands, connect, connect_on_first_use, query_by_slot, slot_groups,
+};
 pub use consume::{EntrySize, Handler, Subscription, consume};
 pub use error::StreamError;
 pub use group::{
