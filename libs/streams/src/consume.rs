@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    ClaimPolicy, Conn, GroupReader, MAX_BUNDLE_EVENTS, PartitionHealth, ReadBatch, StreamError,
-    backoff, claim_stale, maintain,
+    ClaimPolicy, Conn, GroupReader, MAX_BUNDLE_EVENTS, PartitionHealth, ReadBatch, RedisTarget,
+    StageHealth, StreamError, backoff, claim_stale, connect, ensure_group, maintain, supervise,
 };
 
 /// How often a partition's stream and dead-letter stream are trimmed.
@@ -153,6 +153,38 @@ pub async fn consume<H: Handler>(
         }
     }
     handler.finish(&shutdown).await;
+}
+
+/// Runs a stage's handlers, one per partition, until `shutdown`: creates
+/// each partition's group if needed, gives each loop a reading connection
+/// of its own, and supervises them ([`supervise`]): a task that panics
+/// stops the others (they finish their batches) and the failure is
+/// returned. `conn` serves claims and upkeep for all of them.
+pub async fn consume_partitions<H: Handler + 'static>(
+    redis: &RedisTarget,
+    mut conn: Conn,
+    partitions: Vec<(u16, Subscription, H)>,
+    health: &StageHealth,
+    shutdown: &CancellationToken,
+) -> Result<(), StreamError> {
+    let stop = shutdown.child_token();
+    let mut tasks = Vec::with_capacity(partitions.len());
+    for (p, subscription, handler) in partitions {
+        ensure_group(&mut conn, &subscription.key, &subscription.group).await?;
+        // A blocking read holds its connection for the whole block.
+        let reader = connect(redis, subscription.block + Duration::from_secs(5)).await?;
+        let task = consume(
+            subscription,
+            reader,
+            conn.clone(),
+            handler,
+            health.start(p),
+            stop.clone(),
+        );
+        tasks.push((p, task));
+    }
+    supervise(tasks, &stop).await?;
+    Ok(())
 }
 
 /// Items (events, records) per stream entry, as the last batch showed:

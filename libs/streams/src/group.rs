@@ -181,38 +181,27 @@ pub struct DeadLetter {
     pub reason: String,
 }
 
-/// Moves entries to `dead_key` with their reason and acknowledges them on
-/// `key`, atomically (both keys share a slot).
+/// What becomes of the entries whose letters were written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Letters {
+    /// Moved: acknowledged on their stream in the same atomic step (both
+    /// keys share a slot).
+    Moved,
+    /// Copied, their entries left pending: for bad documents of a bundle
+    /// whose other events are still to be committed (the commit
+    /// acknowledges the entry). A redelivery may copy them again.
+    Copied,
+}
+
+/// Writes letters to `dead_key` with their reasons, then moves or copies
+/// their entries as `letters_are` says.
 pub async fn dead_letter(
     conn: &mut Conn,
     key: &str,
     dead_key: &str,
     group: &str,
     letters: &[DeadLetter],
-) -> Result<(), StreamError> {
-    write_dead(conn, key, dead_key, group, letters, true).await
-}
-
-/// Copies letters to `dead_key` without acknowledging their entries: for
-/// bad documents of a bundle whose other events are still to be committed
-/// (the commit acknowledges the entry). A redelivery may copy them again.
-pub async fn copy_to_dead(
-    conn: &mut Conn,
-    key: &str,
-    dead_key: &str,
-    group: &str,
-    letters: &[DeadLetter],
-) -> Result<(), StreamError> {
-    write_dead(conn, key, dead_key, group, letters, false).await
-}
-
-async fn write_dead(
-    conn: &mut Conn,
-    key: &str,
-    dead_key: &str,
-    group: &str,
-    letters: &[DeadLetter],
-    acknowledge: bool,
+    letters_are: Letters,
 ) -> Result<(), StreamError> {
     if letters.is_empty() {
         return Ok(());
@@ -234,7 +223,7 @@ async fn write_dead(
             .arg(PAYLOAD_FIELD)
             .arg(&letter.entry.payload)
             .ignore();
-        if acknowledge {
+        if letters_are == Letters::Moved {
             pipe.cmd("XACK")
                 .arg(key)
                 .arg(group)
@@ -329,7 +318,7 @@ pub async fn claim_stale(
             reason: format!("not processed after {max_deliveries} deliveries"),
         })
         .collect();
-    dead_letter(conn, key, dead_key, group, &letters).await?;
+    dead_letter(conn, key, dead_key, group, &letters, Letters::Moved).await?;
     Ok(batch)
 }
 

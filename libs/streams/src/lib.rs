@@ -31,12 +31,12 @@ pub use analytics_event::bundle_documents;
 pub use conn::{
     Conn, RedisTarget, SlotCommands, connect, connect_on_first_use, query_by_slot, slot_groups,
 };
-pub use consume::{EntrySize, Handler, Subscription, consume};
+pub use consume::{EntrySize, Handler, Subscription, consume, consume_partitions};
 pub use error::StreamError;
 pub use group::{
-    ClaimPolicy, DeadEntry, DeadLetter, Entry, GroupReader, MAX_BUNDLE_BYTES, MAX_BUNDLE_EVENTS,
-    PAYLOAD_FIELD, ReadBatch, ack, claim_stale, copy_to_dead, dead_entries, dead_letter, drop_dead,
-    ensure_group, replay_dead,
+    ClaimPolicy, DeadEntry, DeadLetter, Entry, GroupReader, Letters, MAX_BUNDLE_BYTES,
+    MAX_BUNDLE_EVENTS, PAYLOAD_FIELD, ReadBatch, ack, claim_stale, dead_entries, dead_letter,
+    drop_dead, ensure_group, replay_dead,
 };
 pub use health::{PartitionHealth, StageHealth};
 pub use keys::{Topic, partition_for, stream_key};

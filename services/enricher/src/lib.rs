@@ -32,8 +32,8 @@ use analytics_config::Config;
 use analytics_enrich::Enrichment;
 use analytics_meta::Meta;
 use analytics_streams::{
-    Conn, EntrySize, Handler, ReadBatch, StageHealth, StreamError, Subscription, connect, consume,
-    ensure_group, supervise,
+    Conn, EntrySize, Handler, ReadBatch, StageHealth, StreamError, Subscription, connect,
+    consume_partitions,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -76,9 +76,6 @@ pub async fn run(
 ) -> Result<(), StreamError> {
     let mut conn = connect(&deps.redis, Duration::from_secs(5)).await?;
     let prefix = &config.redis.key_prefix;
-    for p in 0..config.redis.partitions {
-        ensure_group(&mut conn, &Keys::new(prefix, p).raw, GROUP).await?;
-    }
     let scripts = Scripts::load(&mut conn).await?;
     let settings = Settings {
         session_timeout_ms: config.enricher.session_timeout_ms,
@@ -86,8 +83,7 @@ pub async fn run(
         dedupe_window_ms: config.enricher.dedupe_window_ms,
     };
     let shared = Arc::new(Shared::new(deps.enrichment, deps.meta, settings, scripts));
-    let stop = shutdown.child_token();
-    let mut tasks = Vec::new();
+    let mut partitions = Vec::new();
     for p in 0..config.redis.partitions {
         let keys = Keys::new(prefix, p);
         let subscription = Subscription {
@@ -109,19 +105,9 @@ pub async fn run(
             config: config.clone(),
             shared: shared.clone(),
         };
-        let reader = connect(&deps.redis, BLOCK + Duration::from_secs(5)).await?;
-        let task = consume(
-            subscription,
-            reader,
-            conn.clone(),
-            partition,
-            deps.health.start(p),
-            stop.clone(),
-        );
-        tasks.push((p, task));
+        partitions.push((p, subscription, partition));
     }
-    supervise(tasks, &stop).await?;
-    Ok(())
+    consume_partitions(&deps.redis, conn, partitions, &deps.health, &shutdown).await
 }
 
 /// What the enricher does with one raw partition's batches.

@@ -10,8 +10,8 @@ use analytics_event::{EventKind, RawEvent, now_ms};
 use analytics_meta::Meta;
 use analytics_store::{AliasRow, Record};
 use analytics_streams::{
-    Conn, DeadLetter, Entry, MAX_BUNDLE_BYTES, MAX_BUNDLE_EVENTS, ReadBatch, SlotCommands,
-    StreamError, bundle_documents, copy_to_dead, dead_letter, query_by_slot, slot_groups,
+    Conn, DeadLetter, Entry, Letters, MAX_BUNDLE_BYTES, MAX_BUNDLE_EVENTS, ReadBatch, SlotCommands,
+    StreamError, bundle_documents, dead_letter, query_by_slot, slot_groups,
 };
 use redis::Value;
 use serde_json::Value as Json;
@@ -174,7 +174,7 @@ pub async fn process(
             dropped.push(entry.id);
         }
     }
-    copy_to_dead(conn, &keys.raw, &keys.dead, GROUP, &parked).await?;
+    dead_letter(conn, &keys.raw, &keys.dead, GROUP, &parked, Letters::Copied).await?;
     resolve_identities(keys, conn, &mut items).await?;
     apply_state(shared, keys, conn, &mut items).await?;
     for item in &mut items {
@@ -188,7 +188,7 @@ pub async fn process(
     outcome.stored = stored;
     outcome.duplicates = duplicates;
     outcome.written = Written { records, entries };
-    dead_letter(conn, &keys.raw, &keys.dead, GROUP, &letters).await?;
+    dead_letter(conn, &keys.raw, &keys.dead, GROUP, &letters, Letters::Moved).await?;
     Ok(outcome)
 }
 

@@ -26,8 +26,7 @@ use std::time::Duration;
 use analytics_config::Config;
 use analytics_store::Store;
 use analytics_streams::{
-    StageHealth, StreamError, Subscription, Topic, connect, consume, ensure_group, stream_key,
-    supervise,
+    StageHealth, StreamError, Subscription, Topic, connect, consume_partitions, stream_key,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -55,14 +54,10 @@ pub async fn run(
     deps: SinkDeps,
     shutdown: CancellationToken,
 ) -> Result<(), StreamError> {
-    let mut conn = connect(&deps.redis, Duration::from_secs(5)).await?;
+    let conn = connect(&deps.redis, Duration::from_secs(5)).await?;
     let prefix = &config.redis.key_prefix;
-    for p in 0..config.redis.partitions {
-        ensure_group(&mut conn, &stream_key(prefix, Topic::Enriched, p), GROUP).await?;
-    }
     let block = Duration::from_millis(config.sink.max_age_ms.clamp(10, 1_000));
-    let stop = shutdown.child_token();
-    let mut tasks = Vec::new();
+    let mut partitions = Vec::new();
     for p in 0..config.redis.partitions {
         let subscription = Subscription {
             key: stream_key(prefix, Topic::Enriched, p),
@@ -80,17 +75,7 @@ pub async fn run(
             consumer: deps.consumer.clone(),
         };
         let partition = Partition::new(ledger, deps.store.clone(), config.clone(), p);
-        let reader = connect(&deps.redis, block + Duration::from_secs(5)).await?;
-        let task = consume(
-            subscription,
-            reader,
-            conn.clone(),
-            partition,
-            deps.health.start(p),
-            stop.clone(),
-        );
-        tasks.push((p, task));
+        partitions.push((p, subscription, partition));
     }
-    supervise(tasks, &stop).await?;
-    Ok(())
+    consume_partitions(&deps.redis, conn, partitions, &deps.health, &shutdown).await
 }

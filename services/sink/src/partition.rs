@@ -8,7 +8,8 @@ use std::time::Duration;
 use analytics_config::Config;
 use analytics_store::Store;
 use analytics_streams::{
-    Conn, DeadLetter, EntrySize, Handler, ReadBatch, StreamError, ack, dead_letter, keep_owned,
+    Conn, DeadLetter, EntrySize, Handler, Letters, ReadBatch, StreamError, ack, dead_letter,
+    keep_owned,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -30,7 +31,15 @@ impl Ledger for StreamLedger {
     }
 
     async fn dead_letter(&mut self, letters: &[DeadLetter]) -> Result<(), StreamError> {
-        dead_letter(&mut self.conn, &self.key, &self.dead, GROUP, letters).await
+        dead_letter(
+            &mut self.conn,
+            &self.key,
+            &self.dead,
+            GROUP,
+            letters,
+            Letters::Moved,
+        )
+        .await
     }
 
     async fn ack(&mut self, ids: &[String]) -> Result<(), StreamError> {
