@@ -9,8 +9,7 @@ use super::*;
 /// started them (`TEST_MYSQL_URL`, `TEST_POSTGRES_URL`).
 async fn databases(test: &str) -> Vec<(&'static str, String)> {
     let name = format!("auth_{test}_{}", std::process::id());
-    let servers =
-        crate::testing::scratch_databases(test, &name, |var| std::env::var(var).ok());
+    let servers = crate::testing::scratch_databases(test, &name, |var| std::env::var(var).ok());
     let mut all = vec![("sqlite", "sqlite::memory:".to_owned())];
     all.extend(servers.await);
     all
@@ -174,14 +173,9 @@ async fn lookups_of_unknown_ids_are_limited_per_address_and_misses_are_cached() 
         for n in 0..100 {
             statuses.push(status_from(&auth, &unknown(n), ip).await);
         }
-        let refused = statuses
-            .iter()
-            .filter(|s| **s == Outcome::Limited)
-            .count();
+        let refused = statuses.iter().filter(|s| **s == Outcome::Limited).count();
         assert!(
-            statuses[..40]
-                .iter()
-                .all(|s| *s == Outcome::Refused),
+            statuses[..40].iter().all(|s| *s == Outcome::Refused),
             "{kind}: {statuses:?}"
         );
         assert!(refused >= 40, "{kind}: only {refused} of 100 refused");
