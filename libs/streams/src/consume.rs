@@ -5,6 +5,7 @@
 //! A stage is then only what it does with a batch.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -187,6 +188,32 @@ pub async fn consume_partitions<H: Handler + 'static>(
     Ok(())
 }
 
+/// Items (events, records) a producer appended to one stream, and the
+/// entries holding them: turns the stream's length in entries into items,
+/// for caps counted in items. Shared by the tasks that append.
+#[derive(Debug, Default)]
+pub struct Appended {
+    items: AtomicU64,
+    entries: AtomicU64,
+}
+
+impl Appended {
+    pub fn add(&self, items: u64, entries: u64) {
+        self.items.fetch_add(items, Ordering::Relaxed);
+        self.entries.fetch_add(entries, Ordering::Relaxed);
+    }
+
+    /// Items on a stream of `len` entries at the ratio appended so far (one
+    /// per entry before anything was).
+    pub fn items_in(&self, len: u64) -> f64 {
+        let entries = self.entries.load(Ordering::Relaxed);
+        if entries == 0 {
+            return len as f64;
+        }
+        len as f64 * self.items.load(Ordering::Relaxed) as f64 / entries as f64
+    }
+}
+
 /// Items (events, records) per stream entry, as the last batch showed:
 /// producers bundle several into one entry, and a stage that wants about N
 /// items reads N / size entries.
@@ -235,6 +262,15 @@ mod tests {
         assert_eq!(size.entries_for(300), 100, "3 items per entry (rounded up)");
         size.observe(5, 0);
         assert_eq!(size.entries_for(10), 2);
+    }
+
+    #[test]
+    fn appended_items_scale_the_length_in_entries() {
+        let appended = Appended::default();
+        assert_eq!(appended.items_in(7), 7.0, "one per entry before any append");
+        appended.add(100, 4);
+        appended.add(50, 1);
+        assert_eq!(appended.items_in(2), 60.0);
     }
 
     #[test]

@@ -31,7 +31,7 @@ pub use analytics_event::bundle_documents;
 pub use conn::{
     Conn, RedisTarget, SlotCommands, connect, connect_on_first_use, query_by_slot, slot_groups,
 };
-pub use consume::{EntrySize, Handler, Subscription, consume, consume_partitions};
+pub use consume::{Appended, EntrySize, Handler, Subscription, consume, consume_partitions};
 pub use error::StreamError;
 pub use group::{
     ClaimPolicy, DeadEntry, DeadLetter, Entry, GroupReader, Letters, MAX_BUNDLE_BYTES,

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use analytics_http::ApiError;
-use analytics_streams::Conn;
+use analytics_streams::{Appended, Conn};
 use analytics_streams::{
     MAX_BUNDLE_BYTES, MAX_BUNDLE_EVENTS, PAYLOAD_FIELD, SlotCommands, StreamError, Topic,
     query_by_slot, stream_key,
@@ -84,10 +84,7 @@ impl Writer {
         let (tx, rx) = mpsc::channel(max_pending.max(1));
         let counters = |_| AtomicU64::new(0);
         let lengths: Arc<[AtomicU64]> = (0..partitions).map(counters).collect();
-        let written = Arc::new(Written {
-            events: (0..partitions).map(counters).collect(),
-            entries: (0..partitions).map(counters).collect(),
-        });
+        let written: Arc<[Appended]> = (0..partitions).map(|_| Appended::default()).collect();
         let keys: Arc<[String]> = (0..partitions)
             .map(|p| stream_key(&prefix, Topic::Raw, p))
             .collect();
@@ -164,24 +161,6 @@ impl Writer {
     }
 }
 
-/// Events and entries this writer has put on each partition, for the
-/// events-per-entry ratio of the length estimate.
-struct Written {
-    events: Box<[AtomicU64]>,
-    entries: Box<[AtomicU64]>,
-}
-
-impl Written {
-    /// Events per entry on `partition` so far; 1 before anything was written.
-    fn events_per_entry(&self, partition: usize) -> f64 {
-        let entries = self.entries[partition].load(Ordering::Relaxed);
-        if entries == 0 {
-            return 1.0;
-        }
-        self.events[partition].load(Ordering::Relaxed) as f64 / entries as f64
-    }
-}
-
 /// Packs the jobs' events into bundles: per partition, events joined by
 /// newlines, at most [`MAX_BUNDLE_EVENTS`] or [`MAX_BUNDLE_BYTES`] each.
 /// Returns (partition, events, payload) per bundle.
@@ -211,7 +190,7 @@ fn bundle(jobs: &[Job], partitions: usize) -> Vec<(usize, usize, Vec<u8>)> {
 async fn collect(
     conn: Conn,
     keys: Arc<[String]>,
-    written: Arc<Written>,
+    written: Arc<[Appended]>,
     mut rx: mpsc::Receiver<Job>,
 ) {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
@@ -250,8 +229,7 @@ async fn collect(
             metrics::histogram!("analytics_edge_xadd_batch_entries").record(bundles.len() as f64);
             if result.is_ok() {
                 for (partition, events, _) in &bundles {
-                    written.events[*partition].fetch_add(*events as u64, Ordering::Relaxed);
-                    written.entries[*partition].fetch_add(1, Ordering::Relaxed);
+                    written[*partition].add(*events as u64, 1);
                 }
             }
             let result = result.map_err(|e| Arc::new(StreamError::from(e)));
@@ -269,7 +247,7 @@ async fn monitor_lengths(
     mut conn: Conn,
     keys: Arc<[String]>,
     estimates: Arc<[AtomicU64]>,
-    written: Arc<Written>,
+    written: Arc<[Appended]>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -288,7 +266,7 @@ async fn monitor_lengths(
         match read {
             Ok(read) => {
                 for (p, len) in read.into_iter().enumerate() {
-                    let events = (len as f64 * written.events_per_entry(p)).ceil() as u64;
+                    let events = written[p].items_in(len).ceil() as u64;
                     estimates[p].store(events, Ordering::Relaxed);
                     metrics::gauge!("analytics_edge_stream_length_entries", "partition" => p.to_string())
                         .set(len as f64);

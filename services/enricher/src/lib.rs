@@ -32,7 +32,7 @@ use analytics_config::Config;
 use analytics_enrich::Enrichment;
 use analytics_meta::Meta;
 use analytics_streams::{
-    Conn, EntrySize, Handler, ReadBatch, StageHealth, StreamError, Subscription, connect,
+    Appended, Conn, EntrySize, Handler, ReadBatch, StageHealth, StreamError, Subscription, connect,
     consume_partitions,
 };
 use tokio_util::sync::CancellationToken;
@@ -101,7 +101,7 @@ pub async fn run(
             conn: conn.clone(),
             read_entries: size.entries_for(config.enricher.read_count),
             size,
-            written: process::Written::default(),
+            written: Appended::default(),
             config: config.clone(),
             shared: shared.clone(),
         };
@@ -123,7 +123,7 @@ struct Partition {
     read_entries: usize,
     /// Everything this task appended to the enriched partition: the records
     /// per entry turn its `XLEN` into records for the cap.
-    written: process::Written,
+    written: Appended,
 }
 
 impl Handler for Partition {
@@ -144,12 +144,8 @@ impl Handler for Partition {
             .arg(&self.keys.enriched)
             .query_async(&mut self.conn)
             .await;
-        let per_entry = match self.written {
-            process::Written { entries: 0, .. } => 1.0,
-            w => w.records as f64 / w.entries as f64,
-        };
-        let full =
-            matches!(len, Ok(n) if n as f64 * per_entry >= self.config.redis.max_stream_len as f64);
+        let cap = self.config.redis.max_stream_len as f64;
+        let full = matches!(len, Ok(n) if self.written.items_in(n) >= cap);
         if full {
             metrics::counter!("analytics_enricher_paused_total").increment(1);
         }
@@ -172,8 +168,8 @@ impl Handler for Partition {
                 .observe(outcome.events as usize, outcome.entries as usize);
             self.read_entries = self.size.entries_for(self.config.enricher.read_count);
         }
-        self.written.records += outcome.written.records;
-        self.written.entries += outcome.written.entries;
+        self.written
+            .add(outcome.written.records, outcome.written.entries);
         metrics::histogram!("analytics_enricher_batch_seconds")
             .record(started.elapsed().as_secs_f64());
         metrics::counter!("analytics_enricher_events_total").increment(outcome.stored);
