@@ -35,7 +35,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::params::{Filter, Interval, Range, query_pairs};
-use crate::queries::{DIMENSIONS, Dimension, FunnelGroup, Period, Step};
+use crate::queries::{DIMENSIONS, Dimension, FunnelGroup, Period, Step, TopList};
 use crate::runner::Runner;
 use crate::stream::{ExportSettings, Exports};
 
@@ -104,7 +104,7 @@ enum Ranged {
     /// Compared with the range just before it.
     Metrics,
     Timeseries,
-    Top((&'static str, Dimension)),
+    Top(&'static str, Dimension),
     /// Steps in the query string.
     Funnel,
     /// Steps (and possibly the range) in a JSON body.
@@ -272,7 +272,10 @@ impl Insights {
             Endpoint::Metrics => Ranged::Metrics,
             Endpoint::Timeseries => Ranged::Timeseries,
             // Checked before the range: it is part of the path.
-            Endpoint::Top(dimension) => Ranged::Top(top_dimension(dimension)?),
+            Endpoint::Top(dimension) => {
+                let (name, dimension) = top_dimension(dimension)?;
+                Ranged::Top(name, dimension)
+            }
             Endpoint::Funnel if method == Method::POST => {
                 let body = read_json(req).await?;
                 for key in ["startDate", "endDate", "timezone"] {
@@ -306,9 +309,13 @@ impl Insights {
                 }
                 ok(&queries::timeseries(runner, project, range, filters, interval).await?)
             }
-            Ranged::Top(dimension) => {
+            Ranged::Top(name, dimension) => {
                 let limit = params::limit(&params, 10, 1_000)?;
-                ok(&queries::top(runner, project, range, filters, dimension, limit).await?)
+                let top = queries::top(runner, project, range, filters, dimension, limit).await?;
+                ok(&TopList {
+                    dimension: name,
+                    rows: top,
+                })
             }
             Ranged::Funnel => {
                 let steps: Vec<Step> = params
@@ -380,13 +387,7 @@ impl Insights {
 /// sorted: the keys of every answer come out in alphabetical order, as
 /// they always have, whatever the order of a struct's fields.
 fn ok<T: Serialize>(body: &T) -> Result<Response<Body>, ApiError> {
-    let value = serde_json::to_value(body).map_err(internal)?;
-    Ok(json(StatusCode::OK, &value))
-}
-
-/// A failure of ours, its source kept for the log.
-fn internal(error: impl std::error::Error + Send + Sync + 'static) -> ApiError {
-    ApiError::Internal(Box::new(error))
+    Ok(json(StatusCode::OK, &serde_json::to_value(body)?))
 }
 
 /// The top-list dimension named in the path.

@@ -316,18 +316,16 @@ pub async fn top(
     project: &str,
     range: &Range,
     filters: &[Filter],
-    (name, dimension): (&'static str, Dimension),
+    dimension: Dimension,
     limit: u64,
-) -> Result<TopList, QueryError> {
+) -> Result<Vec<TopRow>, QueryError> {
     let hourly = match dimension {
         Dimension::Column(_) => runner.aggregates_answer([range], filters).await?[0],
         Dimension::EntryPages | Dimension::ExitPages => false,
     };
-    let sql = top_sql(project, range, filters, dimension, hourly, limit);
-    Ok(TopList {
-        dimension: name,
-        rows: runner.fetch_all::<TopRow>(&sql).await?,
-    })
+    runner
+        .fetch_all::<TopRow>(&top_sql(project, range, filters, dimension, hourly, limit))
+        .await
 }
 
 /// One step of a funnel.
