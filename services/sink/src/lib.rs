@@ -17,6 +17,8 @@
 //! dead-letter stream with the reason.
 
 mod buffer;
+#[cfg(test)]
+mod fakes;
 mod flush;
 mod partition;
 

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::GROUP;
 use crate::buffer::Buffer;
-use crate::flush::{FlushSettings, Ledger, flush};
+use crate::flush::{FlushSettings, Ledger, Warehouse, flush};
 
 /// The partition's stream and dead-letter stream, for this consumer.
 pub(crate) struct StreamLedger {
@@ -49,9 +49,9 @@ impl Ledger for StreamLedger {
 
 /// What the sink does with one enriched partition's batches: buffer their
 /// rows, and flush the buffer when it is full or old enough.
-pub(crate) struct Partition {
-    pub ledger: StreamLedger,
-    pub store: Store,
+pub(crate) struct Partition<W = Store, L = StreamLedger> {
+    pub ledger: L,
+    pub store: W,
     pub config: Arc<Config>,
     pub partition: u16,
     pub buffer: Buffer,
@@ -60,8 +60,8 @@ pub(crate) struct Partition {
     pub size: EntrySize,
 }
 
-impl Partition {
-    pub fn new(ledger: StreamLedger, store: Store, config: Arc<Config>, partition: u16) -> Self {
+impl<W: Warehouse + Send, L: Ledger> Partition<W, L> {
+    pub fn new(ledger: L, store: W, config: Arc<Config>, partition: u16) -> Self {
         Partition {
             ledger,
             store,
@@ -106,7 +106,7 @@ impl Partition {
     }
 }
 
-impl Handler for Partition {
+impl<W: Warehouse + Send, L: Ledger> Handler for Partition<W, L> {
     type Error = StreamError;
 
     /// Entries to read so that the buffer reaches about `sink.max_rows`.
@@ -133,5 +133,83 @@ impl Handler for Partition {
     /// Shutdown: the current batch is flushed and acknowledged before leaving.
     async fn finish(&mut self, shutdown: &CancellationToken) {
         self.flush(shutdown).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use analytics_store::encode_record;
+    use analytics_streams::Entry;
+
+    use super::*;
+    use crate::fakes::*;
+
+    const MAX_BUNDLE: usize = analytics_streams::MAX_BUNDLE_EVENTS;
+
+    /// A partition handler over fakes, with the shipped settings.
+    fn partition() -> Partition<FakeWarehouse, FakeLedger> {
+        let config = Config::load(None, Vec::new()).expect("defaults");
+        Partition::new(
+            FakeLedger::default(),
+            FakeWarehouse::default(),
+            Arc::new(config),
+            0,
+        )
+    }
+
+    /// A fresh read of `entries` entries of `per_entry` events each,
+    /// numbered from `first`.
+    fn read(first: usize, entries: usize, per_entry: usize) -> ReadBatch {
+        let entries = (0..entries)
+            .map(|e| {
+                let mut payload = Vec::new();
+                for r in 0..per_entry {
+                    let id = format!("e{}", first + e * per_entry + r);
+                    encode_record(&event(&id).into(), &mut payload);
+                }
+                Entry {
+                    id: format!("{}-0", first + e),
+                    payload,
+                }
+            })
+            .collect();
+        ReadBatch {
+            entries,
+            redelivered: false,
+            vanished: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_buffer_flushes_once_it_holds_max_rows() {
+        let mut p = partition();
+        let shutdown = CancellationToken::new();
+        let max_rows = p.config.sink.max_rows;
+        // Until a read shows their size, full bundles are assumed.
+        assert_eq!(p.read_entries(), max_rows / MAX_BUNDLE);
+        p.handle(read(0, 10, MAX_BUNDLE), &shutdown).await.unwrap();
+        assert!(p.store.event_ids().is_empty(), "500 rows wait for more");
+        assert_eq!(p.read_entries(), (max_rows - 10 * MAX_BUNDLE) / MAX_BUNDLE);
+        let rest = (max_rows - 10 * MAX_BUNDLE) / MAX_BUNDLE;
+        p.handle(read(10, rest, MAX_BUNDLE), &shutdown)
+            .await
+            .unwrap();
+        assert_eq!(p.store.event_ids().len(), max_rows);
+        assert_eq!(p.ledger.acked.len(), 10 + rest, "every entry acknowledged");
+        assert_eq!(p.buffer.rows(), 0);
+    }
+
+    #[tokio::test]
+    async fn what_is_buffered_at_shutdown_is_stored_and_acknowledged() {
+        let mut p = partition();
+        let shutdown = CancellationToken::new();
+        p.handle(read(0, 3, 2), &shutdown).await.unwrap();
+        assert!(p.store.event_ids().is_empty());
+        // Two records per entry: the next read asks for entries to match.
+        assert_eq!(p.read_entries(), (p.config.sink.max_rows - 6) / 2);
+        shutdown.cancel();
+        p.finish(&shutdown).await;
+        assert_eq!(p.store.event_ids(), ["e0", "e1", "e2", "e3", "e4", "e5"]);
+        assert_eq!(p.ledger.acked, ["0-0", "1-0", "2-0"]);
     }
 }
