@@ -9,6 +9,15 @@
 //!
 //! Guarantee: answers are what a scan of the raw `events` table gives;
 //! read-only, so retrying is always safe.
+//!
+//! A request goes through: `params` (the query string, validated into
+//! typed values; the range and filters parsed once per request in
+//! [`Insights::route`]'s handler), `sql` (text and bound values, each value
+//! next to its `?`), `runner` (typed RowBinary rows, checked by name
+//! against the SELECT list), `queries` (one function per question, its
+//! independent queries asked at once, its answer a `Serialize` struct) and
+//! `error` (ClickHouse failures classified by exception code, then turned
+//! into the client's answer).
 
 mod error;
 mod params;
