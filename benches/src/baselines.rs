@@ -1,6 +1,7 @@
 //! The ceilings of this machine, measured in the same run as the pipeline
 //! so results can be given as ratios: an HTTP server that does nothing, raw
-//! pipelined `XADD`s, and raw ClickHouse inserts of the same row type.
+//! pipelined `XADD`s, and raw ClickHouse inserts of the same row type, into
+//! the whole schema and into `events` alone (the bare storage ceiling).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -14,6 +15,7 @@ use hyper::{Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
 
+use crate::cpu::{Servers, settle_merges};
 use crate::events::{Rng, event};
 
 /// Starts a hyper server that reads each body and answers 202, on a free
@@ -113,14 +115,47 @@ async fn scratch_store(clickhouse_url: &str, database: &str) -> anyhow::Result<S
     Ok(store)
 }
 
-/// Inserts `rows` event rows in batches of `batch` into a scratch database.
+/// Whether a storage baseline keeps the schema's materialized views.
+#[derive(Debug, Clone, Copy)]
+pub enum Views {
+    /// The whole schema: what the sink's inserts cost.
+    Kept,
+    /// `events` alone: the bare storage ceiling.
+    Dropped,
+}
+
+/// Rows/s of a storage baseline and ClickHouse's CPU per row, the merges
+/// the inserts caused included.
+#[derive(Debug, Clone, Serialize)]
+pub struct InsertCost {
+    #[serde(flatten)]
+    pub throughput: Throughput,
+    pub clickhouse_cpu_us_per_row: f64,
+}
+
+/// Inserts `rows` event rows in batches of `batch` into a scratch database
+/// with or without the schema's materialized views.
 pub async fn clickhouse_insert(
     clickhouse_url: &str,
     database: &str,
     rows: usize,
     batch: usize,
-) -> anyhow::Result<Throughput> {
+    views: Views,
+    servers: &Servers,
+) -> anyhow::Result<InsertCost> {
     let store = scratch_store(clickhouse_url, database).await?;
+    if let Views::Dropped = views {
+        let list = format!(
+            "SELECT name FROM system.tables WHERE database = '{database}' AND engine = 'MaterializedView'"
+        );
+        for view in crate::clickhouse_query(clickhouse_url, "default", &list)?.lines() {
+            crate::clickhouse_query(
+                clickhouse_url,
+                "default",
+                &format!("DROP TABLE {database}.{view}"),
+            )?;
+        }
+    }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs() as u32;
@@ -145,6 +180,8 @@ pub async fn clickhouse_insert(
             ..EventRow::default()
         })
         .collect();
+    settle_merges(clickhouse_url);
+    let cpu_before = servers.clickhouse_seconds();
     let start = Instant::now();
     let mut inserted = 0;
     while inserted < rows {
@@ -152,10 +189,15 @@ pub async fn clickhouse_insert(
         inserted += template.len();
     }
     let seconds = start.elapsed().as_secs_f64();
-    Ok(Throughput {
-        items: inserted as u64,
-        seconds,
-        per_second: inserted as f64 / seconds,
+    settle_merges(clickhouse_url);
+    let cpu = servers.clickhouse_seconds() - cpu_before;
+    Ok(InsertCost {
+        throughput: Throughput {
+            items: inserted as u64,
+            seconds,
+            per_second: inserted as f64 / seconds,
+        },
+        clickhouse_cpu_us_per_row: cpu * 1e6 / inserted.max(1) as f64,
     })
 }
 

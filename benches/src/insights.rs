@@ -1,7 +1,8 @@
 //! Latency of the insights API over a stored dataset: `analytics up` on its
-//! own database, `events` (and through the materialized views, the hourly
+//! own database, `events` (and through the materialized views, the
 //! aggregates) filled straight from ClickHouse's `numbers()`, then each
-//! question asked in turn, one request at a time.
+//! question asked in turn, one request at a time, and a dashboard's
+//! overview asked all at once.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -17,117 +18,202 @@ use crate::{Pipeline, clickhouse_query};
 
 /// 2026-01-01 00:00:00 UTC, the first day of the dataset.
 const FIRST_DAY: u64 = 1_767_225_600;
-/// Days the dataset spreads over.
-const DAYS: u64 = 28;
+/// Days the dataset spreads over (within January 2026).
+const DAYS: u64 = 30;
+const _: () = assert!(DAYS <= 31);
+/// Events per session: four page views, a signup, a purchase.
+const SESSION_EVENTS: u64 = 6;
 
-/// Fills `events` with `count` events over [`DAYS`] days: 50,000 devices,
-/// sessions of 20 events, mostly screen views, a few countries and pages.
-pub fn fill(p: &Pipeline, count: u64) -> Result<()> {
+/// The shape of a stored dataset.
+#[derive(Debug, Clone, Copy)]
+pub struct Dataset {
+    pub events: u64,
+    pub devices: u64,
+}
+
+/// Fills `events` with the dataset over [`DAYS`] days: sessions of
+/// [`SESSION_EVENTS`] events close together in time, each of a device
+/// among `devices`, over 40 pages, four countries and three browsers.
+pub fn fill(p: &Pipeline, data: Dataset) -> Result<()> {
+    let Dataset { events, devices } = data;
     let spread = DAYS * 86_400;
     let sql = format!(
         "INSERT INTO events (id, project_id, name, device_id, session_id, created_at, received_at, \
          path, origin, country, browser, os, device) \
          SELECT toString(number), '{project}', \
-         if(number % 5 = 0, 'signup', 'screen_view'), \
-         concat('d', toString(number % 50000)), concat('s', toString(intDiv(number, 20))), \
-         toDateTime({FIRST_DAY} + intDiv(number * {spread}, {count}), 'UTC'), \
-         toDateTime({FIRST_DAY} + intDiv(number * {spread}, {count}), 'UTC'), \
-         concat('/page/', toString(number % 40)), 'https://example.com', \
-         arrayElement(['SE', 'DE', 'US', 'FR'], number % 4 + 1), \
-         arrayElement(['Chrome', 'Firefox', 'Safari'], number % 3 + 1), 'Linux', 'desktop' \
-         FROM numbers({count})",
+         multiIf(number % {SESSION_EVENTS} = 4, 'signup', number % {SESSION_EVENTS} = 5, 'purchase', 'screen_view'), \
+         concat('d', toString(intDiv(number, {SESSION_EVENTS}) % {devices})), \
+         concat('s', toString(intDiv(number, {SESSION_EVENTS}))), \
+         toDateTime({FIRST_DAY} + intDiv(number * {spread}, {events}), 'UTC'), \
+         toDateTime({FIRST_DAY} + intDiv(number * {spread}, {events}), 'UTC'), \
+         concat('/page/', toString(intDiv(number, 7) % 40)), 'https://example.com', \
+         arrayElement(['SE', 'DE', 'US', 'FR'], intDiv(number, {SESSION_EVENTS}) % 4 + 1), \
+         arrayElement(['Chrome', 'Firefox', 'Safari'], intDiv(number, {SESSION_EVENTS}) % 3 + 1), \
+         'Linux', 'desktop' \
+         FROM numbers({events})",
         project = p.project,
     );
     clickhouse_query(&p.clickhouse_url, &p.database, &sql)?;
     let stored: u64 =
         clickhouse_query(&p.clickhouse_url, &p.database, "SELECT count() FROM events")?.parse()?;
-    if stored != count {
-        bail!("{stored} events stored of {count}");
+    if stored != events {
+        bail!("{stored} events stored of {events}");
     }
     Ok(())
 }
 
-/// One question: a name for the report and the query string of `metrics`.
+/// One question: a name for the report and its path after the project.
 struct Case {
     name: &'static str,
-    query: String,
+    path: String,
 }
 
-fn cases() -> Vec<Case> {
-    // The dataset lies within January 2026.
-    const _: () = assert!(DAYS <= 31);
-    let day = |d: u64| format!("2026-01-{:02}", d + 1);
-    let range = format!("startDate={}&endDate={}", day(DAYS / 2), day(DAYS - 1));
-    let filter = percent(&json!([{"key": "country", "operator": "eq", "value": "SE"}]).to_string());
+fn day(d: u64) -> String {
+    format!("2026-01-{:02}", d + 1)
+}
+
+/// The whole dataset's range, in UTC.
+fn whole_range() -> String {
+    format!(
+        "startDate={}&endDate={}&timezone=UTC",
+        day(0),
+        day(DAYS - 1)
+    )
+}
+
+fn top(dimension: &str) -> String {
+    format!("top/{dimension}?{}", whole_range())
+}
+
+fn questions() -> Vec<Case> {
+    let range = whole_range();
     vec![
         Case {
-            name: "metrics, 14 days UTC (hourly aggregates)",
-            query: format!("{range}&timezone=UTC"),
+            name: "metrics",
+            path: format!("metrics?{range}"),
         },
         Case {
-            name: "metrics, 14 days Asia/Kolkata (raw events)",
-            query: format!("{range}&timezone=Asia/Kolkata"),
+            name: "timeseries (day)",
+            path: format!("timeseries?{range}&interval=day"),
         },
         Case {
-            name: "metrics, 14 days UTC, country filter (raw events)",
-            query: format!("{range}&timezone=UTC&filters={filter}"),
+            name: "top pages",
+            path: top("pages"),
+        },
+        Case {
+            name: "top countries",
+            path: top("countries"),
+        },
+        Case {
+            name: "funnel (3 steps)",
+            path: format!("funnel?{range}&steps=screen_view,signup,purchase"),
+        },
+        Case {
+            name: "retention (week)",
+            path: format!("retention?{range}&period=week"),
         },
     ]
 }
 
-fn percent(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+/// What a dashboard's overview asks when it opens.
+fn overview() -> Vec<String> {
+    let range = whole_range();
+    let mut paths = vec![
+        format!("metrics?{range}"),
+        format!("timeseries?{range}&interval=day"),
+        "live".to_owned(),
+    ];
+    for dimension in [
+        "pages",
+        "referrers",
+        "countries",
+        "browsers",
+        "os",
+        "devices",
+    ] {
+        paths.push(top(dimension));
+    }
+    paths
 }
 
-/// Asks every case `requests` times after one warm-up request, and
-/// reports milliseconds per case (p50, p95, max) with the first answer.
+fn percentiles(mut millis: Vec<f64>) -> Value {
+    millis.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        let i = ((millis.len() as f64 * q).ceil() as usize).clamp(1, millis.len()) - 1;
+        (millis[i] * 10.0).round() / 10.0
+    };
+    json!({"p50_ms": at(0.5), "p95_ms": at(0.95), "max_ms": at(1.0), "requests": millis.len()})
+}
+
+/// Asks every question `requests` times after one warm-up request, then
+/// the overview's questions all at once `requests` times; milliseconds per
+/// case (p50, p95, max), with each question's first answer.
 pub async fn measure(p: &Pipeline, requests: usize) -> Result<Value> {
-    let mut out = Vec::new();
-    for case in cases() {
-        let path = format!("/insights/{}/metrics?{}", p.project, case.query);
-        let first = get(p.addr, p, &path).await?;
+    let reader = Reader {
+        addr: p.addr,
+        id: p.read_id.clone(),
+        secret: p.read_secret.clone(),
+    };
+    let mut cases = Vec::new();
+    for case in questions() {
+        let path = format!("/insights/{}/{}", p.project, case.path);
+        let first = reader.get(&path).await?;
         let mut millis = Vec::with_capacity(requests);
         for _ in 0..requests {
             let started = Instant::now();
-            get(p.addr, p, &path).await?;
+            reader.get(&path).await?;
             millis.push(started.elapsed().as_secs_f64() * 1e3);
         }
-        millis.sort_by(f64::total_cmp);
-        let at =
-            |q: f64| millis[((millis.len() as f64 * q).ceil() as usize).clamp(1, millis.len()) - 1];
-        out.push(json!({
-            "case": case.name,
-            "requests": requests,
-            "p50_ms": (at(0.5) * 10.0).round() / 10.0,
-            "p95_ms": (at(0.95) * 10.0).round() / 10.0,
-            "max_ms": (at(1.0) * 10.0).round() / 10.0,
-            "answer": first,
-        }));
+        let mut row = percentiles(millis);
+        row["case"] = json!(case.name);
+        row["answer"] = first;
+        cases.push(row);
     }
-    Ok(Value::Array(out))
+    let mut millis = Vec::with_capacity(requests);
+    for _ in 0..requests {
+        let started = Instant::now();
+        let mut asks = tokio::task::JoinSet::new();
+        for path in overview() {
+            let (reader, path) = (reader.clone(), format!("/insights/{}/{path}", p.project));
+            asks.spawn(async move { reader.get(&path).await });
+        }
+        while let Some(answer) = asks.join_next().await {
+            answer??;
+        }
+        millis.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    let mut overview_row = percentiles(millis);
+    overview_row["questions"] = json!(overview().len());
+    Ok(json!({"questions": cases, "overview_at_once": overview_row}))
 }
 
-async fn get(addr: SocketAddr, p: &Pipeline, path: &str) -> Result<Value> {
-    let stream = tokio::net::TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
-    let request = Request::get(path)
-        .header("host", addr.to_string())
-        .header("openpanel-client-id", &p.read_id)
-        .header("openpanel-client-secret", &p.read_secret)
-        .body(Empty::<Bytes>::new())?;
-    let response =
-        tokio::time::timeout(Duration::from_secs(60), sender.send_request(request)).await??;
-    let status = response.status();
-    let body = response.into_body().collect().await?.to_bytes();
-    if !status.is_success() {
-        bail!("{path}: {status} {}", String::from_utf8_lossy(&body));
+/// The pipeline's read client.
+#[derive(Clone)]
+struct Reader {
+    addr: SocketAddr,
+    id: String,
+    secret: String,
+}
+
+impl Reader {
+    async fn get(&self, path: &str) -> Result<Value> {
+        let stream = tokio::net::TcpStream::connect(self.addr).await?;
+        stream.set_nodelay(true)?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        let request = Request::get(path)
+            .header("host", self.addr.to_string())
+            .header("openpanel-client-id", &self.id)
+            .header("openpanel-client-secret", &self.secret)
+            .body(Empty::<Bytes>::new())?;
+        let response =
+            tokio::time::timeout(Duration::from_secs(60), sender.send_request(request)).await??;
+        let status = response.status();
+        let body = response.into_body().collect().await?.to_bytes();
+        if !status.is_success() {
+            bail!("{path}: {status} {}", String::from_utf8_lossy(&body));
+        }
+        Ok(serde_json::from_slice(&body)?)
     }
-    Ok(serde_json::from_slice(&body)?)
 }

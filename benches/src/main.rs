@@ -4,6 +4,7 @@
 //! mode, and writes a JSON report and a Markdown table of ratios.
 
 mod baselines;
+mod cpu;
 mod events;
 mod insights;
 mod load;
@@ -17,6 +18,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
 
+use crate::baselines::Views;
+use crate::cpu::{Reading, Servers, process_usage, settle_merges};
 use crate::events::SENT_MS;
 use crate::load::unix_ms;
 
@@ -39,10 +42,13 @@ enum Cmd {
         #[command(flatten)]
         pipeline: SuiteArgs,
         /// Events stored before measuring.
-        #[arg(long, default_value_t = 1_000_000)]
+        #[arg(long, default_value_t = 5_000_000)]
         events: u64,
+        /// Devices the events belong to.
+        #[arg(long, default_value_t = 200_000)]
+        devices: u64,
         /// Requests per question.
-        #[arg(long, default_value_t = 20)]
+        #[arg(long, default_value_t = 10)]
         requests: usize,
     },
     /// Drive a running edge.
@@ -105,6 +111,9 @@ struct SuiteArgs {
     /// Also run end to end at 2x/4x payload and 1/2 partitions.
     #[arg(long)]
     matrix: bool,
+    /// Events of the insights latency run (0: none).
+    #[arg(long, default_value_t = 5_000_000)]
+    insights_events: u64,
     #[arg(long, default_value = "benches/results")]
     out: PathBuf,
     /// Data directory of the run command (`regexes.yaml`, `geoip/*.mmdb`),
@@ -124,16 +133,11 @@ fn main() -> Result<()> {
             Cmd::Insights {
                 pipeline,
                 events,
+                devices,
                 requests,
             } => {
-                let p = start_pipeline(&pipeline, "insights", 1).await?;
-                let started = Instant::now();
-                insights::fill(&p, events)?;
-                eprintln!(
-                    "{events} events stored in {:.1} s",
-                    started.elapsed().as_secs_f64()
-                );
-                let measured = insights::measure(&p, requests).await?;
+                let data = insights::Dataset { events, devices };
+                let measured = insights_latency(&pipeline, data, requests).await?;
                 println!("{}", serde_json::to_string_pretty(&measured)?);
                 Ok(())
             }
@@ -348,6 +352,26 @@ async fn raw_events(p: &Pipeline, partitions: u16) -> Result<u64> {
     Ok(total)
 }
 
+/// The insights questions' latency on a fresh pipeline holding `data`.
+async fn insights_latency(
+    args: &SuiteArgs,
+    data: insights::Dataset,
+    requests: usize,
+) -> Result<Value> {
+    let p = start_pipeline(args, "insights", 1).await?;
+    let started = Instant::now();
+    insights::fill(&p, data)?;
+    eprintln!(
+        "{} events stored in {:.1} s",
+        data.events,
+        started.elapsed().as_secs_f64()
+    );
+    let mut measured = insights::measure(&p, requests).await?;
+    measured["events"] = json!(data.events);
+    measured["devices"] = json!(data.devices);
+    Ok(measured)
+}
+
 /// `analytics <command>` configured for the pipeline `name`.
 fn analytics_command(
     args: &SuiteArgs,
@@ -460,31 +484,6 @@ fn plan(
     }
 }
 
-/// CPU seconds (user + system) and peak resident memory (MB) of a process.
-fn process_usage(pid: u32) -> (f64, f64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    let cpu = (ticks(11) + ticks(12)) / 100.0;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let peak_kb = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        .unwrap_or(0.0);
-    (cpu, peak_kb / 1024.0)
-}
-
 /// Waits until `expected` events of the pipeline's project are visible in
 /// ClickHouse (the backlog is drained).
 async fn wait_visible(args: &SuiteArgs, p: &Pipeline, expected: u64) -> Result<()> {
@@ -517,6 +516,8 @@ async fn end_to_end(
     size_factor: usize,
     rate: Option<f64>,
 ) -> Result<Value> {
+    let servers = Servers::find(&args.redis_url, &args.clickhouse_url);
+    let before = Reading::take(Some(p.child.id()), &servers);
     let (cpu_before, _) = process_usage(p.child.id());
     let load = tokio::spawn(load::run(plan(args, p, 100, rate, seconds, size_factor)));
     let mut lags = Vec::new();
@@ -547,6 +548,11 @@ async fn end_to_end(
     wait_visible(args, p, outcome.events_accepted).await?;
     let drain = sent_done.elapsed().as_secs_f64();
     let (cpu_after, peak_mb) = process_usage(p.child.id());
+    settle_merges(&args.clickhouse_url);
+    let cpu = before.per_item(
+        &Reading::take(Some(p.child.id()), &servers),
+        outcome.events_accepted,
+    );
     lags.sort_by(|a, b| a.total_cmp(b));
     let p99 = lags
         .get(((lags.len() as f64 * 0.99).ceil() as usize).saturating_sub(1))
@@ -562,6 +568,7 @@ async fn end_to_end(
         "lag_max_seconds": lags.last().copied().unwrap_or(0.0),
         "peak_rss_mb": peak_mb,
         "cpu_seconds_per_million": (cpu_after - cpu_before) / (events / 1e6).max(1e-9),
+        "cpu_per_stored_event": cpu,
         "rejected_requests": outcome.rejected_requests,
     }))
 }
@@ -717,13 +724,35 @@ async fn suite(args: SuiteArgs) -> Result<()> {
         Duration::from_secs(secs),
     )
     .await?;
+    let servers = Servers::find(&args.redis_url, &args.clickhouse_url);
     eprintln!("baseline: ClickHouse inserts");
-    let ch = baselines::clickhouse_insert(&args.clickhouse_url, &scratch, 500_000, 10_000).await?;
-    clickhouse_query(
+    let ch = baselines::clickhouse_insert(
         &args.clickhouse_url,
-        "default",
-        &format!("DROP DATABASE IF EXISTS {scratch}"),
-    )?;
+        &scratch,
+        500_000,
+        10_000,
+        Views::Kept,
+        &servers,
+    )
+    .await?;
+    eprintln!("baseline: bare storage ceiling (events without views)");
+    let bare_db = format!("{scratch}_bare");
+    let bare = baselines::clickhouse_insert(
+        &args.clickhouse_url,
+        &bare_db,
+        500_000,
+        10_000,
+        Views::Dropped,
+        &servers,
+    )
+    .await?;
+    for db in [&scratch, &bare_db] {
+        clickhouse_query(
+            &args.clickhouse_url,
+            "default",
+            &format!("DROP DATABASE IF EXISTS {db}"),
+        )?;
+    }
 
     let pipeline = start_edge_alone(&args, "edge", 4).await?;
     eprintln!("edge (alone): single events, as fast as possible");
@@ -799,8 +828,19 @@ async fn suite(args: SuiteArgs) -> Result<()> {
         args.e2e_seconds.min(30)
     );
     let overload = overload(&args, args.e2e_seconds.min(30)).await?;
+    let insights = if args.insights_events > 0 {
+        eprintln!("insights: {} events", args.insights_events);
+        let data = insights::Dataset {
+            events: args.insights_events,
+            devices: (args.insights_events / 25).max(1),
+        };
+        insights_latency(&args, data, 5).await?
+    } else {
+        Value::Null
+    };
+    report["insights"] = insights.clone();
     report["overload"] = overload.clone();
-    report["baselines"] = json!({"plain_http": plain, "plain_http_at_edge_half_rate": plain_half, "xadd": xadd, "clickhouse_insert": ch});
+    report["baselines"] = json!({"plain_http": plain, "plain_http_at_edge_half_rate": plain_half, "xadd": xadd, "clickhouse_insert": ch, "bare_storage": bare});
     report["edge"] = json!({
         "process": "analytics edge, alone",
         "single": single,
@@ -828,8 +868,12 @@ async fn suite(args: SuiteArgs) -> Result<()> {
         xadd.per_second
     );
     md += &format!(
-        "| raw ClickHouse insert (baseline) | {:.0} rows/s | | |\n",
-        ch.per_second
+        "| raw ClickHouse insert, whole schema (baseline) | {:.0} rows/s, ClickHouse {:.1} CPU-µs per row | | |\n",
+        ch.throughput.per_second, ch.clickhouse_cpu_us_per_row
+    );
+    md += &format!(
+        "| bare storage ceiling: `events` without views, 10,000-row blocks (baseline) | {:.0} rows/s, ClickHouse {:.1} CPU-µs per row | | |\n",
+        bare.throughput.per_second, bare.clickhouse_cpu_us_per_row
     );
     md += &format!(
         "| edge (`analytics edge` alone; {in_redis} events on the raw stream for {accepted} accepted), single events | {:.0} req/s, p99 {:.2} ms | {:.0}% of plain hyper | ≥ 50% |\n",
@@ -859,7 +903,20 @@ async fn suite(args: SuiteArgs) -> Result<()> {
         f(&e2e, "lag_p99_seconds"),
         f(&e2e, "peak_rss_mb"),
         f(&e2e, "cpu_seconds_per_million"),
-        ratio(f(&e2e, "events_per_second"), ch.per_second)
+        ratio(f(&e2e, "events_per_second"), ch.throughput.per_second)
+    );
+    let cpu = &e2e["cpu_per_stored_event"];
+    let bare_us = bare.clickhouse_cpu_us_per_row.max(1e-9);
+    md += &format!(
+        "| end to end, CPU per stored event | pipeline {:.1} µs, Redis {:.1} µs, ClickHouse {:.1} µs (merges included), total {:.1} µs; {:.0}% of the bare ceiling's rows/s | total {:.1}× the bare ceiling's CPU per row; Redis {:.1}×, ClickHouse {:.1}× | total ≤ 4×, Redis and ClickHouse each ≤ 1.5×; ≥ 25% of the bare rows/s |\n",
+        f(cpu, "pipeline_us"),
+        f(cpu, "redis_us"),
+        f(cpu, "clickhouse_us"),
+        f(cpu, "total_us"),
+        ratio(f(&e2e, "events_per_second"), bare.throughput.per_second),
+        f(cpu, "total_us") / bare_us,
+        f(cpu, "redis_us") / bare_us,
+        f(cpu, "clickhouse_us") / bare_us,
     );
     md += &format!(
         "| end to end at 80% of that ({} s at {:.0} events/s offered) | {:.0} events/s stored, lag p99 {:.2} s, max {:.2} s, peak RSS {:.0} MB | | lag p99 < 2 s |\n",
@@ -885,6 +942,24 @@ async fn suite(args: SuiteArgs) -> Result<()> {
         f(&overload, "rss_max_first_half_mb"),
         f(&overload, "rss_max_second_half_mb")
     );
+    if let Some(questions) = insights["questions"].as_array() {
+        for q in questions {
+            md += &format!(
+                "| insights, {} events: {} | p50 {:.0} ms, p95 {:.0} ms | | p95 ≤ 1 s |\n",
+                insights["events"],
+                q["case"].as_str().unwrap_or(""),
+                f(q, "p50_ms"),
+                f(q, "p95_ms"),
+            );
+        }
+        let o = &insights["overview_at_once"];
+        md += &format!(
+            "| insights: a dashboard overview's {} questions at once | p50 {:.0} ms, p95 {:.0} ms | | all within 2 s |\n",
+            o["questions"],
+            f(o, "p50_ms"),
+            f(o, "p95_ms"),
+        );
+    }
     for m in &matrix {
         let r = &m["result"];
         md += &format!(
