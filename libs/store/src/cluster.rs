@@ -49,6 +49,20 @@ pub fn rewrite(statement: &str, database: &str, cluster: &str) -> Result<Vec<Str
             ),
         ]);
     }
+    if let Some(name) = statement.strip_prefix("DROP TABLE IF EXISTS ") {
+        let name = name.trim();
+        // A view is one object per server; a table is the shards' local
+        // tables behind a distributed one.
+        let mut dropped = vec![format!(
+            "DROP TABLE IF EXISTS {database}.{name} ON CLUSTER {cluster}"
+        )];
+        if !name.ends_with("_mv") {
+            dropped.push(format!(
+                "DROP TABLE IF EXISTS {database}.{name}_local ON CLUSTER {cluster}"
+            ));
+        }
+        return Ok(dropped);
+    }
     if let Some(rest) = statement.strip_prefix("CREATE MATERIALIZED VIEW IF NOT EXISTS ") {
         let (name, rest) = rest.split_once(" TO ").ok_or_else(unsupported)?;
         let (target, select) = rest.split_once(" AS\n").ok_or_else(unsupported)?;
@@ -147,7 +161,10 @@ mod tests {
             for statement in migration.statements() {
                 let rewritten = rewrite(&statement, "db", "c").unwrap();
                 for s in &rewritten {
-                    assert!(s.contains(" ON CLUSTER c "), "{s}");
+                    assert!(
+                        s.contains(" ON CLUSTER c ") || s.ends_with(" ON CLUSTER c"),
+                        "{s}"
+                    );
                     assert!(
                         !s.contains("FROM events\n"),
                         "a view still reads `events`: {s}"
@@ -179,6 +196,21 @@ mod tests {
             "ReplicatedMergeTree('/clickhouse/tables/{shard}/db/events_local', '{replica}')\n"
         ));
         assert!(out[1].ends_with("Distributed(c, db, events_local, cityHash64(device_id))"));
+    }
+
+    #[test]
+    fn dropped_tables_go_on_every_shard_with_their_local_tables() {
+        assert_eq!(
+            rewrite("DROP TABLE IF EXISTS top_hourly_mv", "db", "c").unwrap(),
+            ["DROP TABLE IF EXISTS db.top_hourly_mv ON CLUSTER c"]
+        );
+        assert_eq!(
+            rewrite("DROP TABLE IF EXISTS top_hourly", "db", "c").unwrap(),
+            [
+                "DROP TABLE IF EXISTS db.top_hourly ON CLUSTER c",
+                "DROP TABLE IF EXISTS db.top_hourly_local ON CLUSTER c"
+            ]
+        );
     }
 
     #[test]

@@ -33,6 +33,7 @@ migrations! {
     3 => "0003_profile_aliases",
     4 => "0004_sessions",
     5 => "0005_hourly_aggregates",
+    6 => "0006_drop_top_hourly",
 }
 
 #[derive(Row, Serialize)]

@@ -266,21 +266,9 @@ fn top_sql(
     range: &Range,
     filters: &[Filter],
     dimension: Dimension,
-    hourly: bool,
     limit: u64,
 ) -> Sql {
     let mut sql = match dimension {
-        Dimension::Column(column) if hourly => {
-            let mut sql = Sql::new(
-                "SELECT value, countMerge(views) AS views, uniqExactMerge(visitors) AS unique_visitors, \
-                 uniqExactIfMerge(sessions) AS sessions FROM top_hourly",
-            );
-            sql.append(&hourly_where(project, range))
-                .push(" AND dimension = ?")
-                .str(column)
-                .push(" GROUP BY value");
-            sql
-        }
         Dimension::Column(column) => {
             let mut sql = Sql::new(&format!(
                 "SELECT {column} AS value, count() AS views, uniqExact(device_id) AS unique_visitors, \
@@ -319,12 +307,8 @@ pub async fn top(
     dimension: Dimension,
     limit: u64,
 ) -> Result<Vec<TopRow>, QueryError> {
-    let hourly = match dimension {
-        Dimension::Column(_) => runner.aggregates_answer([range], filters).await?[0],
-        Dimension::EntryPages | Dimension::ExitPages => false,
-    };
     runner
-        .fetch_all::<TopRow>(&top_sql(project, range, filters, dimension, hourly, limit))
+        .fetch_all::<TopRow>(&top_sql(project, range, filters, dimension, limit))
         .await
 }
 
@@ -834,11 +818,11 @@ mod tests {
                 check_columns::<Bucket>(&sql.text).unwrap();
                 assert_bound(&sql);
             }
-            for (_, dimension) in DIMENSIONS {
-                let sql = top_sql("p", &r, &f, *dimension, hourly, 10);
-                check_columns::<TopRow>(&sql.text).unwrap();
-                assert_bound(&sql);
-            }
+        }
+        for (_, dimension) in DIMENSIONS {
+            let sql = top_sql("p", &r, &f, *dimension, 10);
+            check_columns::<TopRow>(&sql.text).unwrap();
+            assert_bound(&sql);
         }
         let sql = sessions_sql("p", &r, &f);
         check_columns::<SessionTotals>(&sql.text).unwrap();
