@@ -27,6 +27,8 @@ pub enum Route {
 pub struct Limits {
     pub max_batch_events: usize,
     pub max_depth: usize,
+    /// Largest event of a batch, in bytes (the edge gives its body limit).
+    pub max_item_bytes: usize,
 }
 
 impl Default for Limits {
@@ -34,6 +36,7 @@ impl Default for Limits {
         Limits {
             max_batch_events: 2_000,
             max_depth: 32,
+            max_item_bytes: usize::MAX,
         }
     }
 }
@@ -76,9 +79,25 @@ impl ValidationError {
 
 /// Deepest nesting of arrays and objects in a JSON text, found without
 /// parsing it, so a hostile body cannot drive a recursive parser deep.
-/// String contents (most of a body) are skipped with a vectorised search.
 pub fn max_json_depth(bytes: &[u8]) -> usize {
+    shape(bytes, usize::MAX).depth
+}
+
+/// What one pass over a JSON text finds without parsing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Shape {
+    /// Deepest nesting of arrays and objects.
+    depth: usize,
+    /// The first element of the outermost array or object that takes more
+    /// than the item limit (with the blanks around it).
+    oversized: Option<usize>,
+}
+
+/// Walks the structure of a JSON text once. String contents (most of a
+/// body) are skipped with a vectorised search.
+fn shape(bytes: &[u8], item_limit: usize) -> Shape {
     let (mut depth, mut max, mut i) = (0usize, 0usize, 0usize);
+    let (mut index, mut start, mut oversized) = (0usize, 0usize, None);
     while i < bytes.len() {
         match bytes[i] {
             b'"' => {
@@ -87,7 +106,12 @@ pub fn max_json_depth(bytes: &[u8]) -> usize {
                 i += 1;
                 loop {
                     match memchr::memchr2(b'"', b'\\', &bytes[i..]) {
-                        None => return max,
+                        None => {
+                            return Shape {
+                                depth: max,
+                                oversized,
+                            };
+                        }
                         Some(at) if bytes[i + at] == b'\\' => i += at + 2,
                         Some(at) => {
                             i += at;
@@ -95,20 +119,39 @@ pub fn max_json_depth(bytes: &[u8]) -> usize {
                         }
                     }
                     if i >= bytes.len() {
-                        return max;
+                        return Shape {
+                            depth: max,
+                            oversized,
+                        };
                     }
                 }
             }
             b'[' | b'{' => {
                 depth += 1;
                 max = max.max(depth);
+                if depth == 1 {
+                    start = i + 1;
+                }
+            }
+            byte @ (b']' | b'}' | b',') if depth == 1 => {
+                if oversized.is_none() && i - start > item_limit {
+                    oversized = Some(index);
+                }
+                if byte == b',' {
+                    (index, start) = (index + 1, i + 1);
+                } else {
+                    depth = 0;
+                }
             }
             b']' | b'}' => depth = depth.saturating_sub(1),
             _ => {}
         }
         i += 1;
     }
-    max
+    Shape {
+        depth: max,
+        oversized,
+    }
 }
 
 /// Parses and validates a request body. `body` is used as scratch space by the parser.
@@ -126,7 +169,8 @@ pub fn validate(
             None,
         ));
     }
-    if max_json_depth(body) > limits.max_depth {
+    let shape = shape(body, limits.max_item_bytes);
+    if shape.depth > limits.max_depth {
         return Err(ValidationError::new(
             format!("JSON is nested deeper than {} levels", limits.max_depth),
             None,
@@ -164,11 +208,22 @@ pub fn validate(
                     None,
                 ));
             }
-            items
+            let events = items
                 .into_iter()
                 .enumerate()
                 .map(|(i, item)| envelope(item, Some(i)))
-                .collect()
+                .collect::<Result<Vec<_>, _>>()?;
+            // A batch cannot carry an event `/track` would refuse.
+            match shape.oversized {
+                Some(index) => Err(ValidationError::new(
+                    format!(
+                        "event {index} is larger than {} bytes, the limit of one event",
+                        limits.max_item_bytes
+                    ),
+                    Some(&format!("[{index}]")),
+                )),
+                None => Ok(events),
+            }
         }
     }
 }

@@ -73,49 +73,6 @@ fn header_str(headers: &HeaderMap, name: &str, max: usize) -> String {
     v[..end].to_owned()
 }
 
-/// The index of the first element of the JSON array `body` that takes
-/// more than `limit` bytes (with the blanks around it), so a batch cannot
-/// carry an event `/track` would refuse. Reads only the structure: for a
-/// body that is not an array, whatever it finds is never used, since
-/// validation refuses such a body.
-fn oversized_item(body: &[u8], limit: usize) -> Option<usize> {
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    let (mut index, mut start) = (0, 0);
-    for (at, &byte) in body.iter().enumerate() {
-        if in_string {
-            match byte {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match byte {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                if depth == 1 {
-                    start = at + 1;
-                }
-            }
-            b']' | b'}' | b',' if depth == 1 => {
-                if at - start > limit {
-                    return Some(index);
-                }
-                if byte == b',' {
-                    (index, start) = (index + 1, at + 1);
-                } else {
-                    depth = 0;
-                }
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    None
-}
-
 fn utc_day(ms: i64) -> String {
     let date = time::OffsetDateTime::from_unix_timestamp(ms / 1000)
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
@@ -229,23 +186,10 @@ impl Edge {
             };
         let limits = Limits {
             max_batch_events: self.config.edge.max_batch_events,
+            max_item_bytes: self.config.edge.max_body_bytes,
             ..Limits::default()
         };
-        // Measured before validation, which parses the body in place.
-        let oversized = match route {
-            Route::Batch => oversized_item(&bytes, self.config.edge.max_body_bytes),
-            _ => None,
-        };
         let incoming = validate(&mut bytes, route, &limits)?;
-        if let Some(index) = oversized {
-            return Err(ApiError::bad_request(
-                format!(
-                    "event {index} is larger than {} bytes, the limit of one event",
-                    self.config.edge.max_body_bytes
-                ),
-                Some(format!("[{index}]")),
-            ));
-        }
         let mut stamp = Stamp {
             received_at_ms: now_ms(),
             ip,
@@ -435,26 +379,6 @@ mod tests {
             headers.append("x-forwarded-for", HeaderValue::from_str(value).unwrap());
         }
         client_ip(header, &trusted, &headers, ip(peer))
-    }
-
-    #[test]
-    fn batch_items_are_measured_one_by_one() {
-        let item = |n: usize| {
-            format!(
-                r#"{{"type":"track","payload":{{"name":"{}"}}}}"#,
-                "x".repeat(n)
-            )
-        };
-        let body = format!("[{}, {} ,{}]", item(10), item(100), item(10));
-        assert_eq!(oversized_item(body.as_bytes(), 200), None);
-        assert_eq!(oversized_item(body.as_bytes(), 100), Some(1));
-        // Brackets, braces, commas and escaped quotes inside strings are text.
-        let tricky = format!(r#"[{{"a":"],[{{\"}},"}}, {}]"#, item(100));
-        assert_eq!(oversized_item(tricky.as_bytes(), 100), Some(1));
-        assert_eq!(oversized_item(tricky.as_bytes(), 200), None);
-        let last = format!("[{}]", item(1_000));
-        assert_eq!(oversized_item(last.as_bytes(), 1_000), Some(0));
-        assert_eq!(oversized_item(b"[]", 10), None);
     }
 
     #[test]

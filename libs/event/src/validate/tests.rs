@@ -166,6 +166,7 @@ fn batch_limits_apply() {
     let limits = Limits {
         max_batch_events: 2,
         max_depth: 32,
+        ..Limits::default()
     };
     let err = validate(&mut body.into_bytes(), Route::Batch, &limits).unwrap_err();
     assert!(err.message.contains("more than the limit of 2"), "{err}");
@@ -247,4 +248,49 @@ fn increment_defaults_to_one() {
     assert_eq!(e.kind, EventKind::Decrement);
     assert_eq!(e.property.as_deref(), Some("credits"));
     assert_eq!(e.value, Some(1.0));
+}
+
+#[test]
+fn batch_items_are_measured_one_by_one() {
+    let item = |n: usize| {
+        format!(
+            r#"{{"type":"track","payload":{{"name":"{}"}}}}"#,
+            "x".repeat(n)
+        )
+    };
+    let oversized = |body: &str, limit| shape(body.as_bytes(), limit).oversized;
+    let body = format!("[{}, {} ,{}]", item(10), item(100), item(10));
+    assert_eq!(oversized(&body, 200), None);
+    assert_eq!(oversized(&body, 100), Some(1));
+    // Brackets, braces, commas and escaped quotes inside strings are text.
+    let tricky = format!(r#"[{{"a":"],[{{\"}},"}}, {}]"#, item(100));
+    assert_eq!(oversized(&tricky, 100), Some(1));
+    assert_eq!(oversized(&tricky, 200), None);
+    let last = format!("[{}]", item(1_000));
+    assert_eq!(oversized(&last, 1_000), Some(0));
+    assert_eq!(oversized("[]", 10), None);
+}
+
+#[test]
+fn an_oversized_batch_event_is_named_after_the_batch_validates() {
+    let limits = Limits {
+        max_item_bytes: 60,
+        ..Limits::default()
+    };
+    let small = r#"{"type":"track","payload":{"name":"a"}}"#;
+    let large = format!(
+        r#"{{"type":"track","payload":{{"name":"{}"}}}}"#,
+        "x".repeat(60)
+    );
+    let mut body = format!("[{small},{large}]").into_bytes();
+    let err = validate(&mut body, Route::Batch, &limits).unwrap_err();
+    assert_eq!(err.field.as_deref(), Some("[1]"));
+    assert_eq!(
+        err.message,
+        "event 1 is larger than 60 bytes, the limit of one event"
+    );
+    // An invalid event is named first, as the batch's own error.
+    let mut body = format!(r#"[{large},{{"type":"track","payload":{{}}}}]"#).into_bytes();
+    let err = validate(&mut body, Route::Batch, &limits).unwrap_err();
+    assert_eq!(err.field.as_deref(), Some("[1].payload.name"));
 }
