@@ -180,7 +180,7 @@ pub async fn clickhouse_insert(
             ..EventRow::default()
         })
         .collect();
-    settle_merges(clickhouse_url);
+    settle_merges(clickhouse_url).await;
     let cpu_before = servers.clickhouse_seconds();
     let start = Instant::now();
     let mut inserted = 0;
@@ -189,7 +189,7 @@ pub async fn clickhouse_insert(
         inserted += template.len();
     }
     let seconds = start.elapsed().as_secs_f64();
-    settle_merges(clickhouse_url);
+    settle_merges(clickhouse_url).await;
     let cpu = servers.clickhouse_seconds() - cpu_before;
     Ok(InsertCost {
         throughput: Throughput {

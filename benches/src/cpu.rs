@@ -140,7 +140,7 @@ impl Reading {
 
 /// Waits (at most a minute) until ClickHouse runs no merge, so that the CPU
 /// read afterwards includes the merges the inserts caused.
-pub fn settle_merges(clickhouse_url: &str) {
+pub async fn settle_merges(clickhouse_url: &str) {
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(60) {
         let running = crate::clickhouse_query(
@@ -153,7 +153,7 @@ pub fn settle_merges(clickhouse_url: &str) {
         if running == Some(0) {
             return;
         }
-        std::thread::sleep(Duration::from_millis(200));
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

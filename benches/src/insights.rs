@@ -72,55 +72,36 @@ fn day(d: u64) -> String {
     format!("2026-01-{:02}", d + 1)
 }
 
-/// The whole dataset's range, in UTC.
-fn whole_range() -> String {
+/// An endpoint over the whole dataset's range, in UTC, with `extra`
+/// parameters.
+fn ask(endpoint: &str, extra: &str) -> String {
     format!(
-        "startDate={}&endDate={}&timezone=UTC",
+        "{endpoint}?startDate={}&endDate={}&timezone=UTC{extra}",
         day(0),
         day(DAYS - 1)
     )
 }
 
-fn top(dimension: &str) -> String {
-    format!("top/{dimension}?{}", whole_range())
-}
-
 fn questions() -> Vec<Case> {
-    let range = whole_range();
+    let case = |name, path| Case { name, path };
     vec![
-        Case {
-            name: "metrics",
-            path: format!("metrics?{range}"),
-        },
-        Case {
-            name: "timeseries (day)",
-            path: format!("timeseries?{range}&interval=day"),
-        },
-        Case {
-            name: "top pages",
-            path: top("pages"),
-        },
-        Case {
-            name: "top countries",
-            path: top("countries"),
-        },
-        Case {
-            name: "funnel (3 steps)",
-            path: format!("funnel?{range}&steps=screen_view,signup,purchase"),
-        },
-        Case {
-            name: "retention (week)",
-            path: format!("retention?{range}&period=week"),
-        },
+        case("metrics", ask("metrics", "")),
+        case("timeseries (day)", ask("timeseries", "&interval=day")),
+        case("top pages", ask("top/pages", "")),
+        case("top countries", ask("top/countries", "")),
+        case(
+            "funnel (3 steps)",
+            ask("funnel", "&steps=screen_view,signup,purchase"),
+        ),
+        case("retention (week)", ask("retention", "&period=week")),
     ]
 }
 
 /// What a dashboard's overview asks when it opens.
 fn overview() -> Vec<String> {
-    let range = whole_range();
     let mut paths = vec![
-        format!("metrics?{range}"),
-        format!("timeseries?{range}&interval=day"),
+        ask("metrics", ""),
+        ask("timeseries", "&interval=day"),
         "live".to_owned(),
     ];
     for dimension in [
@@ -131,7 +112,7 @@ fn overview() -> Vec<String> {
         "os",
         "devices",
     ] {
-        paths.push(top(dimension));
+        paths.push(ask(&format!("top/{dimension}"), ""));
     }
     paths
 }

@@ -518,7 +518,6 @@ async fn end_to_end(
 ) -> Result<Value> {
     let servers = Servers::find(&args.redis_url, &args.clickhouse_url);
     let before = Reading::take(Some(p.child.id()), &servers);
-    let (cpu_before, _) = process_usage(p.child.id());
     let load = tokio::spawn(load::run(plan(args, p, 100, rate, seconds, size_factor)));
     let mut lags = Vec::new();
     let started = Instant::now();
@@ -550,8 +549,8 @@ async fn end_to_end(
     let sent_done = Instant::now();
     wait_visible(args, p, outcome.events_accepted).await?;
     let drain = sent_done.elapsed().as_secs_f64();
-    let (cpu_after, peak_mb) = process_usage(p.child.id());
-    settle_merges(&args.clickhouse_url);
+    let (_, peak_mb) = process_usage(p.child.id());
+    settle_merges(&args.clickhouse_url).await;
     let cpu = before.per_item(
         &Reading::take(Some(p.child.id()), &servers),
         outcome.events_accepted,
@@ -570,7 +569,8 @@ async fn end_to_end(
         "lag_p99_seconds": p99,
         "lag_max_seconds": lags.last().copied().unwrap_or(0.0),
         "peak_rss_mb": peak_mb,
-        "cpu_seconds_per_million": (cpu_after - cpu_before) / (events / 1e6).max(1e-9),
+        // µs per event is seconds per million events.
+        "cpu_seconds_per_million": cpu.pipeline_us,
         "cpu_per_stored_event": cpu,
         "rejected_requests": outcome.rejected_requests,
     }))
