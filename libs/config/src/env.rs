@@ -72,6 +72,7 @@ setters! {
     "ANALYTICS_ENRICHER_SESSION_TIMEOUT_MS" => |c, k, v| c.enricher.session_timeout_ms = parse(k, v)?;
     "ANALYTICS_ENRICHER_SESSION_GRACE_MS" => |c, k, v| c.enricher.session_grace_ms = parse(k, v)?;
     "ANALYTICS_ENRICHER_DEDUPE_WINDOW_MS" => |c, k, v| c.enricher.dedupe_window_ms = parse(k, v)?;
+    "ANALYTICS_ENRICHER_LEASE_TTL_MS" => |c, k, v| c.enricher.lease_ttl_ms = parse(k, v)?;
     "ANALYTICS_ENRICHER_STALL_AFTER_MS" => |c, k, v| c.enricher.stall_after_ms = parse(k, v)?;
     "ANALYTICS_INSIGHTS_MAX_RANGE_DAYS" => |c, k, v| c.insights.max_range_days = parse(k, v)?;
     "ANALYTICS_INSIGHTS_RATE_LIMIT_PER_SECOND" => |c, k, v| c.insights.rate_limit_per_second = parse(k, v)?;

@@ -188,6 +188,11 @@ pub struct EnricherConfig {
     /// How long a client event id is remembered to drop retries.
     #[serde(default = "defaults::dedupe_window_ms")]
     pub dedupe_window_ms: u64,
+    /// How long a partition's lease lasts without renewal: how long a
+    /// partition waits for a new owner when its enricher dies without
+    /// handing it over. Renewed six times per lifetime.
+    #[serde(default = "defaults::lease_ttl_ms")]
+    pub lease_ttl_ms: u64,
     /// A partition task silent this long (no read, no commit) makes
     /// `/readyz` answer 503.
     #[serde(default = "defaults::stall_after_ms")]
@@ -290,6 +295,9 @@ mod defaults {
     }
     pub fn dedupe_window_ms() -> u64 {
         60 * 60 * 1000
+    }
+    pub fn lease_ttl_ms() -> u64 {
+        6_000
     }
     pub fn max_range_days() -> u32 {
         400
@@ -487,6 +495,9 @@ impl Config {
         }
         if self.enricher.session_timeout_ms < 1000 {
             return invalid("enricher.session_timeout_ms", "must be at least 1000");
+        }
+        if !(600..=600_000).contains(&self.enricher.lease_ttl_ms) {
+            return invalid("enricher.lease_ttl_ms", "must be between 600 and 600000");
         }
         if self.enricher.dedupe_window_ms < 60_000 {
             return invalid("enricher.dedupe_window_ms", "must be at least 60000");

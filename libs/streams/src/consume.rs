@@ -70,6 +70,11 @@ pub struct Subscription {
     pub max_deliveries: u64,
     /// Longest wait of a read for new entries.
     pub block: Duration,
+    /// Whether the loop starts by taking over every entry other consumers
+    /// hold, however recently read: set when this consumer owns the
+    /// partition ([`consume_owned`](crate::consume_owned)), whose lease
+    /// says they are abandoned.
+    pub takeover: bool,
 }
 
 impl Subscription {
@@ -87,7 +92,7 @@ pub async fn consume<H: Handler>(
     reader: Conn,
     mut conn: Conn,
     mut handler: H,
-    health: PartitionHealth,
+    health: &PartitionHealth,
     shutdown: CancellationToken,
 ) {
     let mut reader = GroupReader::new(
@@ -102,16 +107,25 @@ pub async fn consume<H: Handler>(
     let mut last_claim = Instant::now();
     let mut last_maintenance = Instant::now();
     let mut failures = 0u32;
+    let mut takeover = subscription.takeover;
     while !shutdown.is_cancelled() {
-        let read = if last_claim.elapsed() >= claim_every {
+        let read = if takeover || last_claim.elapsed() >= claim_every {
             last_claim = Instant::now();
             let policy = ClaimPolicy {
-                min_idle: subscription.claim_idle,
+                min_idle: if takeover {
+                    Duration::ZERO
+                } else {
+                    subscription.claim_idle
+                },
                 count: handler.read_entries(),
                 max_deliveries: subscription.max_deliveries,
             };
             let s = &subscription;
-            claim_stale(&mut conn, &s.key, &s.dead, &s.group, &s.consumer, &policy).await
+            let claimed =
+                claim_stale(&mut conn, &s.key, &s.dead, &s.group, &s.consumer, &policy).await;
+            // Taken over until a claim finds nothing more.
+            takeover &= !matches!(&claimed, Ok(batch) if batch.is_empty());
+            claimed
         } else if handler.paused().await {
             health.progressed();
             tokio::select! {
@@ -174,14 +188,8 @@ pub async fn consume_partitions<H: Handler + 'static>(
         ensure_group(&mut conn, &subscription.key, &subscription.group).await?;
         // A blocking read holds its connection for the whole block.
         let reader = connect(redis, subscription.block + Duration::from_secs(5)).await?;
-        let task = consume(
-            subscription,
-            reader,
-            conn.clone(),
-            handler,
-            health.start(p),
-            stop.clone(),
-        );
+        let (conn, health, stop) = (conn.clone(), health.start(p), stop.clone());
+        let task = async move { consume(subscription, reader, conn, handler, &health, stop).await };
         tasks.push((p, task));
     }
     supervise(tasks, &stop).await?;
@@ -283,6 +291,7 @@ mod tests {
             claim_idle: Duration::from_secs(30),
             max_deliveries: 5,
             block: Duration::from_secs(1),
+            takeover: false,
         };
         assert_eq!(s.claim_every(), Duration::from_secs(15));
         s.claim_idle = Duration::from_millis(200);

@@ -25,6 +25,7 @@ mod group;
 mod health;
 mod keys;
 mod maintenance;
+mod ownership;
 mod supervise;
 
 pub use analytics_event::bundle_documents;
@@ -41,6 +42,7 @@ pub use group::{
 pub use health::{PartitionHealth, StageHealth};
 pub use keys::{Topic, partition_for, stream_key};
 pub use maintenance::{GroupStats, StreamStats, maintain, stream_stats, trim_acknowledged};
+pub use ownership::{Lease, Ownership, assignee, consume_owned};
 pub use supervise::{TaskFailure, supervise};
 
 use std::time::Duration;

@@ -84,6 +84,11 @@ pub async fn run_enricher(
         meta,
         enrichment: load_enrichment(config),
         consumer: consumer_name(config),
+        member: format!(
+            "{}/{}",
+            consumer_name(config),
+            uuid::Uuid::new_v4().simple()
+        ),
         health,
     };
     analytics_enricher::run(config.clone(), deps, shutdown)

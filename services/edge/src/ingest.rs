@@ -209,7 +209,7 @@ impl Edge {
             let raw = stamp.event(&caller, event);
             let partition = partition_for(
                 &raw.project_id,
-                &raw.device_id,
+                &partition_key(&raw),
                 self.config.redis.partitions,
             );
             // Sized for a typical event, so the encoder rarely grows it.
@@ -282,6 +282,20 @@ struct Accepted<'a> {
     id: &'a str,
     #[serde(skip_serializing_if = "str::is_empty")]
     session_id: &'a str,
+}
+
+/// What picks an event's partition. A device's events must meet on one
+/// partition, whose owner holds the device's session; a cookieless device
+/// id changes with the daily salt, so a cookieless visitor is placed by
+/// what its ids are made of except the salt (address and user agent), and
+/// yesterday's id, whose session may still be open after midnight, lives
+/// on the same partition as today's.
+fn partition_key(raw: &RawEvent) -> std::borrow::Cow<'_, str> {
+    if raw.previous_device_id.is_empty() {
+        raw.device_id.as_str().into()
+    } else {
+        format!("{}\0{}", raw.ip, raw.user_agent).into()
+    }
 }
 
 /// What the server knows about a request, shared by its events.
@@ -367,6 +381,31 @@ pub fn client_ip(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cookieless_visitor_keeps_its_partition_when_the_salt_changes() {
+        let raw = |device: &str, previous: &str, ip: &str| -> RawEvent {
+            serde_json::from_value(json!({
+                "id": "e", "project_id": "p", "kind": "track", "name": "a",
+                "device_id": device, "previous_device_id": previous,
+                "received_at_ms": 0, "ip": ip, "user_agent": "ua"
+            }))
+            .unwrap()
+        };
+        let partition = |r: &RawEvent| partition_for(&r.project_id, &partition_key(r), 64);
+        let yesterday = raw("id-under-salt-1", "id-under-salt-0", "1.2.3.4");
+        let today = raw("id-under-salt-2", "id-under-salt-1", "1.2.3.4");
+        assert_eq!(partition(&yesterday), partition(&today));
+        let elsewhere: Vec<u16> = (0..8)
+            .map(|n| partition(&raw("x", "y", &format!("10.0.0.{n}"))))
+            .collect();
+        assert!(
+            elsewhere.iter().any(|&p| p != elsewhere[0]),
+            "addresses spread"
+        );
+        let sent = raw("client-device", "", "1.2.3.4");
+        assert_eq!(partition(&sent), partition_for("p", "client-device", 64));
+    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()

@@ -1,4 +1,5 @@
-//! Redis keys of one raw partition and of the enricher's shared state.
+//! Redis keys of one raw partition, of its owner's changelog and of the
+//! enricher's shared state.
 
 use analytics_streams::{Topic, stream_key};
 
@@ -6,7 +7,7 @@ use analytics_streams::{Topic, stream_key};
 #[derive(Debug, Clone)]
 pub struct Keys {
     prefix: String,
-    partition: u16,
+    pub partition: u16,
     pub raw: String,
     pub enriched: String,
     pub dead: String,
@@ -23,9 +24,9 @@ impl Keys {
         }
     }
 
-    /// Open session of a device (hash: id, start, last).
-    pub fn session(&self, project: &str, device: &str) -> String {
-        format!("{}:session:{{{project}:{device}}}", self.prefix)
+    /// The partition's open sessions (hash: device key → session).
+    pub fn sessions(&self) -> String {
+        format!("{}:sessions:{{p{}}}", self.prefix, self.partition)
     }
 
     /// The profile a device was last identified as.
@@ -46,19 +47,11 @@ impl Keys {
         (hash, applied)
     }
 
-    /// Dedupe buckets from `current` back `count - 1` buckets, in this
-    /// partition's slot so the commit script can use them with the streams.
-    pub fn dedupe_buckets(&self, current: u64, count: u64) -> Vec<String> {
-        (0..count)
-            .map(|back| {
-                format!(
-                    "{}:dedupe:{{p{}}}:{}",
-                    self.prefix,
-                    self.partition,
-                    current.saturating_sub(back)
-                )
-            })
-            .collect()
+    /// Dedupe bucket number `bucket` (a hash of the keys committed in it),
+    /// in this partition's slot so the commit script can use it with the
+    /// streams.
+    pub fn dedupe_bucket(&self, bucket: u64) -> String {
+        format!("{}:dedupe:{{p{}}}:{bucket}", self.prefix, self.partition)
     }
 }
 
@@ -71,11 +64,8 @@ mod tests {
         let keys = Keys::new("a", 3);
         assert_eq!(keys.raw, "a:raw:{p3}");
         assert_eq!(keys.enriched, "a:enriched:{p3}");
-        let buckets = keys.dedupe_buckets(10, 3);
-        assert_eq!(
-            buckets,
-            ["a:dedupe:{p3}:10", "a:dedupe:{p3}:9", "a:dedupe:{p3}:8"]
-        );
+        assert_eq!(keys.dedupe_bucket(10), "a:dedupe:{p3}:10");
+        assert_eq!(keys.sessions(), "a:sessions:{p3}");
         let (hash, applied) = keys.profile("proj", "user");
         assert_eq!(hash, "a:profile:{proj:user}");
         assert_eq!(applied, "a:profile:{proj:user}:applied");

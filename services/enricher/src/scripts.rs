@@ -8,16 +8,16 @@
 //! its call, so the KEYS/ARGV layout a script reads is written once.
 
 use analytics_store::{Record, encode_record};
-use analytics_streams::Conn;
+use analytics_streams::{Conn, Lease};
 
-const SESSIONS: &str = include_str!("scripts/sessions.lua");
+use crate::state::Session;
+
 const PROFILE: &str = include_str!("scripts/profile.lua");
 const COMMIT: &str = include_str!("scripts/commit.lua");
 
 /// The SHA1 digests of the loaded scripts.
 #[derive(Debug, Clone, Default)]
 pub struct Scripts {
-    pub sessions: String,
     pub profile: String,
     pub commit: String,
 }
@@ -36,42 +36,9 @@ impl Scripts {
             }
         };
         Ok(Scripts {
-            sessions: load(SESSIONS).await?,
             profile: load(PROFILE).await?,
             commit: load(COMMIT).await?,
         })
-    }
-}
-
-/// An event that may open a session: its device's session hash, its time
-/// and the id a new session would get.
-pub struct SessionEvent<'a> {
-    pub key: &'a str,
-    pub at_ms: i64,
-    pub candidate: String,
-}
-
-/// One call of `sessions.lua`: the sessions of a batch of events, in order.
-pub struct SessionsCall<'a> {
-    pub timeout_ms: u64,
-    pub grace_ms: u64,
-    /// Lifetime of a session hash after its last event.
-    pub ttl_ms: u64,
-    pub events: Vec<SessionEvent<'a>>,
-}
-
-impl SessionsCall<'_> {
-    pub fn command(&self, sha: &str) -> redis::Cmd {
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(sha).arg(self.events.len());
-        for event in &self.events {
-            cmd.arg(event.key);
-        }
-        cmd.arg(self.timeout_ms).arg(self.grace_ms).arg(self.ttl_ms);
-        for event in &self.events {
-            cmd.arg(event.at_ms).arg(&event.candidate);
-        }
-        cmd
     }
 }
 
@@ -117,55 +84,96 @@ impl ProfileCall<'_> {
     }
 }
 
-/// An entry of a commit: its id, its dedupe keys and its records.
-pub struct CommitEntry<'a> {
-    pub entry_id: &'a str,
-    /// `""` for an entry that is only acknowledged.
-    pub dedupe_key: &'a str,
-    /// The key of the same event in the previous second, or `""`.
-    pub previous_key: &'a str,
-    pub records: &'a [Record],
-}
-
-/// One call of `commit.lua`: a batch of one raw partition, committed.
+/// One call of `commit.lua`: a batch of one raw partition, committed with
+/// its state's changelog, for the holder of the partition's lease.
 pub struct CommitCall<'a> {
     pub raw: &'a str,
     pub enriched: &'a str,
-    /// The current dedupe bucket first, then older ones inside the window.
-    pub buckets: &'a [String],
+    pub lease: &'a Lease,
+    /// The current dedupe bucket and the partition's sessions hash.
+    pub bucket: &'a str,
+    pub sessions: &'a str,
     pub group: &'a str,
     pub bucket_ttl_ms: u64,
-    pub max_bundle_records: usize,
-    pub max_bundle_bytes: usize,
-    pub entries: Vec<CommitEntry<'a>>,
+    /// Enriched entries, each a bundle of record frames.
+    pub bundles: &'a [Vec<u8>],
+    /// Dedupe keys of the events stored (96 bits each).
+    pub dedupe_keys: &'a [u128],
+    pub changed: &'a [(u128, Session)],
+    pub expired: &'a [u128],
+    /// Raw entries acknowledged.
+    pub ids: &'a [&'a str],
+}
+
+/// A dedupe key as a hash field: its 96 bits.
+pub fn dedupe_field(key: u128) -> [u8; 12] {
+    key.to_be_bytes()[4..].try_into().expect("12 of 16 bytes")
 }
 
 impl CommitCall<'_> {
     pub fn command(&self, sha: &str) -> redis::Cmd {
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(sha)
-            .arg(2 + self.buckets.len())
+            .arg(5)
             .arg(self.raw)
             .arg(self.enriched)
-            .arg(self.buckets)
+            .arg(&self.lease.key)
+            .arg(self.bucket)
+            .arg(self.sessions)
             .arg(self.group)
+            .arg(&self.lease.token)
             .arg(self.bucket_ttl_ms)
-            .arg(self.max_bundle_records)
-            .arg(self.max_bundle_bytes);
-        let mut frame = Vec::new();
-        for entry in &self.entries {
-            cmd.arg(entry.entry_id)
-                .arg(entry.dedupe_key)
-                .arg(entry.previous_key)
-                .arg(entry.records.len());
-            for record in entry.records {
-                frame.clear();
-                encode_record(record, &mut frame);
-                cmd.arg(&frame);
-            }
+            .arg(self.bundles.len())
+            .arg(self.dedupe_keys.len())
+            .arg(self.changed.len())
+            .arg(self.expired.len())
+            .arg(self.ids.len());
+        for bundle in self.bundles {
+            cmd.arg(bundle);
         }
+        for key in self.dedupe_keys {
+            cmd.arg(&dedupe_field(*key)[..]);
+        }
+        for (device, session) in self.changed {
+            cmd.arg(&device.to_be_bytes()[..])
+                .arg(&session.encode()[..]);
+        }
+        for device in self.expired {
+            cmd.arg(&device.to_be_bytes()[..]);
+        }
+        cmd.arg(self.ids);
         cmd
     }
+}
+
+/// Packs records into enriched entries of at most `max_records` records
+/// and, unless one record is larger, `max_bytes` bytes.
+pub fn bundle_records<'r>(
+    records: impl IntoIterator<Item = &'r Record>,
+    max_records: usize,
+    max_bytes: usize,
+) -> (Vec<Vec<u8>>, u64) {
+    let mut bundles: Vec<Vec<u8>> = Vec::new();
+    let (mut in_bundle, mut total) = (0, 0);
+    let mut frame = Vec::new();
+    for record in records {
+        frame.clear();
+        encode_record(record, &mut frame);
+        let full = bundles.last().is_none_or(|b| {
+            in_bundle >= max_records || (!b.is_empty() && b.len() + frame.len() > max_bytes)
+        });
+        if full {
+            bundles.push(Vec::with_capacity(max_bytes.min(1 << 20)));
+            in_bundle = 0;
+        }
+        bundles
+            .last_mut()
+            .expect("pushed above")
+            .extend_from_slice(&frame);
+        in_bundle += 1;
+        total += 1;
+    }
+    (bundles, total)
 }
 
 #[cfg(test)]
@@ -179,31 +187,6 @@ mod tests {
                 other => panic!("unexpected argument {other:?}"),
             })
             .collect()
-    }
-
-    #[test]
-    fn sessions_keys_precede_the_limits_and_the_events() {
-        let call = SessionsCall {
-            timeout_ms: 10,
-            grace_ms: 2,
-            ttl_ms: 70,
-            events: vec![
-                SessionEvent {
-                    key: "k1",
-                    at_ms: 5,
-                    candidate: "s1".into(),
-                },
-                SessionEvent {
-                    key: "k2",
-                    at_ms: 6,
-                    candidate: "s2".into(),
-                },
-            ],
-        };
-        let expected = [
-            "EVALSHA", "sha", "2", "k1", "k2", "10", "2", "70", "5", "s1", "6", "s2",
-        ];
-        assert_eq!(args(&call.command("sha")), expected);
     }
 
     #[test]
@@ -244,39 +227,74 @@ mod tests {
     }
 
     #[test]
-    fn commit_entries_carry_their_record_count() {
-        let buckets = ["b0".to_owned(), "b1".to_owned()];
-        let records = [Record::Events(analytics_store::EventRow::default())];
-        let mut frame = Vec::new();
-        encode_record(&records[0], &mut frame);
+    fn commit_lists_follow_their_counts() {
+        let lease = Lease {
+            key: "lease".into(),
+            token: "me".into(),
+        };
+        let session = Session {
+            id: 1,
+            start: 2,
+            last: 3,
+            touched: 4,
+        };
+        let bundles = [b"frames".to_vec()];
         let call = CommitCall {
             raw: "raw",
             enriched: "enr",
-            buckets: &buckets,
+            lease: &lease,
+            bucket: "b0",
+            sessions: "s",
             group: "g",
             bucket_ttl_ms: 100,
-            max_bundle_records: 50,
-            max_bundle_bytes: 1000,
-            entries: vec![
-                CommitEntry {
-                    entry_id: "1-0",
-                    dedupe_key: "d",
-                    previous_key: "",
-                    records: &records,
-                },
-                CommitEntry {
-                    entry_id: "2-0",
-                    dedupe_key: "",
-                    previous_key: "",
-                    records: &[],
-                },
-            ],
+            bundles: &bundles,
+            dedupe_keys: &[7],
+            changed: &[(9, session)],
+            expired: &[],
+            ids: &["1-0", "2-0"],
         };
-        let frame = String::from_utf8_lossy(&frame).into_owned();
-        let expected = [
-            "EVALSHA", "sha", "4", "raw", "enr", "b0", "b1", "g", "100", "50", "1000", "1-0", "d",
-            "", "1", &frame, "2-0", "", "", "0",
-        ];
-        assert_eq!(args(&call.command("sha")), expected);
+        let args: Vec<Vec<u8>> = call
+            .command("sha")
+            .args_iter()
+            .map(|a| match a {
+                redis::Arg::Simple(bytes) => bytes.to_vec(),
+                other => panic!("unexpected argument {other:?}"),
+            })
+            .collect();
+        let text = |i: usize| String::from_utf8_lossy(&args[i]).into_owned();
+        let head: Vec<String> = (0..16).map(text).collect();
+        assert_eq!(
+            head,
+            [
+                "EVALSHA", "sha", "5", "raw", "enr", "lease", "b0", "s", "g", "me", "100", "1",
+                "1", "1", "0", "2"
+            ]
+        );
+        assert_eq!(args[16], b"frames");
+        assert_eq!(args[17], dedupe_field(7));
+        assert_eq!(args[18], 9u128.to_be_bytes());
+        assert_eq!(args[19], session.encode());
+        assert_eq!((text(20), text(21)), ("1-0".into(), "2-0".into()));
+        assert_eq!(args.len(), 22);
+    }
+
+    #[test]
+    fn records_are_bundled_by_count_and_size() {
+        let records: Vec<Record> = (0..5)
+            .map(|_| Record::Events(analytics_store::EventRow::default()))
+            .collect();
+        let mut frame = Vec::new();
+        encode_record(&records[0], &mut frame);
+        let (bundles, total) = bundle_records(&records, 2, 1 << 20);
+        assert_eq!(total, 5);
+        assert_eq!(
+            bundles.iter().map(Vec::len).collect::<Vec<_>>(),
+            [2 * frame.len(), 2 * frame.len(), frame.len()]
+        );
+        let (bundles, _) = bundle_records(&records, 100, frame.len() * 3 - 1);
+        assert_eq!(bundles.len(), 3, "two frames per bundle by size");
+        let (bundles, _) = bundle_records(&records, 100, 1);
+        assert_eq!(bundles.len(), 5, "a frame larger than the limit goes alone");
+        assert!(bundle_records(&[], 2, 10).0.is_empty());
     }
 }

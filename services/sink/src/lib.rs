@@ -69,6 +69,7 @@ pub async fn run(
             claim_idle: Duration::from_millis(config.sink.claim_idle_ms),
             max_deliveries: config.sink.max_deliveries,
             block,
+            takeover: false,
         };
         let ledger = StreamLedger {
             conn: conn.clone(),

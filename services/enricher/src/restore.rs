@@ -1,0 +1,88 @@
+//! A new owner's first step: the partition's state read back from its
+//! changelog in Redis (see [`crate::state`]), as the last commit left it.
+
+use analytics_event::now_ms;
+use analytics_streams::Conn;
+
+use crate::Settings;
+use crate::keys::Keys;
+use crate::process::ProcessError;
+use crate::state::{DEDUPE_BUCKETS, PartitionState, Session};
+
+/// Fields per `HSCAN` step.
+const SCAN_COUNT: usize = 10_000;
+
+/// The dedupe bucket of a wall-clock time.
+pub fn bucket_of(settings: &Settings, now_ms: i64) -> (u64, u64) {
+    let bucket_ms = (settings.dedupe_window_ms / 6).max(1);
+    (now_ms.max(0) as u64 / bucket_ms, bucket_ms)
+}
+
+/// Reads the sessions hash and the dedupe buckets of the window.
+pub async fn restore(
+    conn: &mut Conn,
+    keys: &Keys,
+    settings: &Settings,
+) -> Result<PartitionState, ProcessError> {
+    let mut state = PartitionState::new(settings);
+    let now = now_ms();
+    scan_hash(conn, &keys.sessions(), |field, value| {
+        let key = u128::from_be_bytes(field.try_into().ok()?);
+        state.sessions.restore(key, Session::decode(value)?, now);
+        Some(())
+    })
+    .await?;
+    let (current, _) = bucket_of(settings, now);
+    for bucket in current.saturating_sub(DEDUPE_BUCKETS - 1)..=current {
+        let mut keys_of_bucket = Vec::new();
+        scan_hash(conn, &keys.dedupe_bucket(bucket), |field, _| {
+            let field: &[u8; 12] = field.try_into().ok()?;
+            let mut bytes = [0u8; 16];
+            bytes[4..].copy_from_slice(field);
+            keys_of_bucket.push(u128::from_be_bytes(bytes));
+            Some(())
+        })
+        .await?;
+        state.dedupe.insert(bucket, keys_of_bucket);
+    }
+    tracing::info!(
+        partition = %keys.raw,
+        sessions = state.sessions.len(),
+        dedupe_keys = state.dedupe.len(),
+        "partition state restored"
+    );
+    Ok(state)
+}
+
+/// Calls `each` with every field and value of a hash; fields it cannot
+/// read (`None`) are skipped with a warning.
+async fn scan_hash(
+    conn: &mut Conn,
+    key: &str,
+    mut each: impl FnMut(&[u8], &[u8]) -> Option<()>,
+) -> Result<(), ProcessError> {
+    let mut cursor = "0".to_owned();
+    let mut unreadable = 0u64;
+    loop {
+        let (next, flat): (String, Vec<Vec<u8>>) = redis::cmd("HSCAN")
+            .arg(key)
+            .arg(&cursor)
+            .arg("COUNT")
+            .arg(SCAN_COUNT)
+            .query_async(conn)
+            .await?;
+        for pair in flat.chunks_exact(2) {
+            if each(&pair[0], &pair[1]).is_none() {
+                unreadable += 1;
+            }
+        }
+        if next == "0" {
+            break;
+        }
+        cursor = next;
+    }
+    if unreadable > 0 {
+        tracing::warn!(key, unreadable, "skipped unreadable state fields");
+    }
+    Ok(())
+}
