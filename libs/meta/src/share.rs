@@ -106,33 +106,47 @@ impl ShareRecord {
     }
 }
 
-fn hmac(key: &[u8], message: &[u8]) -> [u8; 32] {
-    let mut block = [0u8; 64];
-    if key.len() > 64 {
-        block[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        block[..key.len()].copy_from_slice(key);
+/// HMAC-SHA256 with its key's padded blocks hashed once, for many messages.
+#[derive(Clone)]
+struct Hmac {
+    inner: Sha256,
+    outer: Sha256,
+}
+
+impl Hmac {
+    fn new(key: &[u8]) -> Hmac {
+        let mut block = [0u8; 64];
+        if key.len() > 64 {
+            block[..32].copy_from_slice(&Sha256::digest(key));
+        } else {
+            block[..key.len()].copy_from_slice(key);
+        }
+        let pad = |byte: u8| block.map(|b| b ^ byte);
+        Hmac {
+            inner: Sha256::new().chain_update(pad(0x36)),
+            outer: Sha256::new().chain_update(pad(0x5c)),
+        }
     }
-    let pad = |byte: u8| block.map(|b| b ^ byte);
-    let inner = Sha256::new()
-        .chain_update(pad(0x36))
-        .chain_update(message)
-        .finalize();
-    Sha256::new()
-        .chain_update(pad(0x5c))
-        .chain_update(inner)
-        .finalize()
-        .into()
+
+    fn mac(&self, message: &[u8]) -> [u8; 32] {
+        let inner = self.inner.clone().chain_update(message).finalize();
+        self.outer.clone().chain_update(inner).finalize().into()
+    }
+}
+
+fn hmac(key: &[u8], message: &[u8]) -> [u8; 32] {
+    Hmac::new(key).mac(message)
 }
 
 /// PBKDF2-HMAC-SHA256 with one 32-byte block (RFC 8018).
 fn pbkdf2(password: &[u8], salt: &[u8], rounds: u32) -> [u8; 32] {
+    let prf = Hmac::new(password);
     let mut first = salt.to_vec();
     first.extend_from_slice(&1u32.to_be_bytes());
-    let mut u = hmac(password, &first);
+    let mut u = prf.mac(&first);
     let mut out = u;
     for _ in 1..rounds {
-        u = hmac(password, &u);
+        u = prf.mac(&u);
         for (o, b) in out.iter_mut().zip(u) {
             *o ^= b;
         }
