@@ -106,7 +106,7 @@ try {
     kpis: await readKpis(page),
     pages: await readRows(page, 'pages'),
     countries: await readRows(page, 'countries'),
-    projectsOffered: await page.$$eval('#project option', (o) => o.length),
+    projectsOffered: await page.$$eval('#project option', (o) => o.map((x) => x.value)),
   };
   await page.screenshot({ path: `${input.screenshots}/overview-1280.png`, fullPage: true });
 

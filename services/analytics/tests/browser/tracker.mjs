@@ -91,7 +91,7 @@ try {
 
   // Opted out: no request at all.
   const quiet = await context.newPage();
-  quiet.on('request', (r) => { if (r.url().startsWith(`${edge}/track`)) summary.optOutRequests++; });
+  quiet.on('request', (r) => { if (r.url() === `${edge}/track`) summary.optOutRequests++; });
   await quiet.goto(`http://127.0.0.1:${allowed}/optout.html`);
   await quiet.waitForTimeout(1000);
   await quiet.click('#buy');
