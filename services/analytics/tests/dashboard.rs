@@ -240,12 +240,11 @@ fn the_dashboard_in_chromium_shows_the_apis_answers() {
         for e in in_range.iter().filter(|e| e.name == "screen_view") {
             *counts.entry(key(e)).or_default() += 1;
         }
-        let best = counts
+        counts
             .iter()
             .max_by(|x, y| x.1.cmp(y.1).then(y.0.cmp(x.0)))
             .map(|(k, v)| (k.to_string(), *v))
-            .unwrap();
-        best
+            .unwrap()
     };
     let pages = api.get(&format!("top/pages?{q}&limit=10"));
     let countries = api.get(&format!("top/countries?{q}&limit=10"));

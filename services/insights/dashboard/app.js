@@ -462,7 +462,7 @@
         text, h('button', { type: 'button', 'aria-label': `Remove filter ${text}`, text: '×',
           onclick: () => setFilters(list.filter((_, j) => j !== i)) })));
     });
-    const key = h('input', { id: 'filter-key', placeholder: 'name or properties.plan', 'aria-label': 'Filter key', required: true });
+    const key = h('input', { id: 'filter-key', placeholder: 'properties.plan', 'aria-label': 'Filter key: name, a column or properties.<key>', title: 'name, a column such as country, or properties.<key>', required: true });
     const op = h('select', { id: 'filter-op', 'aria-label': 'Operator' }, OPERATORS.map((o) => h('option', { value: o, text: OP_TEXT[o] })));
     const value = h('input', { id: 'filter-value', placeholder: 'value', 'aria-label': 'Filter value' });
     const note = h('span', { class: 'error-text', role: 'alert' });
@@ -481,7 +481,7 @@
         if (op.value !== 'exists') f.value = v;
         setFilters(list.concat([f]));
       },
-    }, key, op, value, h('button', { type: 'submit', text: 'Add filter' }), note));
+    }, h('span', { class: 'legend-text', 'aria-hidden': 'true', text: 'Filter' }), key, op, value, h('button', { type: 'submit', text: 'Add filter' }), note));
     return wrap;
   }
   function addFilter(key, value) {
@@ -501,8 +501,11 @@
         let change = 'no previous data', cls = '';
         if (before > 0) {
           const pct = ((now - before) / before) * 100;
-          change = `${pct >= 0 ? '▲' : '▼'} ${Math.abs(pct).toFixed(1)}% vs previous period`;
-          if (Math.abs(pct) >= 0.05) cls = (pct > 0) !== !!lowerIsBetter ? 'good' : 'bad';
+          if (Math.abs(pct) < 0.05) change = 'no change vs previous period';
+          else {
+            change = `${pct > 0 ? '▲' : '▼'} ${Math.abs(pct).toFixed(1)}% vs previous period`;
+            cls = (pct > 0) !== !!lowerIsBetter ? 'good' : 'bad';
+          }
         } else if (now > 0) change = 'new in this period';
         kpis.append(h('div', { class: 'card kpi', 'data-kpi': key, 'data-value': now },
           h('h2', { text }), h('div', { class: 'value', text: fmt(now, kind) }),
@@ -713,7 +716,8 @@
       h('label', { for: 'funnel-group' }, 'Counted per', group),
       h('button', { class: 'primary', type: 'submit', text: 'Show funnel' })), note);
     const body = h('div', { id: 'funnel', class: 'funnel' });
-    main.append(card('Funnel', null, h('h2', { text: 'Funnel' }), form), card('Funnel result', null, body));
+    main.append(card('Funnel', null, h('h2', { text: 'Funnel' }), form),
+      card('Funnel result', null, h('h2', { text: `Result · ${r.start} to ${r.end}` }), body));
     if (!param('funnel')) return clear(body, state('Pick the steps, then “Show funnel”.'));
     load(body, () => api('funnel', null, { startDate: r.start, endDate: r.end, timezone: r.tz, steps: spec.steps, window: Number(spec.window), groupBy: spec.groupBy }), (answer) => {
       const first = Math.max(1, answer.steps[0] ? answer.steps[0].count : 0);
@@ -751,7 +755,7 @@
         const tr = h('tr', { 'data-cohort': c.date }, h('th', { text: c.date }), h('td', { class: 'num', text: nf.format(c.size) }));
         c.retained.forEach((n, i) => {
           const rate = c.size ? n / c.size : 0;
-          const td = h('td', { class: 'cell', 'data-period': i, 'data-value': n, title: `${nf.format(n)} of ${nf.format(c.size)}`, text: `${(100 * rate).toFixed(0)}%` });
+          const td = h('td', { class: rate > 0.55 ? 'cell strong' : 'cell', 'data-period': i, 'data-value': n, title: `${nf.format(n)} of ${nf.format(c.size)}`, text: `${(100 * rate).toFixed(0)}%` });
           td.style.background = `rgba(var(--shade), ${(0.08 + 0.8 * rate).toFixed(2)})`;
           tr.append(td);
         });

@@ -166,6 +166,7 @@ try {
   await overviewReady(phone);
   summary.phoneOverflow = await phone.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   await phone.screenshot({ path: `${input.screenshots}/overview-375.png`, fullPage: true });
+  await phone.screenshot({ path: `${input.screenshots}/overview-375-top.png` });
   const dark = await newPage({ colorScheme: 'dark' });
   await dark.goto(`${base}/dashboard?project=${projects.a}&${rangeQuery}`);
   await dark.waitForSelector('#client-id');
