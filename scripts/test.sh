@@ -104,6 +104,14 @@ export TEST_SDK_NODE_PATH="$sdk_dir/node_modules"
 export TEST_BROWSER_NODE_PATH="$browser_dir/node_modules"
 export TEST_WORK_DIR="$work"
 
+# The tracker's and the dashboard's budgets, gzipped as a browser would
+# receive them (the browser test measures the served files again).
+tracker_gz=$(gzip -9 -c services/edge/src/tracker.js | wc -c)
+dashboard_gz=$(cat services/insights/dashboard/*.html services/insights/dashboard/*.css services/insights/dashboard/*.js | gzip -9 | wc -c)
+echo "tracker.js: $tracker_gz bytes gzipped (limit 2000); dashboard assets: $dashboard_gz bytes gzipped (limit 61440)" >&2
+[ "$tracker_gz" -le 2000 ] || { echo "tracker.js is over its 2,000-byte budget" >&2; exit 1; }
+[ "$dashboard_gz" -le 61440 ] || { echo "the dashboard is over its 60 KB budget" >&2; exit 1; }
+
 cargo build --workspace --all-targets
 # Tests that need the servers above are #[ignore]d (a plain `cargo test`
 # skips them, saying why): here they all run.

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::MetaError;
-use crate::entity::{client, project, project_limit, project_setting, salt};
+use crate::entity::{client, project, project_limit, project_setting, salt, share};
 
 /// What a client may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,7 +113,7 @@ pub struct NewClient {
 /// The metadata database.
 #[derive(Clone)]
 pub struct Meta {
-    db: DatabaseConnection,
+    pub(crate) db: DatabaseConnection,
 }
 
 /// Longest a query waits for a connection, including connecting anew;
@@ -121,14 +121,14 @@ pub struct Meta {
 /// instead of hanging while the server is down).
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
 
-fn random_hex(bytes: usize) -> String {
+pub(crate) fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     rand::rng().fill_bytes(&mut buf);
     hex::encode(buf)
@@ -154,10 +154,15 @@ impl Meta {
             schema.create_table_from_entity(salt::Entity),
             schema.create_table_from_entity(project_setting::Entity),
             schema.create_table_from_entity(project_limit::Entity),
+            schema.create_table_from_entity(share::Entity),
         ] {
             self.db.execute(statement.if_not_exists()).await?;
         }
-        for index in schema.create_index_from_entity(client::Entity) {
+        for index in schema
+            .create_index_from_entity(client::Entity)
+            .into_iter()
+            .chain(schema.create_index_from_entity(share::Entity))
+        {
             self.create_index(backend, index).await?;
         }
         Ok(())
@@ -227,6 +232,19 @@ impl Meta {
         .exec(&self.db)
         .await?;
         Ok(project)
+    }
+
+    /// Every project, by name.
+    pub async fn projects(&self) -> Result<Vec<Project>, MetaError> {
+        use sea_orm::QueryOrder;
+        Ok(project::Entity::find()
+            .order_by_asc(project::Column::Name)
+            .order_by_asc(project::Column::Id)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(project_of)
+            .collect())
     }
 
     pub async fn project(&self, id: &str) -> Result<Option<Project>, MetaError> {

@@ -1,4 +1,4 @@
-//! The admin commands: migrations, projects, clients, dead letters and the
+//! The admin commands: migrations, projects, clients, share links, dead letters and the
 //! container health probe.
 
 use std::time::Duration;
@@ -11,7 +11,7 @@ use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
 use serde_json::json;
 
-use crate::cli::{ClientCommand, DlqCommand, ProjectCommand};
+use crate::cli::{ClientCommand, DlqCommand, ProjectCommand, ShareCommand};
 use crate::wiring::{migrate_clickhouse, open_meta, redis_client, store};
 
 /// Applies the metadata and ClickHouse migrations.
@@ -74,6 +74,35 @@ pub async fn client(config: &Config, command: ClientCommand) -> Result<()> {
             }
         }
     }
+}
+
+/// The share-link admin commands.
+pub async fn share(config: &Config, command: ShareCommand) -> Result<()> {
+    let meta = open_meta(config).await?;
+    match command {
+        ShareCommand::Create {
+            project,
+            password,
+            expires_days,
+        } => {
+            let share = meta
+                .create_share(&project, password.as_deref(), expires_days)
+                .await?;
+            println!("{}", serde_json::to_string(&share)?);
+        }
+        ShareCommand::List { project } => {
+            let shares = meta.shares(&project).await?;
+            println!("{}", json!({"project": project, "shares": shares}));
+        }
+        ShareCommand::Revoke { id } => {
+            let revoked = meta.revoke_share(&id).await?;
+            println!("{}", json!({"id": id, "revoked": revoked}));
+            if !revoked {
+                anyhow::bail!("no share {id}");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The dead-letter admin commands.

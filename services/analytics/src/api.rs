@@ -51,7 +51,8 @@ pub struct AppDeps {
 }
 
 /// The API server's requests, answered without sockets: the path prefix
-/// is stripped, `/insights/…` goes to the insights API, the rest to the
+/// is stripped, `/insights/…` (and the dashboard, `/dashboard` and
+/// `/share/…`) goes to the insights API, the rest to the
 /// edge (or only its health routes, when the edge's API is not offered).
 pub struct App {
     deps: AppDeps,
@@ -86,7 +87,7 @@ impl App {
             _ => {}
         }
         if let Some(insights) = &self.deps.insights
-            && req.uri().path().starts_with("/insights/")
+            && Insights::serves(req.uri().path())
         {
             return insights
                 .route(req, peer)

@@ -24,6 +24,9 @@ pub enum Command {
     /// Manage API clients.
     #[command(subcommand)]
     Client(ClientCommand),
+    /// Manage read-only share links of a project's dashboard.
+    #[command(subcommand)]
+    Share(ShareCommand),
     /// Inspect, replay or drop dead letters.
     #[command(subcommand)]
     Dlq(DlqCommand),
@@ -106,4 +109,27 @@ pub enum ClientCommand {
         #[arg(long)]
         id: String,
     },
+}
+
+#[derive(Subcommand)]
+pub enum ShareCommand {
+    /// Create a share link and print its id, token and path as JSON (the
+    /// token is shown only here).
+    Create {
+        #[arg(long)]
+        project: String,
+        /// Asked for before the dashboard opens.
+        #[arg(long)]
+        password: Option<String>,
+        /// The link stops working after this many days.
+        #[arg(long)]
+        expires_days: Option<u32>,
+    },
+    /// Print a project's share links (without tokens) as JSON.
+    List {
+        #[arg(long)]
+        project: String,
+    },
+    /// Delete a share link; it stops working at once.
+    Revoke { id: String },
 }

@@ -16,7 +16,7 @@ use analytics_config::Config;
 use anyhow::Result;
 
 pub use api::{Apis, App, AppDeps};
-pub use cli::{ClientCommand, Command, DlqCommand, DlqTarget, ProjectCommand};
+pub use cli::{ClientCommand, Command, DlqCommand, DlqTarget, ProjectCommand, ShareCommand};
 pub use consumers::ConsumerHealth;
 
 /// Runs `command` until it is done or, for a server, until SIGTERM or
@@ -27,6 +27,7 @@ pub async fn run(command: Command, config: Arc<Config>) -> Result<()> {
         Command::Backfill => admin::backfill(&config).await,
         Command::Project(command) => admin::project(&config, command).await,
         Command::Client(command) => admin::client(&config, command).await,
+        Command::Share(command) => admin::share(&config, command).await,
         Command::Dlq(command) => admin::dlq(&config, command).await,
         Command::Config => {
             print!("{}", config.redacted_toml());

@@ -10,10 +10,13 @@
 //! Guarantee: `202` only after Redis acknowledged every event of the
 //! request; otherwise an error status and nothing is claimed stored. A
 //! client retry of the same event id is harmless (dropped downstream).
+//!
+//! Also `GET /tracker.js`, the first-party browser tracker (`tracker`).
 
 mod ingest;
 mod limits;
 mod salt;
+mod tracker;
 mod writer;
 
 use std::net::SocketAddr;
@@ -92,6 +95,9 @@ impl Edge {
         let path = req.uri().path().to_owned();
         if let Some(response) = health_route(&path, self.ready(), || (self.metrics)()).await {
             return Some(response);
+        }
+        if path == "/tracker.js" {
+            return Some(tracker::answer(req.method(), req.headers()));
         }
         let route = ingest::route_of(&path)?;
         Some(match *req.method() {

@@ -18,11 +18,20 @@
 //! independent queries asked at once, its answer a `Serialize` struct) and
 //! `error` (ClickHouse failures classified by exception code, then turned
 //! into the client's answer).
+//!
+//! Besides the questions: `GET /insights/projects` (the projects a client
+//! may read: its own, or every project for a `root` client), the dashboard
+//! page (`dashboard`), and share links (`share`): `/share/<id>/insights/
+//! <projectId>/<endpoint>` answers like `/insights/…` for the one project
+//! of the link, admitted by its token (and unlock key) instead of client
+//! credentials.
 
+mod dashboard;
 mod error;
 mod params;
 mod queries;
 mod runner;
+mod share;
 mod sql;
 mod stream;
 mod zone;
@@ -58,6 +67,7 @@ const ENDPOINTS: &[&str] = &[
     "live",
     "events",
     "profiles",
+    "projects",
 ];
 
 /// Largest funnel request body.
@@ -77,6 +87,18 @@ pub struct Insights {
     max_range_days: i64,
     exports: Exports,
     export: ExportSettings,
+    meta: Meta,
+    assets: dashboard::Assets,
+    /// Unlock attempts and refused tokens of share links, per address and per link.
+    share_guard: DefaultKeyedRateLimiter<String>,
+}
+
+/// How a request to a question was admitted.
+enum Via<'a> {
+    /// Client credentials in the `openpanel-client-*` headers.
+    Client,
+    /// A share link: its id (from the path), token and unlock key from headers.
+    Share(&'a str, std::net::IpAddr),
 }
 
 /// An endpoint, from the path segments after the project id.
@@ -183,6 +205,12 @@ impl Insights {
             NonZeroU32::new(config.insights.rate_limit_per_second).unwrap_or(NonZeroU32::MIN);
         let burst = per_second.saturating_mul(NonZeroU32::new(2).unwrap_or(NonZeroU32::MIN));
         Arc::new(Insights {
+            meta: deps.meta.clone(),
+            assets: dashboard::Assets::new(),
+            share_guard: RateLimiter::keyed(
+                Quota::per_minute(NonZeroU32::new(20).unwrap_or(NonZeroU32::MIN))
+                    .allow_burst(NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN)),
+            ),
             auth: Authenticator::new(
                 deps.meta,
                 Duration::from_millis(config.edge.auth_cache_ttl_ms),
@@ -205,25 +233,53 @@ impl Insights {
         })
     }
 
-    /// Answers requests under `/insights/`; `None` for other paths.
-    pub async fn route<B>(&self, req: Request<B>, _peer: SocketAddr) -> Option<Response<Body>>
+    /// Whether `path` is one of this API's: the questions, the dashboard
+    /// and share links.
+    pub fn serves(path: &str) -> bool {
+        path.starts_with("/insights/")
+            || path == "/dashboard"
+            || path.starts_with("/dashboard/")
+            || path.starts_with("/share/")
+    }
+
+    /// Answers requests under `/insights/`, the dashboard and share links;
+    /// `None` for other paths.
+    pub async fn route<B>(&self, req: Request<B>, peer: SocketAddr) -> Option<Response<Body>>
     where
         B: hyper::body::Body<Data = bytes::Bytes> + Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let path = req.uri().path().to_owned();
-        let rest = path.strip_prefix("/insights/")?;
+        if let Some(response) = self.assets.answer(&path, req.method(), req.headers()) {
+            return Some(response);
+        }
+        let (rest, share) = match path.strip_prefix("/share/") {
+            Some(rest) => match rest.split_once('/') {
+                Some((id, "info")) => return Some(self.share_info(id, &req, peer.ip()).await),
+                Some((id, "unlock")) => return Some(self.share_unlock(id, req, peer).await),
+                Some((id, rest)) => (rest.strip_prefix("insights/")?, Some(id.to_owned())),
+                None => return None,
+            },
+            None => (path.strip_prefix("/insights/")?, None),
+        };
+        let via = match &share {
+            Some(id) => Via::Share(id, peer.ip()),
+            None => Via::Client,
+        };
         let started = std::time::Instant::now();
         let (label, response) = match segments(rest) {
             Ok(parts) => {
                 let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
-                let endpoint = parts.get(1).copied().unwrap_or("");
+                let endpoint = match parts.as_slice() {
+                    ["projects"] => "projects",
+                    _ => parts.get(1).copied().unwrap_or(""),
+                };
                 let label: &'static str = ENDPOINTS
                     .iter()
                     .find(|e| **e == endpoint)
                     .copied()
                     .unwrap_or("unknown");
-                let response = match self.handle(&parts, req).await {
+                let response = match self.handle(&parts, via, req).await {
                     Ok(response) => response,
                     Err(error) => error.into_response(),
                 };
@@ -239,22 +295,66 @@ impl Insights {
         Some(response)
     }
 
-    async fn handle<B>(&self, parts: &[&str], req: Request<B>) -> Result<Response<Body>, ApiError>
-    where
-        B: hyper::body::Body<Data = bytes::Bytes> + Send,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
-        let project = *parts.first().ok_or(ApiError::NotFound)?;
-        let caller = self.auth.authenticate(credentials(req.headers())).await?;
+    /// Admits a client: it must read insights, of `project` unless it is a
+    /// `root` client; the key its rate limit and exports are counted by.
+    async fn admit_client(
+        &self,
+        headers: &hyper::HeaderMap,
+        project: Option<&str>,
+    ) -> Result<(Arc<analytics_meta::ClientRecord>, String), ApiError> {
+        let caller = self.auth.authenticate(credentials(headers)).await?;
         if !caller.client.kind.can_read() {
             return Err(ApiError::Forbidden("this client may not read insights"));
         }
-        if caller.client.project.id != project {
+        let root = caller.client.kind == analytics_meta::ClientKind::Root;
+        if let Some(project) = project
+            && caller.client.project.id != project
+            && !root
+        {
             return Err(ApiError::Forbidden(
                 "this client belongs to another project",
             ));
         }
-        if self.limiter.check_key(&caller.client.id).is_err() {
+        let key = caller.client.id.clone();
+        Ok((caller.client, key))
+    }
+
+    async fn handle<B>(
+        &self,
+        parts: &[&str],
+        via: Via<'_>,
+        req: Request<B>,
+    ) -> Result<Response<Body>, ApiError>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        if let (["projects"], Via::Client) = (parts, &via) {
+            let (client, key) = self.admit_client(req.headers(), None).await?;
+            if self.limiter.check_key(&key).is_err() {
+                return Err(ApiError::TooManyRequests(
+                    "too many insights requests; retry shortly",
+                ));
+            }
+            if req.method() != Method::GET {
+                return Err(ApiError::MethodNotAllowed);
+            }
+            return ok(&self.projects(&client).await?);
+        }
+        let project = *parts.first().ok_or(ApiError::NotFound)?;
+        let key = match via {
+            Via::Client => self.admit_client(req.headers(), Some(project)).await?.1,
+            Via::Share(id, ip) => {
+                let share = self.admit_share(id, ip, req.headers()).await?;
+                if share.project_id != project {
+                    return Err(ApiError::Forbidden(
+                        "this share link is for another project",
+                    ));
+                }
+                format!("share:{}", share.id)
+            }
+        };
+        if self.limiter.check_key(&key).is_err() {
             return Err(ApiError::TooManyRequests(
                 "too many insights requests; retry shortly",
             ));
@@ -371,7 +471,7 @@ impl Insights {
                 match params.get("format").map(String::as_str).unwrap_or("json") {
                     "json" => {}
                     "ndjson" => {
-                        let slot = self.exports.admit(&caller.client.id)?;
+                        let slot = self.exports.admit(&key)?;
                         return stream::ndjson(runner, &self.export, slot, project, range, filters)
                             .await;
                     }
@@ -627,9 +727,10 @@ mod tests {
         let paths = spec["paths"].as_object().expect("paths");
         for endpoint in ENDPOINTS {
             assert!(
-                paths
-                    .keys()
-                    .any(|p| p.starts_with(&format!("/insights/{{projectId}}/{endpoint}"))),
+                paths.keys().any(|p| {
+                    p.starts_with(&format!("/insights/{{projectId}}/{endpoint}"))
+                        || *p == format!("/insights/{endpoint}")
+                }),
                 "{endpoint} is not described"
             );
         }
@@ -643,7 +744,19 @@ mod tests {
             .expect("dimension parameter")["schema"]["enum"];
         let names: Vec<&str> = DIMENSIONS.iter().map(|(n, _)| *n).collect();
         assert_eq!(described, &json!(names));
-        for route in ["/track", "/identify", "/increment", "/decrement", "/batch"] {
+        for route in [
+            "/track",
+            "/identify",
+            "/increment",
+            "/decrement",
+            "/batch",
+            "/dashboard",
+            "/share/{shareId}",
+            "/share/{shareId}/info",
+            "/share/{shareId}/unlock",
+            "/share/{shareId}/insights/{projectId}/{endpoint}",
+            "/tracker.js",
+        ] {
             assert!(paths.contains_key(route), "{route}");
         }
     }

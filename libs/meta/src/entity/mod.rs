@@ -9,3 +9,4 @@ pub mod project;
 pub mod project_limit;
 pub mod project_setting;
 pub mod salt;
+pub mod share;
