@@ -73,6 +73,21 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "Events enriched and forwarded to the enriched stream.",
     ),
     (
+        "analytics_enricher_fenced_commits_total",
+        Kind::Counter,
+        "Commits refused because another enricher holds the partition's lease.",
+    ),
+    (
+        "analytics_enricher_state_sessions",
+        Kind::Gauge,
+        "Open sessions the partition's owner holds in memory.",
+    ),
+    (
+        "analytics_enricher_state_dedupe_keys",
+        Kind::Gauge,
+        "Event keys of the dedupe window the partition's owner holds in memory.",
+    ),
+    (
         "analytics_enricher_duplicates_total",
         Kind::Counter,
         "Events dropped as repeats inside the dedupe window.",
@@ -166,6 +181,21 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "analytics_streams_dead_letters_entries",
         Kind::Gauge,
         "Entries waiting in a dead-letter stream (see `analytics dlq list`).",
+    ),
+    (
+        "analytics_streams_group_members",
+        Kind::Gauge,
+        "Live members of the consumer group that share the partitions.",
+    ),
+    (
+        "analytics_streams_leases_acquired_total",
+        Kind::Counter,
+        "Partition leases this process took (it became the partition's owner).",
+    ),
+    (
+        "analytics_streams_leases_lost_total",
+        Kind::Counter,
+        "Partition leases found held by another member at renewal (this process stopped working on it).",
     ),
     (
         "analytics_streams_claimed_total",

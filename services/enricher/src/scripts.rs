@@ -1,8 +1,9 @@
-//! Lua scripts that keep the enricher's shared state consistent when
-//! several enricher processes work on the same devices and profiles. Each
-//! script touches keys of one hash tag only (one cluster slot); on a Redis
-//! Cluster the keys of one call must share a slot, and the callers group
-//! them per slot.
+//! Lua scripts of the enricher: the profile operation (profiles are shared
+//! by every partition, so several enricher processes may change one) and
+//! the commit of a batch (output, changelog and acknowledgement, for the
+//! holder of the partition's lease). Each script touches keys of one hash
+//! tag only (one cluster slot); on a Redis Cluster the keys of one call must
+//! share a slot, and the callers group them per slot.
 //!
 //! The scripts live in `scripts/*.lua`; each has one type here that builds
 //! its call, so the KEYS/ARGV layout a script reads is written once.
