@@ -244,7 +244,10 @@ mod tests {
             match kind {
                 Kind::Counter => assert_eq!(unit, "total", "{name}"),
                 _ => assert!(
-                    ["seconds", "entries", "rows", "tasks"].contains(&unit),
+                    [
+                        "seconds", "entries", "rows", "tasks", "sessions", "keys", "members"
+                    ]
+                    .contains(&unit),
                     "{name}"
                 ),
             }
