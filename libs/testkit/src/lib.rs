@@ -561,6 +561,40 @@ pub fn utc_date(unix_s: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
+/// `YYYY-MM-DD HH:MM:SS` of a Unix time in UTC, as ClickHouse reads a
+/// `DateTime('UTC')` in JSONEachRow.
+pub fn utc_time(unix_s: i64) -> String {
+    let secs = unix_s.rem_euclid(86_400);
+    format!(
+        "{} {:02}:{:02}:{:02}",
+        utc_date(unix_s),
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// A small deterministic generator (xorshift64) for generated datasets:
+/// the same seed gives the same data in every run.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
 /// Percent-encodes everything but unreserved characters, for query strings.
 pub fn url_escape(s: &str) -> String {
     s.bytes()

@@ -33,20 +33,6 @@ const PAGES: &[&str] = &["/", "/pricing", "/docs", "/blog", "/signup"];
 const COUNTRIES: &[&str] = &["KR", "US", "DE", "JP"];
 const FUNNEL: &[&str] = &["view_product", "add_to_cart", "purchase"];
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 struct Event {
     row: Value,
     name: String,
@@ -54,27 +40,6 @@ struct Event {
     path: String,
     country: String,
     at: i64,
-}
-
-fn sql_time(at: i64) -> String {
-    let secs = at.rem_euclid(DAY);
-    let days = at.div_euclid(DAY);
-    // Days since the epoch to a civil date.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
 }
 
 /// Four weeks of visits: page views, a funnel with drop-off, return visits.
@@ -106,7 +71,7 @@ fn generate(project: &str, devices: u64, seed: u64) -> Vec<Event> {
                     row: json!({
                         "id": format!("{project}-e{n:07}"), "project_id": project, "name": name,
                         "device_id": device, "profile_id": "", "session_id": session,
-                        "created_at": sql_time(at), "received_at": sql_time(at), "path": path,
+                        "created_at": utc_time(at), "received_at": utc_time(at), "path": path,
                         "country": country, "referrer_type": "direct", "browser": browser,
                         "properties": json!({"plan": if d % 3 == 0 { "pro" } else { "free" }}).to_string(),
                     }),

@@ -22,23 +22,6 @@ const PAGES: &[&str] = &["/", "/pricing", "/docs", "/blog", "/signup"];
 const COUNTRIES: &[&str] = &["KR", "US", "DE", "JP"];
 const FUNNEL: &[&str] = &["view_product", "add_to_cart", "purchase"];
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
-
 #[derive(Debug, Clone)]
 struct Event {
     id: String,
@@ -160,21 +143,8 @@ fn check_zone(api: &Api, events: &[Event], zone: &Zone) {
 }
 
 /// The calendar date of a day number (days since 1970-01-01).
-fn civil(day: i64) -> (i64, u32, u32) {
-    let z = day + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
 fn day_label(day: i64) -> String {
-    let (y, m, d) = civil(day);
-    format!("{y:04}-{m:02}-{d:02}")
+    utc_date(day * DAY)
 }
 
 fn generate(project: &str, devices: u64, seed: u64, next_id: &mut u64) -> Vec<Event> {
@@ -240,24 +210,13 @@ fn generate(project: &str, devices: u64, seed: u64, next_id: &mut u64) -> Vec<Ev
     events
 }
 
-fn sql_time(at: i64) -> String {
-    let secs = at.rem_euclid(DAY);
-    format!(
-        "{} {:02}:{:02}:{:02}",
-        day_label(at.div_euclid(DAY)),
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
-}
-
 fn insert(setup: &Setup, events: &[Event]) {
     let mut body = String::new();
     for e in events {
         let row = json!({
             "id": e.id, "project_id": e.project, "name": e.name, "device_id": e.device,
-            "profile_id": e.profile, "session_id": e.session, "created_at": sql_time(e.at),
-            "received_at": sql_time(e.at), "path": e.path, "country": e.country,
+            "profile_id": e.profile, "session_id": e.session, "created_at": utc_time(e.at),
+            "received_at": utc_time(e.at), "path": e.path, "country": e.country,
             "referrer_type": "direct", "browser": "Chrome",
             "properties": json!({"plan": e.plan, "n": e.n}).to_string(),
         });
@@ -413,7 +372,7 @@ fn funnel_level(events: &[&Event], window: i64) -> usize {
 #[test]
 #[ignore = "needs the servers scripts/test.sh starts"]
 fn every_endpoint_matches_an_independent_recount() {
-    assert_eq!(sql_time(BASE + 14 * DAY + 3_723), "2026-03-02 01:02:03");
+    assert_eq!(utc_time(BASE + 14 * DAY + 3_723), "2026-03-02 01:02:03");
     assert_eq!(day_label(0), "1970-01-01");
     let setup = Setup::new(BIN, "insights");
     setup.admin(&["migrate"]);
