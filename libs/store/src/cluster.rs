@@ -30,23 +30,12 @@ pub fn rewrite(statement: &str, database: &str, cluster: &str) -> Result<Vec<Str
             replicated_args.push_str(", ");
             replicated_args.push_str(args.trim());
         }
-        // One device's events on one shard keeps its visits together;
-        // other tables only need spreading.
-        let sharding = if columns.contains("device_id String") {
-            "cityHash64(device_id)"
-        } else {
-            "rand()"
-        };
         return Ok(vec![
             format!(
                 "CREATE TABLE IF NOT EXISTS {database}.{local} ON CLUSTER {cluster} {columns}) \
                  ENGINE = Replicated{engine}({replicated_args}){tail}"
             ),
-            format!(
-                "CREATE TABLE IF NOT EXISTS {database}.{name} ON CLUSTER {cluster} \
-                 AS {database}.{local} \
-                 ENGINE = Distributed({cluster}, {database}, {local}, {sharding})"
-            ),
+            distributed(name, database, cluster),
         ]);
     }
     if let Some(name) = statement.strip_prefix("DROP TABLE IF EXISTS ") {
@@ -62,6 +51,20 @@ pub fn rewrite(statement: &str, database: &str, cluster: &str) -> Result<Vec<Str
             ));
         }
         return Ok(dropped);
+    }
+    if let Some((table, _)) = crate::migrate::added_column(statement) {
+        let change = statement
+            .strip_prefix(&format!("ALTER TABLE {table} "))
+            .ok_or_else(unsupported)?;
+        // 18.16 alters no distributed table `ON CLUSTER`, so the one in
+        // front of the shards is made again from their new structure.
+        // Inserts through it are synchronous: it holds no queued rows, and
+        // an insert in the moment between fails and is retried.
+        return Ok(vec![
+            format!("ALTER TABLE {database}.{table}_local ON CLUSTER {cluster} {change}"),
+            format!("DROP TABLE IF EXISTS {database}.{table} ON CLUSTER {cluster}"),
+            distributed(table, database, cluster),
+        ]);
     }
     if let Some(rest) = statement.strip_prefix("CREATE MATERIALIZED VIEW IF NOT EXISTS ") {
         let (name, rest) = rest.split_once(" TO ").ok_or_else(unsupported)?;
@@ -79,6 +82,22 @@ pub fn rewrite(statement: &str, database: &str, cluster: &str) -> Result<Vec<Str
     Err(unsupported())
 }
 
+/// The distributed table `name` over the shards' `name_local`. One
+/// device's events on one shard keeps its visits together; other tables
+/// only need spreading.
+fn distributed(name: &str, database: &str, cluster: &str) -> String {
+    let sharding = if name == "events" {
+        "cityHash64(device_id)"
+    } else {
+        "rand()"
+    };
+    format!(
+        "CREATE TABLE IF NOT EXISTS {database}.{name} ON CLUSTER {cluster} \
+         AS {database}.{name}_local \
+         ENGINE = Distributed({cluster}, {database}, {name}_local, {sharding})"
+    )
+}
+
 /// The view's SELECT reading the shard's `events_local` instead of `events`.
 fn rewrite_source(select: &str) -> Option<String> {
     let at = select.find("\nFROM events\n")?;
@@ -88,8 +107,8 @@ fn rewrite_source(select: &str) -> Option<String> {
 }
 
 impl Store {
-    /// Waits until every server of `cluster` has as many tables and views in
-    /// the database as this one. `ON CLUSTER` statements run on each server
+    /// Waits until every server of `cluster` has as many columns of tables
+    /// and views in the database as this one. `ON CLUSTER` statements run on each server
     /// from a queue; a server that lags must not receive rows before its
     /// materialized views exist, or its aggregates would miss them.
     pub(crate) async fn wait_for_shards(&self, cluster: &str) -> Result<(), StoreError> {
@@ -105,8 +124,8 @@ impl Store {
             )));
         }
         // schema_migrations is each server's own record, not a cluster table.
-        let count =
-            "SELECT count() FROM system.tables WHERE database = ? AND name != 'schema_migrations'";
+        let count = "SELECT count() FROM system.columns \
+             WHERE database = ? AND table != 'schema_migrations'";
         let wanted: u64 = self
             .server
             .query(count)
@@ -120,8 +139,8 @@ impl Store {
                 let there: u64 = self
                     .server
                     .query(
-                        "SELECT count() FROM remote(?, system.tables) \
-                         WHERE database = ? AND name != 'schema_migrations'",
+                        "SELECT count() FROM remote(?, system.columns) \
+                         WHERE database = ? AND table != 'schema_migrations'",
                     )
                     .bind(&remote)
                     .bind(&self.database)
@@ -133,7 +152,7 @@ impl Store {
                 }
                 if started.elapsed() > SHARD_SCHEMA_TIMEOUT {
                     return Err(StoreError::Cluster(format!(
-                        "{remote} has {there} of {wanted} tables of {} after {:?}",
+                        "{remote} has {there} of {wanted} columns of {} after {:?}",
                         self.database, SHARD_SCHEMA_TIMEOUT
                     )));
                 }
@@ -209,6 +228,24 @@ mod tests {
             [
                 "DROP TABLE IF EXISTS db.top_hourly ON CLUSTER c",
                 "DROP TABLE IF EXISTS db.top_hourly_local ON CLUSTER c"
+            ]
+        );
+    }
+
+    #[test]
+    fn added_columns_go_to_the_shards_and_the_distributed_table_is_made_again() {
+        assert_eq!(
+            rewrite(
+                "ALTER TABLE events ADD COLUMN k UInt64 MATERIALIZED cityHash64(d)",
+                "db",
+                "c"
+            )
+            .unwrap(),
+            [
+                "ALTER TABLE db.events_local ON CLUSTER c ADD COLUMN k UInt64 MATERIALIZED cityHash64(d)",
+                "DROP TABLE IF EXISTS db.events ON CLUSTER c",
+                "CREATE TABLE IF NOT EXISTS db.events ON CLUSTER c AS db.events_local \
+                 ENGINE = Distributed(c, db, events_local, cityHash64(device_id))"
             ]
         );
     }

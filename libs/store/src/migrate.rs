@@ -1,7 +1,8 @@
 //! Numbered ClickHouse migrations from `schemas/clickhouse`, applied in
-//! order and recorded in `schema_migrations`. Every statement is written to
-//! be idempotent (`IF NOT EXISTS`), so two processes migrating at once, or a
-//! migration interrupted half-way, converge on the same schema.
+//! order and recorded in `schema_migrations`. Every statement is idempotent
+//! (`IF NOT EXISTS`; an `ADD COLUMN`, which 18.16 cannot qualify so, is
+//! skipped when the column is there), so two processes migrating at once,
+//! or a migration interrupted half-way, converge on the same schema.
 
 use clickhouse::Row;
 use serde::Serialize;
@@ -34,6 +35,7 @@ migrations! {
     4 => "0004_sessions",
     5 => "0005_hourly_aggregates",
     6 => "0006_drop_top_hourly",
+    7 => "0007_integer_keys",
 }
 
 #[derive(Row, Serialize)]
@@ -102,7 +104,7 @@ impl Store {
                 .statements()
                 .into_iter()
                 .map(|s| features.adapt(&s));
-            let statements = match &self.cluster {
+            let statements: Vec<String> = match &self.cluster {
                 None => adapted.collect(),
                 Some(cluster) => {
                     let mut rewritten = Vec::new();
@@ -117,6 +119,11 @@ impl Store {
                 }
             };
             for statement in statements {
+                if let Some((table, column)) = added_column(&statement)
+                    && self.has_column(table, column).await?
+                {
+                    continue;
+                }
                 self.db
                     .query(&statement)
                     .execute()
@@ -147,6 +154,36 @@ impl Store {
         }
         Ok(applied)
     }
+
+    /// Whether `table` (`t` of this database, or `db.t`) has `column`.
+    async fn has_column(&self, table: &str, column: &str) -> Result<bool, StoreError> {
+        let (database, table) = table.split_once('.').unwrap_or((&self.database, table));
+        let found: u64 = self
+            .db
+            .query(
+                "SELECT count() FROM system.columns \
+                 WHERE database = ? AND table = ? AND name = ?",
+            )
+            .bind(database)
+            .bind(table)
+            .bind(column)
+            .fetch_one()
+            .await?;
+        Ok(found > 0)
+    }
+}
+
+/// The table and column of an `ALTER TABLE t [ON CLUSTER c] ADD COLUMN k …`
+/// statement.
+pub(crate) fn added_column(statement: &str) -> Option<(&str, &str)> {
+    let rest = statement.strip_prefix("ALTER TABLE ")?;
+    let (table, mut rest) = rest.split_once(' ')?;
+    if let Some(on_cluster) = rest.strip_prefix("ON CLUSTER ") {
+        rest = on_cluster.split_once(' ')?.1;
+    }
+    let rest = rest.strip_prefix("ADD COLUMN ")?;
+    let (column, _) = rest.split_once(' ')?;
+    Some((table, column))
 }
 
 #[cfg(test)]
@@ -164,6 +201,20 @@ mod tests {
                 assert!(!s.ends_with(';') && !s.starts_with("--"), "{s}");
             }
         }
+    }
+
+    #[test]
+    fn added_columns_are_recognised() {
+        assert_eq!(
+            added_column("ALTER TABLE events ADD COLUMN k UInt64 MATERIALIZED cityHash64(x)"),
+            Some(("events", "k"))
+        );
+        assert_eq!(
+            added_column("ALTER TABLE db.events_local ON CLUSTER c ADD COLUMN k UInt64"),
+            Some(("db.events_local", "k"))
+        );
+        assert_eq!(added_column("ALTER TABLE events DROP COLUMN k"), None);
+        assert_eq!(added_column("CREATE TABLE IF NOT EXISTS k (x UInt8)"), None);
     }
 
     #[test]

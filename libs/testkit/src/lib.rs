@@ -227,6 +227,26 @@ impl Setup {
         clickhouse(&self.clickhouse_url, &self.name, sql)
     }
 
+    /// Inserts JSON rows into `table`, naming their columns as the sink
+    /// does: the columns left out take their DEFAULT expressions (without
+    /// a column list, 18.16 fills them with zeros).
+    pub fn insert_json(&self, table: &str, rows: &[Value]) {
+        let columns: std::collections::BTreeSet<&str> = rows
+            .iter()
+            .flat_map(|row| row.as_object().unwrap().keys().map(String::as_str))
+            .collect();
+        let columns: Vec<&str> = columns.into_iter().collect();
+        let mut sql = format!(
+            "INSERT INTO {table} ({}) FORMAT JSONEachRow\n",
+            columns.join(", ")
+        );
+        for row in rows {
+            sql.push_str(&row.to_string());
+            sql.push('\n');
+        }
+        self.query(&sql);
+    }
+
     /// Like [`Setup::query`], for a statement that may fail.
     pub fn try_query(&self, sql: &str) -> Result<String, String> {
         try_clickhouse(&self.clickhouse_url, &self.name, sql)

@@ -91,20 +91,8 @@ fn generate(project: &str, devices: u64, seed: u64) -> Vec<Event> {
 }
 
 fn insert(setup: &Setup, events: &[Event]) {
-    let body: String = events.iter().map(|e| format!("{}\n", e.row)).collect();
-    let port: u16 = setup
-        .clickhouse_url
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let path = format!(
-        "/?database={}&query=INSERT%20INTO%20events%20FORMAT%20JSONEachRow",
-        setup.name
-    );
-    let (status, _, text) = http(port, "POST", &path, &[], &body).unwrap();
-    assert_eq!(status, 200, "{text}");
+    let rows: Vec<Value> = events.iter().map(|e| e.row.clone()).collect();
+    setup.insert_json("events", &rows);
 }
 
 /// Runs a node script of `tests/browser` with playwright-core on NODE_PATH;

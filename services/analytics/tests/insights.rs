@@ -211,31 +211,19 @@ fn generate(project: &str, devices: u64, seed: u64, next_id: &mut u64) -> Vec<Ev
 }
 
 fn insert(setup: &Setup, events: &[Event]) {
-    let mut body = String::new();
-    for e in events {
-        let row = json!({
-            "id": e.id, "project_id": e.project, "name": e.name, "device_id": e.device,
-            "profile_id": e.profile, "session_id": e.session, "created_at": utc_time(e.at),
-            "received_at": utc_time(e.at), "path": e.path, "country": e.country,
-            "referrer_type": "direct", "browser": "Chrome",
-            "properties": json!({"plan": e.plan, "n": e.n}).to_string(),
-        });
-        body.push_str(&row.to_string());
-        body.push('\n');
-    }
-    let port: u16 = setup
-        .clickhouse_url
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let path = format!(
-        "/?database={}&query={}",
-        setup.name, "INSERT%20INTO%20events%20FORMAT%20JSONEachRow"
-    );
-    let (status, _, text) = http(port, "POST", &path, &[], &body).unwrap();
-    assert_eq!(status, 200, "{text}");
+    let rows: Vec<Value> = events
+        .iter()
+        .map(|e| {
+            json!({
+                "id": e.id, "project_id": e.project, "name": e.name, "device_id": e.device,
+                "profile_id": e.profile, "session_id": e.session, "created_at": utc_time(e.at),
+                "received_at": utc_time(e.at), "path": e.path, "country": e.country,
+                "referrer_type": "direct", "browser": "Chrome",
+                "properties": json!({"plan": e.plan, "n": e.n}).to_string(),
+            })
+        })
+        .collect();
+    setup.insert_json("events", &rows);
 }
 
 struct Api {

@@ -1,6 +1,8 @@
 //! The questions the insights API answers, each as bound SQL over the raw
 //! `events` table (its hourly aggregates where they answer exactly, and
 //! `profiles`), rows read as typed structs, answers as typed structs.
+//! Distinct devices and sessions are counted, and sessions grouped, by the
+//! 64-bit `device_key` and `session_key` columns (migration 0007).
 //!
 //! A row type lists its fields in the order of its query's SELECT list,
 //! each of the column's exact type on 18.16 and current servers alike
@@ -17,7 +19,9 @@ use serde_json::Value;
 use crate::error::QueryError;
 use crate::params::{Filter, Interval, Range};
 use crate::runner::Runner;
-use crate::sql::{ANALYTICS_EVENTS, Sql, events_where, hourly_where, local_time};
+use crate::sql::{
+    ANALYTICS_EVENTS, IN_SESSION, Sql, events_where, hourly_where, in_session, local_time,
+};
 
 /// The headline counts of a range, or of one bucket of a series.
 #[derive(Debug, Clone, Default, PartialEq, Row, Deserialize, Serialize)]
@@ -28,9 +32,12 @@ pub struct Counts {
     pub total_events: u64,
 }
 
-const COUNTS: &str = "uniqExact(device_id) AS unique_visitors, \
-     uniqExactIf(session_id, session_id != '') AS total_sessions, \
-     countIf(name = 'screen_view') AS total_screen_views, count() AS total_events";
+const COUNTS: &str = concat!(
+    "uniqExact(device_key) AS unique_visitors, uniqExactIf(session_key, ",
+    in_session!(),
+    ") AS total_sessions, countIf(name = 'screen_view') AS total_screen_views, \
+     count() AS total_events"
+);
 
 /// The same counts from `events_hourly`.
 const HOURLY_COUNTS: &str = "uniqExactMerge(visitors) AS unique_visitors, \
@@ -105,11 +112,11 @@ fn counts_sql(project: &str, range: &Range, filters: &[Filter], hourly: bool) ->
 fn sessions_sql(project: &str, range: &Range, filters: &[Filter]) -> Sql {
     let mut sql = Sql::new(
         "SELECT count() AS sessions, sum(duration) AS duration, countIf(views = 1) AS bounces \
-         FROM (SELECT session_id, toUInt64(max(created_at) - min(created_at)) AS duration, \
+         FROM (SELECT session_key, toUInt64(max(created_at) - min(created_at)) AS duration, \
          countIf(name = 'screen_view') AS views FROM events",
     );
     sql.append(&events_where(project, range, filters))
-        .push(" AND session_id != '' GROUP BY session_id)");
+        .push(&format!(" AND {IN_SESSION} GROUP BY session_key)"));
     sql
 }
 
@@ -271,8 +278,8 @@ fn top_sql(
     let mut sql = match dimension {
         Dimension::Column(column) => {
             let mut sql = Sql::new(&format!(
-                "SELECT {column} AS value, count() AS views, uniqExact(device_id) AS unique_visitors, \
-                 uniqExactIf(session_id, session_id != '') AS sessions FROM events"
+                "SELECT {column} AS value, count() AS views, uniqExact(device_key) AS unique_visitors, \
+                 uniqExactIf(session_key, {IN_SESSION}) AS sessions FROM events"
             ));
             sql.append(&events_where(project, range, filters))
                 .push(" AND name = 'screen_view' GROUP BY value");
@@ -286,10 +293,10 @@ fn top_sql(
             };
             let mut sql = Sql::new(&format!(
                 "SELECT value, count() AS views, uniqExact(device) AS unique_visitors, count() AS sessions \
-                 FROM (SELECT session_id, any(device_id) AS device, {pick}(path, created_at) AS value FROM events"
+                 FROM (SELECT session_key, any(device_key) AS device, {pick}(path, created_at) AS value FROM events"
             ));
             sql.append(&events_where(project, range, filters)).push(
-                " AND name = 'screen_view' AND session_id != '' GROUP BY session_id) GROUP BY value",
+                &format!(" AND name = 'screen_view' AND {IN_SESSION} GROUP BY session_key) GROUP BY value"),
             );
             sql
         }
@@ -353,9 +360,12 @@ fn funnel_sql(
     window_seconds: u64,
     group: FunnelGroup,
 ) -> Sql {
-    let actor = match group {
-        FunnelGroup::Session => "session_id",
-        FunnelGroup::Profile => "if(profile_id != '', profile_id, device_id)",
+    let (actor, present) = match group {
+        FunnelGroup::Session => ("session_key", IN_SESSION),
+        FunnelGroup::Profile => (
+            "if(profile_id != '', cityHash64(profile_id), device_key)",
+            "(profile_id != '' OR device_id != '')",
+        ),
     };
     let mut sql = Sql::new(&format!(
         "SELECT level, count() AS actors FROM (SELECT {actor} AS actor, windowFunnel(?)"
@@ -369,9 +379,7 @@ fn funnel_sql(
     }
     sql.push(") AS level FROM events")
         .append(&events_where(project, range, &[]))
-        .push(&format!(
-            " AND {actor} != '' GROUP BY actor) GROUP BY level"
-        ));
+        .push(&format!(" AND {present} GROUP BY actor) GROUP BY level"));
     sql
 }
 
@@ -456,14 +464,14 @@ fn retention_sql(project: &str, range: &Range, filters: &[Filter], period: Perio
     let mut sql = Sql::new(&format!(
         "SELECT toString(cohort) AS cohort_date, \
          toInt64(intDiv(toInt32(period) - toInt32(cohort), {days})) AS k, \
-         uniqExact(device_id) AS devices \
-         FROM (SELECT DISTINCT device_id, {bucket}(created_at, ?)"
+         uniqExact(device_key) AS devices \
+         FROM (SELECT DISTINCT device_key, {bucket}(created_at, ?)"
     ));
     sql.str(zone)
         .push(" AS period FROM events")
         .append(&events_where(project, range, filters))
         .push(&format!(
-            ") AS activity ALL INNER JOIN (SELECT device_id, min({bucket}(created_at, ?)"
+            ") AS activity ALL INNER JOIN (SELECT device_key, min({bucket}(created_at, ?)"
         ))
         .str(zone)
         .push(") AS cohort FROM events WHERE project_id = ?")
@@ -471,7 +479,7 @@ fn retention_sql(project: &str, range: &Range, filters: &[Filter], period: Perio
         .push(" AND created_at <= ")
         .append(&local_time(range.end_sql(), zone))
         .push(&format!(
-            " AND {ANALYTICS_EVENTS} GROUP BY device_id) AS cohorts USING device_id \
+            " AND {ANALYTICS_EVENTS} GROUP BY device_key) AS cohorts USING device_key \
              WHERE cohort >= {bucket}("
         ))
         .append(&local_time(range.start_sql(), zone))
@@ -529,7 +537,8 @@ pub struct Live {
 }
 
 fn live_sql(project: &str) -> Sql {
-    let mut sql = Sql::new("SELECT uniqExact(device_id) AS count FROM events WHERE project_id = ?");
+    let mut sql =
+        Sql::new("SELECT uniqExact(device_key) AS count FROM events WHERE project_id = ?");
     sql.str(project).push(&format!(
         " AND created_at >= now() - 300 AND {ANALYTICS_EVENTS}"
     ));

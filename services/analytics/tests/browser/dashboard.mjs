@@ -92,7 +92,11 @@ try {
   await signIn(page, { id: input.read.id, secret: 'sec_wrong' });
   summary.wrongSecret = await loginError(page);
   await signIn(page, input.write);
-  await page.waitForFunction((before) => document.querySelector('#login-error')?.textContent !== before, summary.wrongSecret);
+  // Submitting clears the message before the answer arrives: wait for a new one.
+  await page.waitForFunction((before) => {
+    const text = document.querySelector('#login-error')?.textContent;
+    return text && text !== before;
+  }, summary.wrongSecret);
   summary.writeClient = await page.textContent('#login-error');
   await signIn(page, input.root);
   await page.waitForSelector('#main');
