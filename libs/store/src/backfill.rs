@@ -1,7 +1,8 @@
 //! Rebuilds the aggregate tables from `events`, for aggregates added after
 //! events were already stored. The SELECTs mirror the materialized views of
-//! `schemas/clickhouse` (0004, and 0005 as 0006 left it); the backfill test checks that a
-//! rebuilt table answers exactly like one the views filled.
+//! `schemas/clickhouse` (0004, and 0008 for the hourly counts); the backfill
+//! test checks that a rebuilt table answers exactly like one the views
+//! filled. Migrations that make an aggregate table again rebuild it here.
 //!
 //! Run it while no sink is writing: rows inserted during a rebuild of their
 //! month can be counted twice or missed.
@@ -27,8 +28,8 @@ const AGGREGATES: &[Aggregate] = &[
         table: "events_hourly",
         monthly: true,
         select: "SELECT project_id, toStartOfHour(created_at, 'UTC') AS hour, \
-                 uniqExactState(device_id) AS visitors, \
-                 uniqExactIfState(session_id, toUInt8(session_id != '')) AS sessions, \
+                 uniqExactState(device_key) AS visitors, \
+                 uniqExactIfState(session_key, toUInt8(session_key != cityHash64(''))) AS sessions, \
                  sumState(toUInt64(name = 'screen_view')) AS screen_views, countState() AS events \
                  FROM events WHERE {analytics} {where} GROUP BY project_id, hour",
     },
@@ -53,6 +54,12 @@ const AGGREGATES: &[Aggregate] = &[
     },
 ];
 
+/// Whether `table` is an aggregate table a migration may rebuild.
+#[cfg(test)]
+pub(crate) fn is_aggregate(table: &str) -> bool {
+    AGGREGATES.iter().any(|a| a.table == table)
+}
+
 /// What one backfill rebuilt.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Rebuilt {
@@ -64,56 +71,73 @@ pub struct Rebuilt {
 impl Store {
     /// Rebuilds every aggregate table from `events`.
     pub async fn backfill(&self) -> Result<Vec<Rebuilt>, StoreError> {
-        let months: Vec<u32> = self
+        let months = self.event_months().await?;
+        let mut rebuilt = Vec::new();
+        for aggregate in AGGREGATES {
+            rebuilt.push(self.rebuild(aggregate, &months).await?);
+        }
+        Ok(rebuilt)
+    }
+
+    /// Rebuilds the aggregate table `table` from `events`.
+    pub(crate) async fn rebuild_table(&self, table: &'static str) -> Result<Rebuilt, StoreError> {
+        let aggregate = AGGREGATES
+            .iter()
+            .find(|a| a.table == table)
+            .ok_or(StoreError::UnknownAggregate(table))?;
+        let months = self.event_months().await?;
+        self.rebuild(aggregate, &months).await
+    }
+
+    async fn event_months(&self) -> Result<Vec<u32>, StoreError> {
+        Ok(self
             .db
             .query("SELECT DISTINCT toYYYYMM(created_at) AS m FROM events ORDER BY m")
             .fetch_all()
-            .await?;
-        let mut rebuilt = Vec::new();
-        for aggregate in AGGREGATES {
-            // On a cluster, partitions are dropped from every shard's table.
-            let target = match &self.cluster {
-                Some(cluster) => {
-                    crate::cluster::local_table(aggregate.table, &self.database, cluster)
-                }
-                None => aggregate.table.to_owned(),
-            };
-            let select = aggregate.select.replace("{analytics}", ANALYTICS_EVENTS);
-            if aggregate.monthly {
-                for month in &months {
-                    self.db
-                        .query(&format!("ALTER TABLE {target} DROP PARTITION ?"))
-                        .bind(*month)
-                        .execute()
-                        .await?;
-                    let sql = select.replace("{where}", "AND toYYYYMM(created_at) = ?");
-                    self.db
-                        .query(&format!("INSERT INTO {} {sql}", aggregate.table))
-                        .bind(*month)
-                        .execute()
-                        .await?;
-                }
-                rebuilt.push(Rebuilt {
-                    table: aggregate.table,
-                    months: months.clone(),
-                });
-            } else {
+            .await?)
+    }
+
+    async fn rebuild(&self, aggregate: &Aggregate, months: &[u32]) -> Result<Rebuilt, StoreError> {
+        // On a cluster, partitions are dropped from every shard's table.
+        let target = match &self.cluster {
+            Some(cluster) => crate::cluster::local_table(aggregate.table, &self.database, cluster),
+            None => aggregate.table.to_owned(),
+        };
+        let select = aggregate.select.replace("{analytics}", ANALYTICS_EVENTS);
+        let rebuilt = if aggregate.monthly {
+            for month in months {
                 self.db
-                    .query(&format!("TRUNCATE TABLE {target}"))
+                    .query(&format!("ALTER TABLE {target} DROP PARTITION ?"))
+                    .bind(*month)
                     .execute()
                     .await?;
-                let sql = select.replace("{where}", "");
+                let sql = select.replace("{where}", "AND toYYYYMM(created_at) = ?");
                 self.db
                     .query(&format!("INSERT INTO {} {sql}", aggregate.table))
+                    .bind(*month)
                     .execute()
                     .await?;
-                rebuilt.push(Rebuilt {
-                    table: aggregate.table,
-                    months: Vec::new(),
-                });
             }
-            tracing::info!(table = aggregate.table, "aggregate rebuilt");
-        }
+            Rebuilt {
+                table: aggregate.table,
+                months: months.to_vec(),
+            }
+        } else {
+            self.db
+                .query(&format!("TRUNCATE TABLE {target}"))
+                .execute()
+                .await?;
+            let sql = select.replace("{where}", "");
+            self.db
+                .query(&format!("INSERT INTO {} {sql}", aggregate.table))
+                .execute()
+                .await?;
+            Rebuilt {
+                table: aggregate.table,
+                months: Vec::new(),
+            }
+        };
+        tracing::info!(table = aggregate.table, "aggregate rebuilt");
         Ok(rebuilt)
     }
 }

@@ -13,6 +13,8 @@ pub enum StoreError {
     },
     #[error("{0}")]
     Cluster(String),
+    #[error("migration names {0}, which is no aggregate table to rebuild")]
+    UnknownAggregate(&'static str),
 }
 
 /// ClickHouse error codes that mean the rows themselves cannot be stored
@@ -39,7 +41,7 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         let error = match self {
             StoreError::ClickHouse(e) | StoreError::Migration { source: e, .. } => e,
-            StoreError::Cluster(_) => return false,
+            StoreError::Cluster(_) | StoreError::UnknownAggregate(_) => return false,
         };
         matches!(
             error,

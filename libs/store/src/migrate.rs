@@ -9,21 +9,25 @@ use serde::Serialize;
 
 use crate::{Store, StoreError};
 
-/// One migration file: its number, name and statements.
+/// One migration file: its number, name and statements, and the
+/// aggregate tables it makes again, rebuilt from `events` once its
+/// statements ran.
 #[derive(Debug, Clone, Copy)]
 pub struct Migration {
     pub version: u32,
     pub name: &'static str,
     pub sql: &'static str,
+    pub rebuilds: &'static [&'static str],
 }
 
 macro_rules! migrations {
-    ($($version:literal => $name:literal),* $(,)?) => {
+    ($($version:literal => $name:literal $(rebuilds $table:literal)?),* $(,)?) => {
         /// Every migration, in the order they apply.
         pub const MIGRATIONS: &[Migration] = &[$(Migration {
             version: $version,
             name: $name,
             sql: include_str!(concat!("../../../schemas/clickhouse/", $name, ".sql")),
+            rebuilds: &[$($table)?],
         }),*];
     };
 }
@@ -36,6 +40,7 @@ migrations! {
     5 => "0005_hourly_aggregates",
     6 => "0006_drop_top_hourly",
     7 => "0007_integer_keys",
+    8 => "0008_hourly_keys" rebuilds "events_hourly",
 }
 
 #[derive(Row, Serialize)]
@@ -134,6 +139,14 @@ impl Store {
                         source,
                     })?;
             }
+            if let Some(cluster) = &self.cluster
+                && !migration.rebuilds.is_empty()
+            {
+                self.wait_for_shards(cluster).await?;
+            }
+            for table in migration.rebuilds {
+                self.rebuild_table(table).await?;
+            }
             let mut insert = self.db.insert::<Applied>("schema_migrations").await?;
             insert
                 .write(&Applied {
@@ -204,6 +217,15 @@ mod tests {
     }
 
     #[test]
+    fn rebuilt_tables_are_aggregates() {
+        for migration in MIGRATIONS {
+            for table in migration.rebuilds {
+                assert!(crate::backfill::is_aggregate(table), "{table}");
+            }
+        }
+    }
+
+    #[test]
     fn added_columns_are_recognised() {
         assert_eq!(
             added_column("ALTER TABLE events ADD COLUMN k UInt64 MATERIALIZED cityHash64(x)"),
@@ -222,6 +244,7 @@ mod tests {
         let m = Migration {
             version: 9,
             name: "x",
+            rebuilds: &[],
             sql: "-- c\nCREATE TABLE a (\n x UInt8\n) ENGINE = Log;\n\nCREATE TABLE b (y UInt8) ENGINE = Log;\n",
         };
         assert_eq!(

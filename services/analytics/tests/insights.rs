@@ -714,6 +714,18 @@ fn every_endpoint_matches_an_independent_recount() {
     let rebuilt = setup.admin(&["backfill"]);
     assert_eq!(rebuilt["rebuilt"].as_array().unwrap().len(), 2, "{rebuilt}");
     assert_eq!(before, answers());
+
+    // An install from before migration 8, whose hourly aggregates that
+    // migration makes again: emptied here, so only the rebuild that comes
+    // with it can give the same answers.
+    setup.query("TRUNCATE TABLE events_hourly");
+    setup.query("TRUNCATE TABLE schema_migrations");
+    setup.query(
+        "INSERT INTO schema_migrations (version, name) \
+         SELECT number + 1, 'earlier' FROM numbers(7)",
+    );
+    assert_eq!(setup.admin(&["migrate"])["applied"], json!([8]));
+    assert_eq!(before, answers());
 }
 
 #[test]
