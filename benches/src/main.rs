@@ -89,7 +89,7 @@ enum Cmd {
     },
 }
 
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 struct SuiteArgs {
     #[arg(long, default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
@@ -114,6 +114,10 @@ struct SuiteArgs {
     /// Events of the insights latency run (0: none).
     #[arg(long, default_value_t = 5_000_000)]
     insights_events: u64,
+    /// An earlier `analytics` binary whose insights latency is measured in
+    /// the same run over the same dataset, reported beside (before/after).
+    #[arg(long)]
+    insights_before: Option<PathBuf>,
     #[arg(long, default_value = "benches/results")]
     out: PathBuf,
     /// Data directory of the run command (`regexes.yaml`, `geoip/*.mmdb`),
@@ -845,7 +849,25 @@ async fn suite(args: SuiteArgs) -> Result<()> {
     } else {
         Value::Null
     };
+    let insights_before = match (&args.insights_before, args.insights_events) {
+        (Some(before), events) if events > 0 => {
+            eprintln!("insights before: {}", before.display());
+            let earlier = SuiteArgs {
+                analytics: before.clone(),
+                ..args.clone()
+            };
+            let data = insights::Dataset {
+                events,
+                devices: (events / 25).max(1),
+            };
+            let mut measured = insights_latency(&earlier, data, 5).await?;
+            measured["binary"] = json!(before.display().to_string());
+            measured
+        }
+        _ => Value::Null,
+    };
     report["insights"] = insights.clone();
+    report["insights_before"] = insights_before.clone();
     report["overload"] = overload.clone();
     report["baselines"] = json!({"plain_http": plain, "plain_http_at_edge_half_rate": plain_half, "xadd": xadd, "clickhouse_insert": ch, "bare_storage": bare});
     report["edge"] = json!({
@@ -949,22 +971,43 @@ async fn suite(args: SuiteArgs) -> Result<()> {
         f(&overload, "rss_max_first_half_mb"),
         f(&overload, "rss_max_second_half_mb")
     );
+    // The earlier binary's figures of the same case, when measured.
+    let before = |case: &str| -> String {
+        let found = if case.is_empty() {
+            Some(&insights_before["overview_at_once"]).filter(|o| !o.is_null())
+        } else {
+            insights_before["questions"]
+                .as_array()
+                .and_then(|qs| qs.iter().find(|q| q["case"] == case))
+        };
+        found
+            .map(|q| {
+                format!(
+                    "before: p50 {:.0} ms, p95 {:.0} ms",
+                    f(q, "p50_ms"),
+                    f(q, "p95_ms")
+                )
+            })
+            .unwrap_or_default()
+    };
     if let Some(questions) = insights["questions"].as_array() {
         for q in questions {
+            let case = q["case"].as_str().unwrap_or("");
             md += &format!(
-                "| insights, {} events: {} | p50 {:.0} ms, p95 {:.0} ms | | p95 ≤ 1 s |\n",
+                "| insights, {} events: {case} | p50 {:.0} ms, p95 {:.0} ms | {} | p95 ≤ 1 s |\n",
                 insights["events"],
-                q["case"].as_str().unwrap_or(""),
                 f(q, "p50_ms"),
                 f(q, "p95_ms"),
+                before(case),
             );
         }
         let o = &insights["overview_at_once"];
         md += &format!(
-            "| insights: a dashboard overview's {} questions at once | p50 {:.0} ms, p95 {:.0} ms | | all within 2 s |\n",
+            "| insights: a dashboard overview's {} questions at once | p50 {:.0} ms, p95 {:.0} ms | {} | all within 2 s |\n",
             o["questions"],
             f(o, "p50_ms"),
             f(o, "p95_ms"),
+            before(""),
         );
     }
     for m in &matrix {

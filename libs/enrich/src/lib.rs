@@ -132,11 +132,32 @@ impl Enrichment {
             device: ua.device.to_owned(),
             brand: ua.brand.clone(),
             model: ua.model.clone(),
-            properties: Value::Object(stored_properties(raw)).to_string(),
+            properties: stored_properties_json(raw),
             sdk_name: raw.sdk_name.clone(),
             sdk_version: raw.sdk_version.clone(),
         }
     }
+}
+
+/// The stored properties as JSON. A tracked event's are written straight
+/// from the event's own (sorted) map, without copying it; the rarer
+/// profile operations add their entries to a copy.
+fn stored_properties_json(raw: &RawEvent) -> String {
+    if raw.kind != EventKind::Track {
+        return Value::Object(stored_properties(raw)).to_string();
+    }
+    struct Kept<'a>(&'a Map<String, Value>);
+    impl serde::Serialize for Kept<'_> {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            serializer.collect_map(
+                self.0
+                    .iter()
+                    .filter(|(k, _)| !CONSUMED_PROPERTIES.contains(&k.as_str())),
+            )
+        }
+    }
+    // Cannot fail: the keys are strings and the values JSON.
+    serde_json::to_string(&Kept(&raw.properties)).unwrap_or_else(|_| "{}".to_owned())
 }
 
 /// The event's properties as stored: SDK overrides that became columns are

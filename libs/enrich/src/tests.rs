@@ -194,3 +194,18 @@ fn increment_keeps_its_operation() {
     let props: Value = serde_json::from_str(&row(&r).properties).unwrap();
     assert_eq!(props, json!({"property": "credits", "value": 5.0}));
 }
+
+#[test]
+fn tracked_properties_are_written_as_the_copied_map_would_be() {
+    let r = raw(
+        EventKind::Track,
+        json!({"__path": "/a", "__referrer": "", "z": [1, {"b": null, "a": "é\"\n"}],
+               "a": 1.5, "m": {"y": true, "x": "1"}}),
+    );
+    let copied = Value::Object(stored_properties(&r)).to_string();
+    assert_eq!(stored_properties_json(&r), copied);
+    assert_eq!(
+        copied,
+        r#"{"a":1.5,"m":{"x":"1","y":true},"z":[1,{"a":"é\"\n","b":null}]}"#
+    );
+}

@@ -143,6 +143,42 @@ fn check_zone(api: &Api, events: &[Event], zone: &Zone) {
 }
 
 /// The calendar date of a day number (days since 1970-01-01).
+/// Daily cohorts of first-seen local day (over every event up to `last`),
+/// each with how many of its devices were `active` k days later.
+fn want_retention(all: &[Event], active: &[&Event], first: i64, last: i64) -> Value {
+    let mut first_seen: HashMap<&str, i64> = HashMap::new();
+    for e in all.iter().filter(|e| e.local_day() <= last) {
+        let d = first_seen.entry(&e.device).or_insert(i64::MAX);
+        *d = (*d).min(e.local_day());
+    }
+    let active: BTreeSet<(&str, i64)> = active
+        .iter()
+        .map(|e| (e.device.as_str(), e.local_day()))
+        .collect();
+    let mut cohorts = Vec::new();
+    for cohort in first..=last {
+        let members: Vec<&str> = first_seen
+            .iter()
+            .filter(|(_, d)| **d == cohort)
+            .map(|(dev, _)| *dev)
+            .collect();
+        let retained: Vec<u64> = (0..=(last - cohort))
+            .map(|k| {
+                members
+                    .iter()
+                    .filter(|m| active.contains(&(**m, cohort + k)))
+                    .count() as u64
+            })
+            .collect();
+        if retained[0] > 0 {
+            cohorts.push(
+                json!({"date": day_label(cohort), "size": retained[0], "retained": retained}),
+            );
+        }
+    }
+    json!(cohorts)
+}
+
 fn day_label(day: i64) -> String {
     utc_date(day * DAY)
 }
@@ -538,39 +574,20 @@ fn every_endpoint_matches_an_independent_recount() {
         );
     }
 
-    // retention by first-seen local day
-    let mut first_seen: HashMap<&str, i64> = HashMap::new();
-    for e in all_a.iter().filter(|e| e.local_day() <= last) {
-        let d = first_seen.entry(&e.device).or_insert(i64::MAX);
-        *d = (*d).min(e.local_day());
-    }
-    let mut active: BTreeSet<(&str, i64)> = BTreeSet::new();
-    for e in &in_range {
-        active.insert((&e.device, e.local_day()));
-    }
-    let got = api.ok(&format!("retention?{q}&period=day"));
-    let mut want_cohorts = Vec::new();
-    for cohort in first..=last {
-        let members: Vec<&str> = first_seen
-            .iter()
-            .filter(|(_, d)| **d == cohort)
-            .map(|(dev, _)| *dev)
-            .collect();
-        let retained: Vec<u64> = (0..=(last - cohort))
-            .map(|k| {
-                members
-                    .iter()
-                    .filter(|m| active.contains(&(**m, cohort + k)))
-                    .count() as u64
-            })
-            .collect();
-        if retained[0] > 0 {
-            want_cohorts.push(
-                json!({"date": day_label(cohort), "size": retained[0], "retained": retained}),
-            );
-        }
-    }
-    assert_eq!(got["cohorts"], json!(want_cohorts));
+    // retention by first-seen local day, and with a filter on the activity
+    // (the cohorts stay every device's first event)
+    let expected = want_retention(&all_a, &in_range, first, last);
+    assert_eq!(
+        api.ok(&format!("retention?{q}&period=day"))["cohorts"],
+        expected
+    );
+    let f = r#"[{"key":"country","operator":"eq","value":"KR"}]"#;
+    let got = api.ok(&format!(
+        "retention?{q}&period=day&filters={}",
+        url_escape(f)
+    ));
+    assert_eq!(got["cohorts"], want_retention(&all_a, &kr, first, last));
+    assert_ne!(got["cohorts"], expected, "the filter changed nothing");
 
     // events: every page of one local day, then the same day as NDJSON
     let day = first + 3;

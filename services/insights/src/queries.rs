@@ -20,7 +20,8 @@ use crate::error::QueryError;
 use crate::params::{Filter, Interval, Range};
 use crate::runner::Runner;
 use crate::sql::{
-    ANALYTICS_EVENTS, IN_SESSION, Sql, events_where, hourly_where, in_session, local_time,
+    ANALYTICS_EVENTS, IN_SESSION, Sql, condition, events_where, hourly_where, in_range, in_session,
+    local_time,
 };
 
 /// The headline counts of a range, or of one bucket of a series.
@@ -374,7 +375,7 @@ fn funnel_sql(
     for step in steps {
         sql.push(", name = ?").str(&step.name);
         for filter in &step.filters {
-            sql.push(" AND ").append(&crate::sql::condition(filter));
+            sql.push(" AND ").append(&condition(filter));
         }
     }
     sql.push(") AS level FROM events")
@@ -456,36 +457,34 @@ fn retention_sql(project: &str, range: &Range, filters: &[Filter], period: Perio
         Period::Week => ("toMonday", 7),
     };
     let zone = range.timezone.as_str();
-    // Activity per device and period in the range; the cohort is the
-    // period of a device's first event ever (up to the range's end). The
-    // right side has one row per device, so ALL keeps every period of the
-    // left; ANY would too on 18.16, but current servers read ANY INNER as
-    // one row per key on both sides. They also require subquery names.
+    // One pass over the project's events up to the range's end, grouped by
+    // device: the cohort is the period of the device's first event (a
+    // period is monotonic in time, so the period of the earliest event),
+    // and the periods it was active in are those of its events within the
+    // range that pass the filters. Each (device, period) is there once, so
+    // counting rows counts devices.
     let mut sql = Sql::new(&format!(
         "SELECT toString(cohort) AS cohort_date, \
          toInt64(intDiv(toInt32(period) - toInt32(cohort), {days})) AS k, \
-         uniqExact(device_key) AS devices \
-         FROM (SELECT DISTINCT device_key, {bucket}(created_at, ?)"
+         count() AS devices \
+         FROM (SELECT device_key, {bucket}(min(created_at), ?) AS cohort, \
+         groupUniqArrayIf({bucket}(created_at, ?), "
     ));
-    sql.str(zone)
-        .push(" AS period FROM events")
-        .append(&events_where(project, range, filters))
-        .push(&format!(
-            ") AS activity ALL INNER JOIN (SELECT device_key, min({bucket}(created_at, ?)"
-        ))
-        .str(zone)
-        .push(") AS cohort FROM events WHERE project_id = ?")
+    sql.str(zone).str(zone).append(&in_range(range));
+    for filter in filters {
+        sql.push(" AND ").append(&condition(filter));
+    }
+    sql.push(") AS periods FROM events WHERE project_id = ?")
         .str(project)
         .push(" AND created_at <= ")
         .append(&local_time(range.end_sql(), zone))
         .push(&format!(
-            " AND {ANALYTICS_EVENTS} GROUP BY device_key) AS cohorts USING device_key \
-             WHERE cohort >= {bucket}("
+            " AND {ANALYTICS_EVENTS} GROUP BY device_key HAVING cohort >= {bucket}("
         ))
         .append(&local_time(range.start_sql(), zone))
         .push(", ?)")
         .str(zone)
-        .push(" GROUP BY cohort, k ORDER BY cohort, k");
+        .push(") AS per_device ARRAY JOIN periods AS period GROUP BY cohort, k ORDER BY cohort, k");
     sql
 }
 
@@ -877,8 +876,9 @@ mod tests {
     fn retention_binds_each_value_at_its_placeholder() {
         let r = range("2026-01-05", "2026-01-11", "Asia/Kolkata");
         let sql = retention_sql("proj", &r, &[], Period::Week);
-        // The values in the order of their placeholders: the zone of the
-        // activity's period, the range's conditions, then the cohorts'.
+        // The values in the order of their placeholders: the zones of the
+        // cohort's and the activity's periods, the range's conditions, the
+        // project and the end of the scan, then the cohorts' lower bound.
         let strings: Vec<&str> = sql
             .binds
             .iter()
@@ -891,11 +891,10 @@ mod tests {
             strings,
             [
                 "Asia/Kolkata",
-                "proj",
+                "Asia/Kolkata",
                 "2026-01-05 00:00:00",
                 "Asia/Kolkata",
                 "2026-01-11 23:59:59",
-                "Asia/Kolkata",
                 "Asia/Kolkata",
                 "proj",
                 "2026-01-11 23:59:59",
@@ -912,7 +911,7 @@ mod tests {
         );
         assert!(
             sql.text
-                .contains("WHERE cohort >= toMonday(toDateTime(?, ?), ?) GROUP BY cohort, k")
+                .contains("HAVING cohort >= toMonday(toDateTime(?, ?), ?)) AS per_device")
         );
     }
 
