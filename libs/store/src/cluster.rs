@@ -108,9 +108,11 @@ fn rewrite_source(select: &str) -> Option<String> {
 
 impl Store {
     /// Waits until every server of `cluster` has as many columns of tables
-    /// and views in the database as this one. `ON CLUSTER` statements run on each server
-    /// from a queue; a server that lags must not receive rows before its
-    /// materialized views exist, or its aggregates would miss them.
+    /// and views in the database as this one (a table made again is
+    /// missing its columns until it is there). `ON CLUSTER` statements run
+    /// on each server from a queue; a server that lags must not receive
+    /// rows before its materialized views exist, or its aggregates would
+    /// miss them.
     pub(crate) async fn wait_for_shards(&self, cluster: &str) -> Result<(), StoreError> {
         let hosts: Vec<(String, u16)> = self
             .server
