@@ -11,7 +11,7 @@ use crate::{Store, StoreError};
 
 /// An aggregate table and the SELECT of its view, with `{where}` where the
 /// month condition goes.
-struct Aggregate {
+pub(crate) struct Aggregate {
     table: &'static str,
     /// Rebuilt month by month (`PARTITION BY toYYYYMM(hour)`), or whole.
     monthly: bool,
@@ -23,13 +23,18 @@ struct Aggregate {
 /// out the same condition.
 pub const ANALYTICS_EVENTS: &str = "name NOT IN ('identify', 'increment', 'decrement', 'alias')";
 
+/// Rows that belong to a session, told by the 8-byte key rather than by
+/// reading the id strings (the key of the empty id is a constant). The
+/// view of `schemas/clickhouse/0008` spells out the same condition.
+pub const IN_SESSION: &str = "session_key != cityHash64('')";
+
 const AGGREGATES: &[Aggregate] = &[
     Aggregate {
         table: "events_hourly",
         monthly: true,
         select: "SELECT project_id, toStartOfHour(created_at, 'UTC') AS hour, \
                  uniqExactState(device_key) AS visitors, \
-                 uniqExactIfState(session_key, toUInt8(session_key != cityHash64(''))) AS sessions, \
+                 uniqExactIfState(session_key, toUInt8({in_session})) AS sessions, \
                  sumState(toUInt64(name = 'screen_view')) AS screen_views, countState() AS events \
                  FROM events WHERE {analytics} {where} GROUP BY project_id, hour",
     },
@@ -54,10 +59,9 @@ const AGGREGATES: &[Aggregate] = &[
     },
 ];
 
-/// Whether `table` is an aggregate table a migration may rebuild.
-#[cfg(test)]
-pub(crate) fn is_aggregate(table: &str) -> bool {
-    AGGREGATES.iter().any(|a| a.table == table)
+/// The aggregate table `table`, for migrations that rebuild it.
+pub(crate) fn aggregate(table: &str) -> Option<&'static Aggregate> {
+    AGGREGATES.iter().find(|a| a.table == table)
 }
 
 /// What one backfill rebuilt.
@@ -81,10 +85,7 @@ impl Store {
 
     /// Rebuilds the aggregate table `table` from `events`.
     pub(crate) async fn rebuild_table(&self, table: &'static str) -> Result<Rebuilt, StoreError> {
-        let aggregate = AGGREGATES
-            .iter()
-            .find(|a| a.table == table)
-            .ok_or(StoreError::UnknownAggregate(table))?;
+        let aggregate = aggregate(table).ok_or(StoreError::UnknownAggregate(table))?;
         let months = self.event_months().await?;
         self.rebuild(aggregate, &months).await
     }
@@ -103,7 +104,10 @@ impl Store {
             Some(cluster) => crate::cluster::local_table(aggregate.table, &self.database, cluster),
             None => aggregate.table.to_owned(),
         };
-        let select = aggregate.select.replace("{analytics}", ANALYTICS_EVENTS);
+        let select = aggregate
+            .select
+            .replace("{analytics}", ANALYTICS_EVENTS)
+            .replace("{in_session}", IN_SESSION);
         let rebuilt = if aggregate.monthly {
             for month in months {
                 self.db

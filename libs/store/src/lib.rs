@@ -17,7 +17,7 @@ mod migrate;
 mod record;
 mod rows;
 
-pub use backfill::{ANALYTICS_EVENTS, Rebuilt};
+pub use backfill::{ANALYTICS_EVENTS, IN_SESSION, Rebuilt};
 pub use client::{Store, StoreSettings};
 pub use codec::{CodecError, decode_bundle, encode_record};
 pub use error::StoreError;

@@ -20,8 +20,7 @@ use crate::error::QueryError;
 use crate::params::{Filter, Interval, Range};
 use crate::runner::Runner;
 use crate::sql::{
-    ANALYTICS_EVENTS, IN_SESSION, Sql, condition, events_where, hourly_where, in_range, in_session,
-    local_time,
+    ANALYTICS_EVENTS, IN_SESSION, Sql, condition, events_where, hourly_where, in_range, local_time,
 };
 
 /// The headline counts of a range, or of one bucket of a series.
@@ -33,12 +32,13 @@ pub struct Counts {
     pub total_events: u64,
 }
 
-const COUNTS: &str = concat!(
-    "uniqExact(device_key) AS unique_visitors, uniqExactIf(session_key, ",
-    in_session!(),
-    ") AS total_sessions, countIf(name = 'screen_view') AS total_screen_views, \
-     count() AS total_events"
-);
+fn counts() -> String {
+    format!(
+        "uniqExact(device_key) AS unique_visitors, \
+         uniqExactIf(session_key, {IN_SESSION}) AS total_sessions, \
+         countIf(name = 'screen_view') AS total_screen_views, count() AS total_events"
+    )
+}
 
 /// The same counts from `events_hourly`.
 const HOURLY_COUNTS: &str = "uniqExactMerge(visitors) AS unique_visitors, \
@@ -104,7 +104,7 @@ fn counts_sql(project: &str, range: &Range, filters: &[Filter], hourly: bool) ->
         sql.append(&hourly_where(project, range));
         sql
     } else {
-        let mut sql = Sql::new(&format!("SELECT {COUNTS} FROM events"));
+        let mut sql = Sql::new(&format!("SELECT {} FROM events", counts()));
         sql.append(&events_where(project, range, filters));
         sql
     }
@@ -182,9 +182,9 @@ fn timeseries_sql(
     hourly: bool,
 ) -> Sql {
     let (column, counts, table) = if hourly {
-        ("hour", HOURLY_COUNTS, "events_hourly")
+        ("hour", HOURLY_COUNTS.to_owned(), "events_hourly")
     } else {
-        ("created_at", COUNTS, "events")
+        ("created_at", counts(), "events")
     };
     let mut sql = Sql::new("SELECT ");
     sql.append(&interval.bucket(column, &range.timezone))

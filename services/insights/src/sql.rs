@@ -7,18 +7,7 @@ use serde_json::Value;
 
 use crate::params::{Filter, Operator, Range, Target};
 
-pub use analytics_store::ANALYTICS_EVENTS;
-
-/// Rows that belong to a session, told by the 8-byte key rather than by
-/// reading the id strings (the key of the empty id is a constant).
-macro_rules! in_session {
-    () => {
-        "session_key != cityHash64('')"
-    };
-}
-pub(crate) use in_session;
-
-pub const IN_SESSION: &str = in_session!();
+pub use analytics_store::{ANALYTICS_EVENTS, IN_SESSION};
 
 #[derive(Debug, Clone)]
 pub enum Bound {
