@@ -558,6 +558,7 @@ async fn end_to_end(
     wait_visible(args, p, outcome.events_accepted).await?;
     let drain = sent_done.elapsed().as_secs_f64();
     let (_, peak_mb) = process_usage(p.child.id());
+    let state = partition_state(p.addr).unwrap_or_default();
     settle_merges(&args.clickhouse_url).await;
     let cpu = before.per_item(
         &Reading::take(Some(p.child.id()), &servers),
@@ -577,11 +578,46 @@ async fn end_to_end(
         "lag_p99_seconds": p99,
         "lag_max_seconds": lags.last().copied().unwrap_or(0.0),
         "peak_rss_mb": peak_mb,
+        "partition_state": state,
         // µs per event is seconds per million events.
         "cpu_seconds_per_million": cpu.pipeline_us,
         "cpu_per_stored_event": cpu,
         "rejected_requests": outcome.rejected_requests,
     }))
+}
+
+/// The enricher's state per owned partition, read from the pipeline's
+/// `/metrics` once the run is drained: the largest partition's open
+/// sessions, dedupe keys and sessions log (bytes in Redis), and the
+/// sums over the partitions.
+fn partition_state(addr: SocketAddr) -> Result<Value> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    // HTTP/1.0: the body ends with the connection, never chunked.
+    write!(stream, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text)?;
+    let mut state = json!({});
+    for (gauge, name) in [
+        ("analytics_enricher_state_sessions", "sessions"),
+        ("analytics_enricher_state_dedupe_keys", "dedupe_keys"),
+        (
+            "analytics_enricher_state_sessions_log_bytes",
+            "sessions_log_bytes",
+        ),
+    ] {
+        let values: Vec<f64> = text
+            .lines()
+            .filter(|l| l.starts_with(&format!("{gauge}{{")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+            .collect();
+        state[name] = json!({
+            "largest_partition": values.iter().copied().fold(0.0, f64::max),
+            "total": values.iter().sum::<f64>(),
+        });
+    }
+    Ok(state)
 }
 
 /// An entry as `XRANGE` returns it: id and field/value pairs.
@@ -606,14 +642,17 @@ async fn stream_documents(conn: &mut redis::aio::MultiplexedConnection, key: &st
             return Ok(events);
         };
         start = format!("({last}");
-        for (_, fields) in &page {
-            for (_, payload) in fields {
-                events += if enriched {
-                    analytics_store::decode_bundle(payload).len() as u64
-                } else {
-                    1 + payload.iter().filter(|&&b| b == b'\n').count() as u64
-                };
-            }
+        for (_, fields) in page {
+            let fields = fields
+                .into_iter()
+                .map(|(name, bytes)| (name, redis::Value::BulkString(bytes)))
+                .collect();
+            let payload = analytics_streams::payload::plain(&fields).unwrap_or_default();
+            events += if enriched {
+                analytics_store::decode_bundle(&payload).len() as u64
+            } else {
+                1 + payload.iter().filter(|&&b| b == b'\n').count() as u64
+            };
         }
     }
 }
@@ -947,6 +986,16 @@ async fn suite(args: SuiteArgs) -> Result<()> {
         f(cpu, "redis_us") / bare_us,
         f(cpu, "clickhouse_us") / bare_us,
     );
+    let state = &e2e["partition_state"];
+    let of = |name: &str, which: &str| state[name][which].as_f64().unwrap_or(0.0);
+    md += &format!(
+        "| enricher state after the end-to-end run (largest partition; all partitions) | {:.0} open sessions, {:.0} dedupe keys, sessions log {:.1} MB; {:.0} sessions, {:.0} keys | | bounded: sessions × 90 B + window's events × 30 B per partition |\n",
+        of("sessions", "largest_partition"),
+        of("dedupe_keys", "largest_partition"),
+        of("sessions_log_bytes", "largest_partition") / 1e6,
+        of("sessions", "total"),
+        of("dedupe_keys", "total"),
+    );
     md += &format!(
         "| end to end at 80% of that ({} s at {:.0} events/s offered) | {:.0} events/s stored, lag p99 {:.2} s, max {:.2} s, peak RSS {:.0} MB | | lag p99 < 2 s |\n",
         args.e2e_seconds / 2,
@@ -1013,11 +1062,14 @@ async fn suite(args: SuiteArgs) -> Result<()> {
     for m in &matrix {
         let r = &m["result"];
         md += &format!(
-            "| end to end, {} partitions, {}x payload | {:.0} events/s, {:.1} CPU-s per 1M events | | |\n",
+            "| end to end, {} partitions, {}x payload | {:.0} events/s; CPU per stored event: pipeline {:.1} µs, Redis {:.1} µs, ClickHouse {:.1} µs | total {:.1}× the bare ceiling's CPU per row | |\n",
             m["partitions"],
             m["payload"],
             f(r, "events_per_second"),
-            f(r, "cpu_seconds_per_million")
+            f(&r["cpu_per_stored_event"], "pipeline_us"),
+            f(&r["cpu_per_stored_event"], "redis_us"),
+            f(&r["cpu_per_stored_event"], "clickhouse_us"),
+            f(&r["cpu_per_stored_event"], "total_us") / bare_us,
         );
     }
     std::fs::create_dir_all(&args.out)?;

@@ -1,5 +1,7 @@
 //! Errors of the storage layer.
 
+use std::sync::Arc;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("clickhouse: {0}")]
@@ -15,6 +17,14 @@ pub enum StoreError {
     Cluster(String),
     #[error("migration names {0}, which is no aggregate table to rebuild")]
     UnknownAggregate(&'static str),
+    /// The outcome of a combined insert (see `CombinedInserts`), shared by
+    /// every batch in it.
+    #[error("combined insert: {0}")]
+    Combined(#[source] Arc<StoreError>),
+    /// An insert whose outcome is unknown: the task waiting for the
+    /// server's answer ended before it came.
+    #[error("insert interrupted before the server answered")]
+    Interrupted,
 }
 
 /// ClickHouse error codes that mean the rows themselves cannot be stored
@@ -25,6 +35,9 @@ impl StoreError {
     /// True when ClickHouse refused the data itself: retrying the same rows
     /// cannot succeed, so they go to the dead letters.
     pub fn is_row_refusal(&self) -> bool {
+        if let StoreError::Combined(e) = self {
+            return e.is_row_refusal();
+        }
         let StoreError::ClickHouse(clickhouse::error::Error::BadResponse(message)) = self else {
             return false;
         };
@@ -41,6 +54,8 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         let error = match self {
             StoreError::ClickHouse(e) | StoreError::Migration { source: e, .. } => e,
+            StoreError::Combined(e) => return e.is_unavailable(),
+            StoreError::Interrupted => return true,
             StoreError::Cluster(_) | StoreError::UnknownAggregate(_) => return false,
         };
         matches!(

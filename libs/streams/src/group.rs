@@ -7,9 +7,7 @@ use redis::streams::{StreamId, StreamPendingCountReply, StreamReadReply};
 use redis::{RedisResult, Value};
 
 use crate::StreamError;
-
-/// The field of a stream entry that holds its payload.
-pub const PAYLOAD_FIELD: &str = "e";
+use crate::payload::{self, PAYLOAD_FIELD, Payload};
 
 /// Most documents (events, enriched records) in one stream entry: bounds
 /// what a consumer holds per entry it reads.
@@ -145,11 +143,21 @@ fn split(ids: Vec<StreamId>, redelivered: bool) -> ReadBatch {
         redelivered,
         ..ReadBatch::default()
     };
-    for StreamId { id, mut map, .. } in ids {
+    for mut entry in ids {
         // Moved out, not copied: payloads are most of what a read carries.
-        match map.remove(PAYLOAD_FIELD) {
-            Some(Value::BulkString(payload)) => batch.entries.push(Entry { id, payload }),
-            _ => batch.vanished.push(id),
+        match payload::take(&mut entry) {
+            Payload::Plain(payload) => batch.entries.push(Entry {
+                id: entry.id,
+                payload,
+            }),
+            Payload::Unreadable(payload, error) => {
+                tracing::warn!(id = %entry.id, %error, "unreadable entry payload");
+                batch.entries.push(Entry {
+                    id: entry.id,
+                    payload,
+                });
+            }
+            Payload::Missing => batch.vanished.push(entry.id),
         }
     }
     batch

@@ -4,9 +4,10 @@
 //! each; keys carry a hash tag (`{p3}`) so that partition N of every topic
 //! lives in the same Redis Cluster slot and one Lua script can move an
 //! entry from `raw` partition N to `enriched` partition N. An entry holds its
-//! payload in its `e` field: on `raw`, a bundle of events (JSON documents
-//! separated by newlines, see [`bundle_documents`]); on `enriched`, a bundle
-//! of records (binary frames, see `analytics_store::decode_bundle`).
+//! payload LZ4-compressed in its `z` field (or plain in `e`, see
+//! [`payload`]): on `raw`, a bundle of events (JSON documents separated by
+//! newlines, see [`bundle_documents`]); on `enriched`, a bundle of records
+//! (binary frames, see `analytics_store::decode_bundle`).
 //!
 //! Consumer stages run one loop per partition ([`consume`]) and supply a
 //! [`Handler`] of batches. They read through consumer groups
@@ -26,6 +27,7 @@ mod health;
 mod keys;
 mod maintenance;
 mod ownership;
+pub mod payload;
 mod supervise;
 
 pub use analytics_event::bundle_documents;
@@ -36,13 +38,14 @@ pub use consume::{Appended, EntrySize, Handler, Subscription, consume, consume_p
 pub use error::StreamError;
 pub use group::{
     ClaimPolicy, DeadEntry, DeadLetter, Entry, GroupReader, Letters, MAX_BUNDLE_BYTES,
-    MAX_BUNDLE_EVENTS, PAYLOAD_FIELD, ReadBatch, ack, claim_stale, dead_entries, dead_letter,
-    drop_dead, ensure_group, replay_dead,
+    MAX_BUNDLE_EVENTS, ReadBatch, ack, claim_stale, dead_entries, dead_letter, drop_dead,
+    ensure_group, replay_dead,
 };
 pub use health::{PartitionHealth, StageHealth};
 pub use keys::{Topic, partition_for, stream_key};
 pub use maintenance::{GroupStats, StreamStats, maintain, stream_stats, trim_acknowledged};
 pub use ownership::{Lease, Ownership, assignee, consume_owned};
+pub use payload::{COMPRESSED_FIELD, PAYLOAD_FIELD};
 pub use supervise::{TaskFailure, supervise};
 
 use std::time::Duration;

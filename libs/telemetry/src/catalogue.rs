@@ -88,6 +88,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "Event keys of the dedupe window the partition's owner holds in memory.",
     ),
     (
+        "analytics_enricher_state_sessions_log_bytes",
+        Kind::Gauge,
+        "Bytes of the partition's sessions log in Redis (compacted into a snapshot at twice the open sessions' size).",
+    ),
+    (
         "analytics_enricher_duplicates_total",
         Kind::Counter,
         "Events dropped as repeats inside the dedupe window.",
@@ -245,7 +250,8 @@ mod tests {
                 Kind::Counter => assert_eq!(unit, "total", "{name}"),
                 _ => assert!(
                     [
-                        "seconds", "entries", "rows", "tasks", "sessions", "keys", "members"
+                        "seconds", "entries", "rows", "tasks", "sessions", "keys", "members",
+                        "bytes",
                     ]
                     .contains(&unit),
                     "{name}"

@@ -275,7 +275,7 @@ impl Setup {
                     .ids
                     .iter()
                     .flat_map(|e| {
-                        let payload: Vec<u8> = e.get("e").unwrap_or_default();
+                        let payload = analytics_streams::payload::plain(&e.map).unwrap_or_default();
                         if topic == "enriched" {
                             // Binary frames, shown as the JSON of each record.
                             analytics_store::decode_bundle(&payload)

@@ -564,3 +564,74 @@ fn a_redelivered_batch_of_ten_thousand_rows_is_stored_once() {
     );
     assert_eq!(metric(&sink, "analytics_sink_insert_errors_total"), 0.0);
 }
+
+/// Flushes that meet in time share one INSERT per table: batches written
+/// at once by several tasks are all stored, each row once, in fewer parts
+/// than batches (a part of files per insert is most of what an insert
+/// costs the server).
+#[test]
+#[ignore = "needs the servers scripts/test.sh starts"]
+fn concurrent_batches_are_combined_into_fewer_inserts() {
+    const BATCHES: u32 = 8;
+    const ROWS: u32 = 1_000;
+    let setup = Setup::new(BIN, "combined");
+    setup.admin(&["migrate"]);
+    let store = analytics_store::Store::new(&analytics_store::StoreSettings {
+        url: setup.clickhouse_url.clone(),
+        database: setup.name.clone(),
+        user: "default".into(),
+        password: String::new(),
+        cluster: None,
+    });
+    let inserts = analytics_store::CombinedInserts::new(store, "events");
+    let now = (analytics_now_ms() / 1000) as u32;
+    let batches: Vec<Vec<analytics_store::EventRow>> = (0..BATCHES)
+        .map(|b| {
+            (0..ROWS)
+                .map(|i| analytics_store::EventRow {
+                    id: format!("b{b}-{i}"),
+                    project_id: "combined".into(),
+                    name: "combined".into(),
+                    device_id: format!("dev-{i}"),
+                    created_at: now,
+                    received_at: now,
+                    ..Default::default()
+                })
+                .collect()
+        })
+        .collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let tasks: Vec<_> = batches
+            .into_iter()
+            .map(|rows| {
+                let inserts = inserts.clone();
+                tokio::spawn(async move { inserts.insert(&rows).await })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+    });
+    assert_eq!(
+        setup.query("SELECT count(), uniqExact(id) FROM events"),
+        format!("{0}\t{0}", BATCHES * ROWS)
+    );
+    // Parts made by inserts are level 0 (merges make higher levels); the
+    // rows all fall in one month, so an insert made one part.
+    let inserted_parts: u32 = setup
+        .query(&format!(
+            "SELECT count() FROM system.parts WHERE database = '{}' AND table = 'events' AND level = 0",
+            setup.name
+        ))
+        .parse()
+        .unwrap();
+    assert!(
+        (1..BATCHES).contains(&inserted_parts),
+        "{inserted_parts} inserts for {BATCHES} batches"
+    );
+}

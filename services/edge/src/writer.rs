@@ -14,9 +14,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use analytics_http::ApiError;
+use analytics_streams::payload::compress;
 use analytics_streams::{Appended, Conn};
 use analytics_streams::{
-    MAX_BUNDLE_BYTES, MAX_BUNDLE_EVENTS, PAYLOAD_FIELD, SlotCommands, StreamError, Topic,
+    COMPRESSED_FIELD, MAX_BUNDLE_BYTES, MAX_BUNDLE_EVENTS, SlotCommands, StreamError, Topic,
     query_by_slot, stream_key,
 };
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -219,7 +220,10 @@ async fn collect(
             for (partition, _, payload) in &bundles {
                 let key = &keys[*partition];
                 let mut xadd = redis::cmd("XADD");
-                xadd.arg(key).arg("*").arg(PAYLOAD_FIELD).arg(payload);
+                xadd.arg(key)
+                    .arg("*")
+                    .arg(COMPRESSED_FIELD)
+                    .arg(compress(payload));
                 commands.push(key, xadd);
             }
             let started = Instant::now();

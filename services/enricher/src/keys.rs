@@ -24,8 +24,15 @@ impl Keys {
         }
     }
 
-    /// The partition's open sessions (hash: device key → session).
-    pub fn sessions(&self) -> String {
+    /// The partition's sessions log (see [`crate::state`]).
+    pub fn sessions_log(&self) -> String {
+        format!("{}:sessions-log:{{p{}}}", self.prefix, self.partition)
+    }
+
+    /// The partition's open sessions as the earlier layout kept them (a
+    /// hash: device key → session); read by a restore, deleted by the
+    /// snapshot that follows.
+    pub fn legacy_sessions(&self) -> String {
         format!("{}:sessions:{{p{}}}", self.prefix, self.partition)
     }
 
@@ -47,10 +54,19 @@ impl Keys {
         (hash, applied)
     }
 
-    /// Dedupe bucket number `bucket` (a hash of the keys committed in it),
-    /// in this partition's slot so the commit script can use it with the
-    /// streams.
-    pub fn dedupe_bucket(&self, bucket: u64) -> String {
+    /// The log of dedupe bucket number `bucket` (the keys committed in
+    /// it), in this partition's slot so the commit script can use it with
+    /// the streams.
+    pub fn dedupe_log(&self, bucket: u64) -> String {
+        format!(
+            "{}:dedupe-log:{{p{}}}:{bucket}",
+            self.prefix, self.partition
+        )
+    }
+
+    /// Dedupe bucket number `bucket` as the earlier layout kept it (a hash
+    /// of the keys); read by a restore until it expires with the window.
+    pub fn legacy_dedupe_bucket(&self, bucket: u64) -> String {
         format!("{}:dedupe:{{p{}}}:{bucket}", self.prefix, self.partition)
     }
 }
@@ -64,8 +80,10 @@ mod tests {
         let keys = Keys::new("a", 3);
         assert_eq!(keys.raw, "a:raw:{p3}");
         assert_eq!(keys.enriched, "a:enriched:{p3}");
-        assert_eq!(keys.dedupe_bucket(10), "a:dedupe:{p3}:10");
-        assert_eq!(keys.sessions(), "a:sessions:{p3}");
+        assert_eq!(keys.dedupe_log(10), "a:dedupe-log:{p3}:10");
+        assert_eq!(keys.legacy_dedupe_bucket(10), "a:dedupe:{p3}:10");
+        assert_eq!(keys.sessions_log(), "a:sessions-log:{p3}");
+        assert_eq!(keys.legacy_sessions(), "a:sessions:{p3}");
         let (hash, applied) = keys.profile("proj", "user");
         assert_eq!(hash, "a:profile:{proj:user}");
         assert_eq!(applied, "a:profile:{proj:user}:applied");

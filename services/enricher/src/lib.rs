@@ -159,7 +159,7 @@ pub async fn run(
     .await
 }
 
-/// How often expired sessions are swept from memory (and then from Redis).
+/// How often expired sessions are swept from memory.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 /// What the enricher does with one raw partition's batches.
@@ -236,6 +236,8 @@ impl Handler for Partition {
             .set(state.sessions.len() as f64);
         metrics::gauge!("analytics_enricher_state_dedupe_keys", "partition" => self.keys.partition.to_string())
             .set(state.dedupe.len() as f64);
+        metrics::gauge!("analytics_enricher_state_sessions_log_bytes", "partition" => self.keys.partition.to_string())
+            .set(state.sessions.log_bytes() as f64);
         self.state = Some(state);
         if outcome.events > 0 {
             self.size

@@ -10,6 +10,7 @@ use analytics_enrich::{Enrichment, Identity, ProfileState, UserAgent, profile_ro
 use analytics_event::{EventKind, RawEvent, now_ms};
 use analytics_meta::Meta;
 use analytics_store::{AliasRow, Record};
+use analytics_streams::payload::compress;
 use analytics_streams::{
     Conn, DeadLetter, Entry, Lease, Letters, MAX_BUNDLE_BYTES, MAX_BUNDLE_EVENTS, ReadBatch,
     SlotCommands, StreamError, bundle_documents, dead_letter, query_by_slot,
@@ -21,7 +22,7 @@ use xxhash_rust::xxh3::Xxh3;
 use crate::keys::Keys;
 use crate::restore::bucket_of;
 use crate::scripts::{CommitCall, ProfileCall, ProfileChange, Scripts, bundle_records};
-use crate::state::{PartitionState, device_key};
+use crate::state::{PartitionState, device_key, encode_dedupe_keys, session_lifetime_ms};
 use crate::{GROUP, Settings};
 
 /// How long a device stays linked to the profile that identified it.
@@ -30,6 +31,9 @@ const DEVICE_PROFILE_TTL_S: u64 = 30 * 24 * 3600;
 /// older than this, not at every event of an identified device.
 const DEVICE_PROFILE_REFRESH_MS: i64 = 3600 * 1000;
 const BOT_POLICY_TTL: Duration = Duration::from_secs(30);
+/// How much longer than a session's lifetime the sessions log outlives
+/// its last write (room for the owner's and Redis's clocks to differ).
+const SESSIONS_LOG_MARGIN_MS: u64 = 60_000;
 
 /// What every partition task of one process shares.
 pub struct Shared {
@@ -526,6 +530,7 @@ async fn commit(
         records.extend(&item.records);
     }
     let (bundles, record_count) = bundle_records(records, MAX_BUNDLE_EVENTS, MAX_BUNDLE_BYTES);
+    let bundles: Vec<Vec<u8>> = bundles.iter().map(|b| compress(b)).collect();
     let mut ids: Vec<&str> = Vec::with_capacity(items.len() + dropped.len());
     for id in items.iter().map(|item| item.entry_id.as_str()) {
         if ids.last() != Some(&id) {
@@ -534,24 +539,25 @@ async fn commit(
     }
     ids.extend(dropped.iter().map(String::as_str));
     let (bucket, bucket_ms) = bucket_of(&shared.settings, now);
-    let (changed, expired) = state.sessions.changes();
+    let sessions_log = state.sessions.changes();
     let scripts = shared.scripts.read().await.clone();
     let call = CommitCall {
         raw: &keys.raw,
         enriched: &keys.enriched,
         lease,
-        bucket: &keys.dedupe_bucket(bucket),
-        sessions: &keys.sessions(),
+        bucket: &keys.dedupe_log(bucket),
+        sessions: &keys.sessions_log(),
+        legacy_sessions: &keys.legacy_sessions(),
         group: GROUP,
         bucket_ttl_ms: shared.settings.dedupe_window_ms + bucket_ms,
+        sessions_ttl_ms: session_lifetime_ms(&shared.settings) + SESSIONS_LOG_MARGIN_MS,
         bundles: &bundles,
-        dedupe_keys: &stored_keys,
-        changed: &changed,
-        expired,
+        dedupe_keys: &encode_dedupe_keys(&stored_keys),
+        sessions_log: &sessions_log,
         ids: &ids,
     };
     let _: i64 = call.command(&scripts.commit).query_async(conn).await?;
-    state.sessions.committed();
+    state.sessions.committed(&sessions_log);
     let stored = stored_keys.len() as u64;
     state.dedupe.insert(bucket, stored_keys);
     Ok((stored, duplicates, record_count, bundles.len() as u64))

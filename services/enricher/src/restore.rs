@@ -7,7 +7,7 @@ use analytics_streams::Conn;
 use crate::Settings;
 use crate::keys::Keys;
 use crate::process::ProcessError;
-use crate::state::{DEDUPE_BUCKETS, PartitionState, Session};
+use crate::state::{DEDUPE_BUCKETS, PartitionState, Session, decode_dedupe_keys};
 
 /// Fields per `HSCAN` step.
 const SCAN_COUNT: usize = 10_000;
@@ -18,7 +18,8 @@ pub fn bucket_of(settings: &Settings, now_ms: i64) -> (u64, u64) {
     (now_ms.max(0) as u64 / bucket_ms, bucket_ms)
 }
 
-/// Reads the sessions hash and the dedupe buckets of the window.
+/// Reads the sessions log and the dedupe buckets' logs of the window (and
+/// what the earlier layout's hashes still hold, after an upgrade).
 pub async fn restore(
     conn: &mut Conn,
     keys: &Keys,
@@ -26,32 +27,42 @@ pub async fn restore(
 ) -> Result<PartitionState, ProcessError> {
     let mut state = PartitionState::new(settings);
     let now = now_ms();
-    scan_hash(conn, &keys.sessions(), |field, value| {
+    scan_hash(conn, &keys.legacy_sessions(), |field, value| {
         let key = u128::from_be_bytes(field.try_into().ok()?);
         state.sessions.restore(key, Session::decode(value)?, now);
         Some(())
     })
     .await?;
+    let log = get_bytes(conn, &keys.sessions_log()).await?;
+    let torn = state.sessions.replay(&log, now);
     let (current, _) = bucket_of(settings, now);
     for bucket in current.saturating_sub(DEDUPE_BUCKETS - 1)..=current {
-        let mut keys_of_bucket = Vec::new();
-        scan_hash(conn, &keys.dedupe_bucket(bucket), |field, _| {
-            let field: &[u8; 12] = field.try_into().ok()?;
-            let mut bytes = [0u8; 16];
-            bytes[4..].copy_from_slice(field);
-            keys_of_bucket.push(u128::from_be_bytes(bytes));
+        let log = get_bytes(conn, &keys.dedupe_log(bucket)).await?;
+        let mut keys_of_bucket: Vec<u128> = decode_dedupe_keys(&log).collect();
+        scan_hash(conn, &keys.legacy_dedupe_bucket(bucket), |field, _| {
+            keys_of_bucket.extend(decode_dedupe_keys(field));
             Some(())
         })
         .await?;
         state.dedupe.insert(bucket, keys_of_bucket);
     }
+    if torn > 0 {
+        tracing::warn!(partition = %keys.raw, torn, "sessions log ends in a partial record");
+    }
     tracing::info!(
         partition = %keys.raw,
         sessions = state.sessions.len(),
+        sessions_log_bytes = state.sessions.log_bytes(),
         dedupe_keys = state.dedupe.len(),
         "partition state restored"
     );
     Ok(state)
+}
+
+/// A string key's value; empty when the key does not exist.
+async fn get_bytes(conn: &mut Conn, key: &str) -> Result<Vec<u8>, ProcessError> {
+    let value: Option<Vec<u8>> = redis::cmd("GET").arg(key).query_async(conn).await?;
+    Ok(value.unwrap_or_default())
 }
 
 /// Calls `each` with every field and value of a hash; fields it cannot

@@ -11,7 +11,7 @@
 use analytics_store::{Record, encode_record};
 use analytics_streams::{Conn, Lease};
 
-use crate::state::Session;
+use crate::state::SessionLog;
 
 const PROFILE: &str = include_str!("scripts/profile.lua");
 const COMMIT: &str = include_str!("scripts/commit.lua");
@@ -91,56 +91,49 @@ pub struct CommitCall<'a> {
     pub raw: &'a str,
     pub enriched: &'a str,
     pub lease: &'a Lease,
-    /// The current dedupe bucket and the partition's sessions hash.
+    /// The current dedupe bucket's log, the partition's sessions log and
+    /// the sessions hash of the earlier layout.
     pub bucket: &'a str,
     pub sessions: &'a str,
+    pub legacy_sessions: &'a str,
     pub group: &'a str,
     pub bucket_ttl_ms: u64,
-    /// Enriched entries, each a bundle of record frames.
+    pub sessions_ttl_ms: u64,
+    /// Enriched entries, each a bundle of record frames, compressed
+    /// (`analytics_streams::payload`).
     pub bundles: &'a [Vec<u8>],
-    /// Dedupe keys of the events stored (96 bits each).
-    pub dedupe_keys: &'a [u128],
-    pub changed: &'a [(u128, Session)],
-    pub expired: &'a [u128],
+    /// Dedupe keys of the events stored, as their bucket's log holds them.
+    pub dedupe_keys: &'a [u8],
+    pub sessions_log: &'a SessionLog,
     /// Raw entries acknowledged.
     pub ids: &'a [&'a str],
 }
 
-/// A dedupe key as a hash field: its 96 bits.
-pub fn dedupe_field(key: u128) -> [u8; 12] {
-    key.to_be_bytes()[4..].try_into().expect("12 of 16 bytes")
-}
-
 impl CommitCall<'_> {
     pub fn command(&self, sha: &str) -> redis::Cmd {
+        let mode = match self.sessions_log {
+            SessionLog::Append(_) => "append",
+            SessionLog::Snapshot(_) => "snapshot",
+        };
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(sha)
-            .arg(5)
+            .arg(6)
             .arg(self.raw)
             .arg(self.enriched)
             .arg(&self.lease.key)
             .arg(self.bucket)
             .arg(self.sessions)
+            .arg(self.legacy_sessions)
             .arg(self.group)
             .arg(&self.lease.token)
             .arg(self.bucket_ttl_ms)
-            .arg(self.bundles.len())
-            .arg(self.dedupe_keys.len())
-            .arg(self.changed.len())
-            .arg(self.expired.len())
-            .arg(self.ids.len());
+            .arg(self.sessions_ttl_ms)
+            .arg(mode)
+            .arg(self.dedupe_keys)
+            .arg(self.sessions_log.bytes())
+            .arg(self.bundles.len());
         for bundle in self.bundles {
             cmd.arg(bundle);
-        }
-        for key in self.dedupe_keys {
-            cmd.arg(&dedupe_field(*key)[..]);
-        }
-        for (device, session) in self.changed {
-            cmd.arg(&device.to_be_bytes()[..])
-                .arg(&session.encode()[..]);
-        }
-        for device in self.expired {
-            cmd.arg(&device.to_be_bytes()[..]);
         }
         cmd.arg(self.ids);
         cmd
@@ -228,55 +221,45 @@ mod tests {
     }
 
     #[test]
-    fn commit_lists_follow_their_counts() {
+    fn commit_arguments_follow_the_scripts_layout() {
         let lease = Lease {
             key: "lease".into(),
             token: "me".into(),
         };
-        let session = Session {
-            id: 1,
-            start: 2,
-            last: 3,
-            touched: 4,
-        };
         let bundles = [b"frames".to_vec()];
+        let log = SessionLog::Snapshot(b"sessions".to_vec());
         let call = CommitCall {
             raw: "raw",
             enriched: "enr",
             lease: &lease,
             bucket: "b0",
             sessions: "s",
+            legacy_sessions: "old",
             group: "g",
             bucket_ttl_ms: 100,
+            sessions_ttl_ms: 200,
             bundles: &bundles,
-            dedupe_keys: &[7],
-            changed: &[(9, session)],
-            expired: &[],
+            dedupe_keys: b"keys",
+            sessions_log: &log,
             ids: &["1-0", "2-0"],
         };
-        let args: Vec<Vec<u8>> = call
-            .command("sha")
-            .args_iter()
-            .map(|a| match a {
-                redis::Arg::Simple(bytes) => bytes.to_vec(),
-                other => panic!("unexpected argument {other:?}"),
-            })
-            .collect();
-        let text = |i: usize| String::from_utf8_lossy(&args[i]).into_owned();
-        let head: Vec<String> = (0..16).map(text).collect();
+        let expected = [
+            "EVALSHA", "sha", "6", "raw", "enr", "lease", "b0", "s", "old", "g", "me", "100",
+            "200", "snapshot", "keys", "sessions", "1", "frames", "1-0", "2-0",
+        ];
+        assert_eq!(args(&call.command("sha")), expected);
+        let appended = SessionLog::Append(Vec::new());
+        let call = CommitCall {
+            sessions_log: &appended,
+            bundles: &[],
+            ..call
+        };
+        let args = args(&call.command("sha"));
         assert_eq!(
-            head,
-            [
-                "EVALSHA", "sha", "5", "raw", "enr", "lease", "b0", "s", "g", "me", "100", "1",
-                "1", "1", "0", "2"
-            ]
+            (&args[13][..], &args[15][..], &args[16][..]),
+            ("append", "", "0")
         );
-        assert_eq!(args[16], b"frames");
-        assert_eq!(args[17], dedupe_field(7));
-        assert_eq!(args[18], 9u128.to_be_bytes());
-        assert_eq!(args[19], session.encode());
-        assert_eq!((text(20), text(21)), ("1-0".into(), "2-0".into()));
-        assert_eq!(args.len(), 22);
+        assert_eq!(&args[17..], ["1-0", "2-0"]);
     }
 
     #[test]

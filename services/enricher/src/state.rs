@@ -4,15 +4,19 @@
 //! events all land on one partition), so it lives in memory and costs no
 //! round trip per event.
 //!
-//! Durability is a compacted changelog in Redis, written by the same
-//! atomic commit as the batch's output and acknowledgement: a hash of the
-//! partition's sessions (`<prefix>:sessions:{pN}`, one field per device,
-//! removed when the session expires) and the dedupe buckets
-//! (`<prefix>:dedupe:{pN}:<bucket>`, which expire on their own). A new
-//! owner restores from them exactly the state that matches what was
-//! acknowledged. The device → profile links stay in shared keys (they live
-//! for 30 days) and are cached here, read through on a miss: the owner is
-//! their only writer, so the cache is never stale while the lease holds.
+//! Durability is a changelog in Redis, appended by the same atomic commit
+//! as the batch's output and acknowledgement, as bytes Redis only copies:
+//! the sessions log (`<prefix>:sessions-log:{pN}`, a 56-byte record per
+//! changed session, the last record of a device wins) is compacted by
+//! writing a snapshot of the open sessions in place of the log once it
+//! holds twice their size plus [`SNAPSHOT_SLACK`]; each dedupe bucket
+//! (`<prefix>:dedupe-log:{pN}:<bucket>`) is the 12-byte keys committed in
+//! it, and expires with the window. A new owner restores from them exactly
+//! the state that matches what was acknowledged (expired sessions are
+//! dropped as they are read, so the log needs no tombstones). The device →
+//! profile links stay in shared keys (they live for 30 days) and are cached
+//! here, read through on a miss: the owner is their only writer, so the
+//! cache is never stale while the lease holds.
 //!
 //! Bounds: sessions hold the devices active within the session lifetime
 //! (timeout + grace + one minute), about 90 bytes each; the dedupe window
@@ -33,6 +37,13 @@ pub const PROFILE_CACHE: usize = 100_000;
 const PROFILE_CACHE_MS: i64 = 24 * 3600 * 1000;
 /// Dedupe buckets kept: the window is six buckets, plus the current one.
 pub const DEDUPE_BUCKETS: u64 = 7;
+/// Bytes of one dedupe key in its bucket's log.
+pub const DEDUPE_KEY_BYTES: usize = 12;
+/// Bytes of one record of the sessions log: the device key, the session.
+pub const SESSION_RECORD: usize = 16 + SESSION_BYTES;
+/// How far the sessions log may outgrow twice its live records before the
+/// next commit writes a snapshot instead of appending.
+pub const SNAPSHOT_SLACK: usize = 1 << 20;
 
 /// A device of a project, as a 128-bit key.
 pub fn device_key(project: &str, device: &str) -> u128 {
@@ -79,8 +90,8 @@ impl Session {
     }
 }
 
-/// The open sessions of a partition's devices, and what changed since the
-/// last commit.
+/// The open sessions of a partition's devices, what changed since the
+/// last commit, and how large their log in Redis is.
 #[derive(Debug)]
 pub struct Sessions {
     open: HashMap<u128, Session>,
@@ -88,7 +99,28 @@ pub struct Sessions {
     grace: i64,
     lifetime: i64,
     changed: HashSet<u128>,
-    expired: Vec<u128>,
+    /// Bytes of the log in Redis as of the last commit.
+    log_bytes: usize,
+    /// The next commit writes a snapshot, whatever the log's size (the
+    /// state was restored from another layout).
+    snapshot_due: bool,
+}
+
+/// What a commit writes to the sessions log.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SessionLog {
+    /// Records to append.
+    Append(Vec<u8>),
+    /// Every open session: the log is replaced by them.
+    Snapshot(Vec<u8>),
+}
+
+impl SessionLog {
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            SessionLog::Append(bytes) | SessionLog::Snapshot(bytes) => bytes,
+        }
+    }
 }
 
 impl Sessions {
@@ -99,7 +131,8 @@ impl Sessions {
             grace: settings.session_grace_ms as i64,
             lifetime: session_lifetime_ms(settings) as i64,
             changed: HashSet::new(),
-            expired: Vec::new(),
+            log_bytes: 0,
+            snapshot_due: false,
         }
     }
 
@@ -107,11 +140,32 @@ impl Sessions {
         self.open.len()
     }
 
-    /// Takes a restored session (dropped when it has expired).
+    /// Takes a session of the earlier layout (a hash field per device),
+    /// dropped when it has expired; the next commit writes a snapshot.
     pub fn restore(&mut self, key: u128, session: Session, now: i64) {
         if now - session.touched <= self.lifetime {
             self.open.insert(key, session);
         }
+        self.snapshot_due = true;
+    }
+
+    /// Replays the sessions log: each record replaces the device's session
+    /// before it; sessions that have expired by `now` are dropped. Returns
+    /// the number of unreadable bytes at the end (a torn record, which an
+    /// atomic commit never leaves).
+    pub fn replay(&mut self, log: &[u8], now: i64) -> usize {
+        let records = log.chunks_exact(SESSION_RECORD);
+        let torn = records.remainder().len();
+        for record in records {
+            let (key, session) = record.split_at(16);
+            if let (Ok(key), Some(session)) = (key.try_into(), Session::decode(session)) {
+                self.open.insert(u128::from_be_bytes(key), session);
+            }
+        }
+        let lifetime = self.lifetime;
+        self.open.retain(|_, s| now - s.touched <= lifetime);
+        self.log_bytes = log.len();
+        torn
     }
 
     /// Whether `key` has a session that has not expired.
@@ -154,34 +208,70 @@ impl Sessions {
         candidate
     }
 
-    /// Forgets expired sessions; the next commit removes them from Redis.
+    /// Forgets expired sessions (their records leave the log with the
+    /// next snapshot; a restore drops them as it reads them).
     pub fn sweep(&mut self, now: i64) {
         let lifetime = self.lifetime;
-        let expired = &mut self.expired;
-        self.open.retain(|key, s| {
-            let keep = now - s.touched <= lifetime;
-            if !keep {
-                expired.push(*key);
-            }
-            keep
-        });
+        self.open.retain(|_, s| now - s.touched <= lifetime);
     }
 
-    /// What the next commit writes: changed sessions (field, value) and
-    /// expired ones. Cleared by [`Sessions::committed`].
-    pub fn changes(&self) -> (Vec<(u128, Session)>, &[u128]) {
-        let set = self
-            .changed
-            .iter()
-            .filter_map(|key| self.open.get(key).map(|s| (*key, *s)))
-            .collect();
-        (set, &self.expired)
+    /// What the next commit writes: the changed sessions' records, or a
+    /// snapshot of every open session once the log has grown past twice
+    /// their size plus [`SNAPSHOT_SLACK`]. Cleared by [`Sessions::committed`].
+    pub fn changes(&self) -> SessionLog {
+        let live = self.open.len() * SESSION_RECORD;
+        let appended = self.log_bytes + self.changed.len() * SESSION_RECORD;
+        if self.snapshot_due || appended > 2 * live + SNAPSHOT_SLACK {
+            SessionLog::Snapshot(encode_records(self.open.iter()))
+        } else {
+            let changed = self
+                .changed
+                .iter()
+                .filter_map(|key| self.open.get_key_value(key));
+            SessionLog::Append(encode_records(changed))
+        }
     }
 
-    pub fn committed(&mut self) {
+    /// Bytes of the sessions log in Redis.
+    pub fn log_bytes(&self) -> usize {
+        self.log_bytes
+    }
+
+    pub fn committed(&mut self, log: &SessionLog) {
+        match log {
+            SessionLog::Append(bytes) => self.log_bytes += bytes.len(),
+            SessionLog::Snapshot(bytes) => self.log_bytes = bytes.len(),
+        }
+        self.snapshot_due = false;
         self.changed.clear();
-        self.expired.clear();
     }
+}
+
+fn encode_records<'a>(sessions: impl Iterator<Item = (&'a u128, &'a Session)>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(sessions.size_hint().0 * SESSION_RECORD);
+    for (key, session) in sessions {
+        out.extend_from_slice(&key.to_be_bytes());
+        out.extend_from_slice(&session.encode());
+    }
+    out
+}
+
+/// The log of a dedupe bucket's keys: 96 bits each, concatenated.
+pub fn encode_dedupe_keys(keys: &[u128]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(keys.len() * DEDUPE_KEY_BYTES);
+    for key in keys {
+        out.extend_from_slice(&key.to_be_bytes()[16 - DEDUPE_KEY_BYTES..]);
+    }
+    out
+}
+
+/// The keys of a dedupe bucket's log (a torn key at the end is skipped).
+pub fn decode_dedupe_keys(log: &[u8]) -> impl Iterator<Item = u128> + '_ {
+    log.chunks_exact(DEDUPE_KEY_BYTES).map(|field| {
+        let mut bytes = [0u8; 16];
+        bytes[16 - DEDUPE_KEY_BYTES..].copy_from_slice(field);
+        u128::from_be_bytes(bytes)
+    })
 }
 
 /// How long a session stays open after its last change.
@@ -330,30 +420,111 @@ mod tests {
         let lifetime = session_lifetime_ms(&settings) as i64;
         let mut s = Sessions::new(&settings);
         s.assign(1, 0, 10, 0);
-        s.committed();
         assert!(s.is_open(1, lifetime));
         assert!(!s.is_open(1, lifetime + 1));
         assert_eq!(s.assign(1, 1, 11, lifetime + 1), 11, "expired: new session");
-        s.committed();
         s.sweep(2 * lifetime + 2);
-        let (set, expired) = s.changes();
-        assert!(set.is_empty());
-        assert_eq!(expired, [1]);
         assert_eq!(s.len(), 0);
     }
 
+    fn appended(log: &SessionLog) -> &[u8] {
+        match log {
+            SessionLog::Append(bytes) => bytes,
+            SessionLog::Snapshot(_) => panic!("a snapshot where an append was due"),
+        }
+    }
+
     #[test]
-    fn changes_list_each_touched_session_once_until_committed() {
+    fn changes_log_each_touched_session_once_until_committed() {
         let mut s = Sessions::new(&settings());
         s.assign(1, 0, 10, 0);
         s.assign(1, 5, 11, 0);
         s.assign(2, 0, 20, 0);
-        let (mut set, _) = s.changes();
-        set.sort_by_key(|(k, _)| *k);
-        assert_eq!(set.len(), 2);
-        assert_eq!(set[0].1.last, 5);
-        s.committed();
-        assert!(s.changes().0.is_empty());
+        let log = s.changes();
+        assert_eq!(appended(&log).len(), 2 * SESSION_RECORD);
+        s.committed(&log);
+        assert_eq!(s.log_bytes(), 2 * SESSION_RECORD);
+        assert!(appended(&s.changes()).is_empty());
+    }
+
+    #[test]
+    fn a_replayed_log_restores_the_last_record_of_each_live_session() {
+        let settings = settings();
+        let lifetime = session_lifetime_ms(&settings) as i64;
+        let mut owner = Sessions::new(&settings);
+        let mut log = Vec::new();
+        owner.assign(1, 0, 10, 0);
+        owner.assign(2, 0, 20, 0);
+        let first = owner.changes();
+        log.extend_from_slice(appended(&first));
+        owner.committed(&first);
+        owner.assign(1, 60_000, 11, lifetime);
+        let second = owner.changes();
+        log.extend_from_slice(appended(&second));
+        owner.committed(&second);
+
+        let mut restored = Sessions::new(&settings);
+        assert_eq!(restored.replay(&log, lifetime + 1), 0);
+        assert_eq!(restored.open, {
+            let mut live = owner.open.clone();
+            live.remove(&2);
+            live
+        });
+        assert_eq!(restored.open[&1].last, 60_000, "the later record wins");
+        assert!(!restored.is_open(2, lifetime + 1), "expired as it was read");
+        assert_eq!(restored.log_bytes(), log.len());
+        log.push(7);
+        assert_eq!(Sessions::new(&settings).replay(&log, 0), 1, "a torn tail");
+    }
+
+    #[test]
+    fn the_log_is_compacted_into_a_snapshot_past_twice_its_live_size() {
+        let settings = settings();
+        let mut s = Sessions::new(&settings);
+        let mut logged = 0;
+        let mut at = 0;
+        let snapshot = loop {
+            at += 1;
+            s.assign(1, at, 10, at);
+            let log = s.changes();
+            s.committed(&log);
+            match log {
+                SessionLog::Append(bytes) => logged += bytes.len(),
+                SessionLog::Snapshot(bytes) => break bytes,
+            }
+        };
+        assert!(logged <= 2 * SESSION_RECORD + SNAPSHOT_SLACK);
+        assert!(logged + SESSION_RECORD > 2 * SESSION_RECORD + SNAPSHOT_SLACK);
+        assert_eq!(snapshot.len(), SESSION_RECORD, "one live session");
+        assert_eq!(s.log_bytes(), SESSION_RECORD);
+        let mut restored = Sessions::new(&settings);
+        restored.replay(&snapshot, at);
+        assert_eq!(restored.open, s.open);
+    }
+
+    #[test]
+    fn a_restore_from_the_earlier_layout_commits_a_snapshot() {
+        let mut s = Sessions::new(&settings());
+        let session = Session {
+            id: 3,
+            start: 0,
+            last: 0,
+            touched: 0,
+        };
+        s.restore(1, session, 0);
+        let log = s.changes();
+        assert!(matches!(&log, SessionLog::Snapshot(bytes) if bytes.len() == SESSION_RECORD));
+        s.committed(&log);
+        assert!(matches!(s.changes(), SessionLog::Append(_)));
+    }
+
+    #[test]
+    fn dedupe_keys_survive_their_log() {
+        let keys = [0, 1 << 95, (1 << 96) - 1, 0xdead_beef];
+        let mut log = encode_dedupe_keys(&keys);
+        assert_eq!(log.len(), 4 * DEDUPE_KEY_BYTES);
+        log.push(1);
+        assert_eq!(decode_dedupe_keys(&log).collect::<Vec<_>>(), keys);
     }
 
     #[test]

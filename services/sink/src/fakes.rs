@@ -4,10 +4,11 @@
 use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
 
-use analytics_store::{EventRow, InsertRow, Record, StoreError};
+use analytics_store::{EventRow, Record, StoreError};
 use analytics_streams::{DeadLetter, StreamError};
 
 use crate::flush::{Ledger, Warehouse};
+use crate::tables::Table;
 
 pub(crate) fn outage() -> StoreError {
     StoreError::ClickHouse(clickhouse::error::Error::Network(
@@ -101,11 +102,7 @@ impl Warehouse for FakeWarehouse {
             .collect())
     }
 
-    async fn insert<T: InsertRow + Clone + Into<Record>>(
-        &self,
-        _table: &str,
-        rows: &[T],
-    ) -> Result<(), StoreError> {
+    async fn insert<T: Table>(&self, rows: &[T]) -> Result<(), StoreError> {
         let call = self.next("insert");
         if let Call::Outage = call {
             return Err(outage());

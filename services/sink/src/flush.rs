@@ -13,12 +13,12 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use analytics_store::Record;
-use analytics_store::{EventRow, InsertRow, Store, StoreError};
+use analytics_store::{EventRow, StoreError};
 use analytics_streams::{DeadLetter, Entry, StreamError};
 use tokio_util::sync::CancellationToken;
 
 use crate::buffer::{Buffer, Rows};
+use crate::tables::Table;
 
 /// Where rows are stored.
 pub(crate) trait Warehouse: Sync {
@@ -28,28 +28,9 @@ pub(crate) trait Warehouse: Sync {
         rows: &[EventRow],
     ) -> impl Future<Output = Result<HashSet<(String, String)>, StoreError>> + Send;
 
-    fn insert<T: InsertRow + Clone + Into<Record>>(
-        &self,
-        table: &str,
-        rows: &[T],
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-}
-
-impl Warehouse for Store {
-    fn existing_event_ids(
-        &self,
-        rows: &[EventRow],
-    ) -> impl Future<Output = Result<HashSet<(String, String)>, StoreError>> + Send {
-        Store::existing_event_ids(self, rows)
-    }
-
-    fn insert<T: InsertRow + Clone + Into<Record>>(
-        &self,
-        table: &str,
-        rows: &[T],
-    ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        Store::insert(self, table, rows)
-    }
+    /// Inserts `rows` into their table, at once: all stored, or none
+    /// (an unknown outcome aside, which the caller checks before retrying).
+    fn insert<T: Table>(&self, rows: &[T]) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// The partition's stream, as the flush sees it.
@@ -283,9 +264,9 @@ async fn write<W: Warehouse>(
         metrics::counter!("analytics_sink_duplicates_skipped_total")
             .increment((before - events.len()) as u64);
     }
-    insert_all(warehouse, "events", events, letters).await?;
-    insert_all(warehouse, "profiles", profiles, letters).await?;
-    insert_all(warehouse, "profile_aliases", aliases, letters).await?;
+    insert_all(warehouse, events, letters).await?;
+    insert_all(warehouse, profiles, letters).await?;
+    insert_all(warehouse, aliases, letters).await?;
     Ok(())
 }
 
@@ -293,16 +274,15 @@ async fn write<W: Warehouse>(
 /// (not an outage), rows are tried one by one and the refused ones become
 /// dead letters, as JSON records (readable in `dlq list`, and decoded like
 /// any record when replayed).
-async fn insert_all<W: Warehouse, T: InsertRow + Clone + Into<Record>>(
+async fn insert_all<W: Warehouse, T: Table>(
     warehouse: &W,
-    table: &str,
     rows: &mut Rows<T>,
     letters: &mut Vec<DeadLetter>,
 ) -> Result<(), StoreError> {
     if rows.is_empty() {
         return Ok(());
     }
-    match warehouse.insert(table, &rows.rows).await {
+    match warehouse.insert(&rows.rows).await {
         Ok(()) => {
             *rows = Rows::default();
             Ok(())
@@ -311,11 +291,11 @@ async fn insert_all<W: Warehouse, T: InsertRow + Clone + Into<Record>>(
         // still loading its tables) is retried as a whole later.
         Err(e) if !e.is_row_refusal() => Err(e),
         Err(e) => {
-            tracing::warn!(error = %e, table, "batch refused; inserting rows one by one");
+            tracing::warn!(error = %e, table = T::TABLE, "batch refused; inserting rows one by one");
             let taken = std::mem::take(rows);
             let mut remaining = taken.origins.into_iter().zip(taken.rows);
             while let Some((entry, row)) = remaining.next() {
-                match warehouse.insert(table, std::slice::from_ref(&row)).await {
+                match warehouse.insert(std::slice::from_ref(&row)).await {
                     Ok(()) => {}
                     Err(e) if e.is_row_refusal() => letters.push(DeadLetter {
                         reason: format!("refused by ClickHouse: {e}"),

@@ -5,7 +5,9 @@
 //! frames, or JSON lines from older enrichers and replayed dead letters:
 //! `analytics_store::decode_bundle`); out: RowBinary inserts into `events`,
 //! `profiles` and `profile_aliases`. A partition's batch is flushed when it
-//! holds `max_rows` rows or its oldest row is `max_age` old.
+//! holds `max_rows` rows or its oldest row is `max_age` old; the flushes of
+//! all partitions that meet in time share one INSERT per table
+//! (`analytics_store::CombinedInserts`), each still acknowledged on its own.
 //!
 //! Guarantee: entries are acknowledged only after ClickHouse accepted their
 //! rows. While ClickHouse is down the batch is retried with backoff and its
@@ -21,6 +23,7 @@ mod buffer;
 mod fakes;
 mod flush;
 mod partition;
+mod tables;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +36,7 @@ use analytics_streams::{
 use tokio_util::sync::CancellationToken;
 
 use crate::partition::{Partition, StreamLedger};
+use crate::tables::Tables;
 
 /// Consumer group name on the enriched stream.
 pub const GROUP: &str = "sink";
@@ -59,6 +63,7 @@ pub async fn run(
     let conn = connect(&deps.redis, Duration::from_secs(5)).await?;
     let prefix = &config.redis.key_prefix;
     let block = Duration::from_millis(config.sink.max_age_ms.clamp(10, 1_000));
+    let tables = Tables::new(deps.store);
     let mut partitions = Vec::new();
     for p in 0..config.redis.partitions {
         let subscription = Subscription {
@@ -77,7 +82,7 @@ pub async fn run(
             dead: subscription.dead.clone(),
             consumer: deps.consumer.clone(),
         };
-        let partition = Partition::new(ledger, deps.store.clone(), config.clone(), p);
+        let partition = Partition::new(ledger, tables.clone(), config.clone(), p);
         partitions.push((p, subscription, partition));
     }
     consume_partitions(&deps.redis, conn, partitions, &deps.health, &shutdown).await

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use analytics_config::Config;
-use analytics_store::Store;
 use analytics_streams::{
     Conn, DeadLetter, EntrySize, Handler, Letters, ReadBatch, StreamError, ack, dead_letter,
     keep_owned,
@@ -16,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::GROUP;
 use crate::buffer::Buffer;
 use crate::flush::{FlushSettings, Ledger, Warehouse, flush};
+use crate::tables::Tables;
 
 /// The partition's stream and dead-letter stream, for this consumer.
 pub(crate) struct StreamLedger {
@@ -49,7 +49,7 @@ impl Ledger for StreamLedger {
 
 /// What the sink does with one enriched partition's batches: buffer their
 /// rows, and flush the buffer when it is full or old enough.
-pub(crate) struct Partition<W = Store, L = StreamLedger> {
+pub(crate) struct Partition<W = Tables, L = StreamLedger> {
     pub ledger: L,
     pub store: W,
     pub config: Arc<Config>,

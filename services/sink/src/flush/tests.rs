@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use analytics_store::ProfileRow;
+use analytics_store::{ProfileRow, Record};
 use analytics_streams::Entry;
 use tokio_util::sync::CancellationToken;
 
