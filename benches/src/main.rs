@@ -620,6 +620,44 @@ fn partition_state(addr: SocketAddr) -> Result<Value> {
     Ok(state)
 }
 
+/// The cheapest of three runs of an insert baseline (500,000 rows in
+/// 10,000-row blocks), each into a scratch database of its own, dropped
+/// afterwards. ClickHouse's CPU is read for the whole server, so whatever
+/// else it does meanwhile (merges and cleanups left by earlier work) can
+/// only add to a run: the least is the closest to the insert's own cost.
+async fn best_insert(
+    args: &SuiteArgs,
+    servers: &Servers,
+    database: &str,
+    views: Views,
+) -> Result<baselines::InsertCost> {
+    let mut best: Option<baselines::InsertCost> = None;
+    for run in 0..3 {
+        let db = format!("{database}_{run}");
+        let cost = baselines::clickhouse_insert(
+            &args.clickhouse_url,
+            &db,
+            500_000,
+            10_000,
+            views,
+            servers,
+        )
+        .await?;
+        clickhouse_query(
+            &args.clickhouse_url,
+            "default",
+            &format!("DROP DATABASE IF EXISTS {db}"),
+        )?;
+        if best
+            .as_ref()
+            .is_none_or(|b| cost.clickhouse_cpu_us_per_row < b.clickhouse_cpu_us_per_row)
+        {
+            best = Some(cost);
+        }
+    }
+    Ok(best.expect("three runs"))
+}
+
 /// An entry as `XRANGE` returns it: id and field/value pairs.
 type StreamEntry = (String, Vec<(String, Vec<u8>)>);
 
@@ -776,33 +814,9 @@ async fn suite(args: SuiteArgs) -> Result<()> {
     .await?;
     let servers = Servers::find(&args.redis_url, &args.clickhouse_url);
     eprintln!("baseline: ClickHouse inserts");
-    let ch = baselines::clickhouse_insert(
-        &args.clickhouse_url,
-        &scratch,
-        500_000,
-        10_000,
-        Views::Kept,
-        &servers,
-    )
-    .await?;
+    let ch = best_insert(&args, &servers, &scratch, Views::Kept).await?;
     eprintln!("baseline: bare storage ceiling (events without views)");
-    let bare_db = format!("{scratch}_bare");
-    let bare = baselines::clickhouse_insert(
-        &args.clickhouse_url,
-        &bare_db,
-        500_000,
-        10_000,
-        Views::Dropped,
-        &servers,
-    )
-    .await?;
-    for db in [&scratch, &bare_db] {
-        clickhouse_query(
-            &args.clickhouse_url,
-            "default",
-            &format!("DROP DATABASE IF EXISTS {db}"),
-        )?;
-    }
+    let bare = best_insert(&args, &servers, &format!("{scratch}_bare"), Views::Dropped).await?;
 
     let pipeline = start_edge_alone(&args, "edge", 4).await?;
     eprintln!("edge (alone): single events, as fast as possible");
@@ -989,7 +1003,7 @@ async fn suite(args: SuiteArgs) -> Result<()> {
     let state = &e2e["partition_state"];
     let of = |name: &str, which: &str| state[name][which].as_f64().unwrap_or(0.0);
     md += &format!(
-        "| enricher state after the end-to-end run (largest partition; all partitions) | {:.0} open sessions, {:.0} dedupe keys, sessions log {:.1} MB; {:.0} sessions, {:.0} keys | | bounded: sessions × 90 B + window's events × 30 B per partition |\n",
+        "| enricher state after the end-to-end run (largest partition; all partitions) | {:.0} open sessions, {:.0} dedupe keys, sessions log {:.1} MB; {:.0} sessions, {:.0} keys | | bounded, per partition: open sessions × 90 B + keys × 30 B (events with a client id within the dedupe window, others received within 4–6 s) |\n",
         of("sessions", "largest_partition"),
         of("dedupe_keys", "largest_partition"),
         of("sessions_log_bytes", "largest_partition") / 1e6,

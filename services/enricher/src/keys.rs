@@ -64,6 +64,23 @@ impl Keys {
         )
     }
 
+    /// The log of the content keys (events without a client id) received
+    /// in receive-time bucket `bucket`.
+    pub fn content_log(&self, bucket: u64) -> String {
+        format!(
+            "{}:dedupe-content:{{p{}}}:{bucket}",
+            self.prefix, self.partition
+        )
+    }
+
+    /// The newest receive-time bucket of content keys the owner committed.
+    pub fn content_head(&self) -> String {
+        format!(
+            "{}:dedupe-content-head:{{p{}}}",
+            self.prefix, self.partition
+        )
+    }
+
     /// Dedupe bucket number `bucket` as the earlier layout kept it (a hash
     /// of the keys); read by a restore until it expires with the window.
     pub fn legacy_dedupe_bucket(&self, bucket: u64) -> String {
@@ -83,6 +100,8 @@ mod tests {
         assert_eq!(keys.dedupe_log(10), "a:dedupe-log:{p3}:10");
         assert_eq!(keys.legacy_dedupe_bucket(10), "a:dedupe:{p3}:10");
         assert_eq!(keys.sessions_log(), "a:sessions-log:{p3}");
+        assert_eq!(keys.content_log(9), "a:dedupe-content:{p3}:9");
+        assert_eq!(keys.content_head(), "a:dedupe-content-head:{p3}");
         assert_eq!(keys.legacy_sessions(), "a:sessions:{p3}");
         let (hash, applied) = keys.profile("proj", "user");
         assert_eq!(hash, "a:profile:{proj:user}");

@@ -235,7 +235,7 @@ impl Handler for Partition {
         metrics::gauge!("analytics_enricher_state_sessions", "partition" => self.keys.partition.to_string())
             .set(state.sessions.len() as f64);
         metrics::gauge!("analytics_enricher_state_dedupe_keys", "partition" => self.keys.partition.to_string())
-            .set(state.dedupe.len() as f64);
+            .set((state.dedupe.len() + state.content.len()) as f64);
         metrics::gauge!("analytics_enricher_state_sessions_log_bytes", "partition" => self.keys.partition.to_string())
             .set(state.sessions.log_bytes() as f64);
         self.state = Some(state);

@@ -2,7 +2,7 @@
 //! rows, committed atomically with the batch's acknowledgement and the
 //! changelog of the partition's state.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,8 +21,12 @@ use xxhash_rust::xxh3::Xxh3;
 
 use crate::keys::Keys;
 use crate::restore::bucket_of;
-use crate::scripts::{CommitCall, ProfileCall, ProfileChange, Scripts, bundle_records};
-use crate::state::{PartitionState, device_key, encode_dedupe_keys, session_lifetime_ms};
+use crate::scripts::{
+    CommitCall, ContentLogs, ProfileCall, ProfileChange, Scripts, bundle_records,
+};
+use crate::state::{
+    CONTENT_BUCKET_MS, KeySet, PartitionState, device_key, encode_dedupe_keys, session_lifetime_ms,
+};
 use crate::{GROUP, Settings};
 
 /// How long a device stays linked to the profile that identified it.
@@ -456,11 +460,24 @@ fn profile_operation(raw: &RawEvent) -> Option<ProfileChange> {
     }
 }
 
-/// The key under which an event is remembered for dedupe, and for events
-/// without a client id the key of the same content one second earlier.
-/// Keys are 96 bits of xxh3-128: collisions (which would drop an event)
-/// are negligible at the window's sizes, at a fraction of SHA-256's cost.
-fn dedupe_keys(raw: &RawEvent) -> (u128, Option<u128>) {
+/// The key under which an event is remembered for dedupe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DedupeKey {
+    /// A client id: retries carry the same one, for `dedupe_window_ms`.
+    Id(u128),
+    /// An event without one: its content and the second it was received;
+    /// `previous` is the key of the same content one second earlier.
+    Content {
+        key: u128,
+        previous: u128,
+        received_ms: i64,
+    },
+}
+
+/// An event's dedupe key. Keys are 96 bits of xxh3-128: collisions (which
+/// would drop an event) are negligible at the window's sizes, at a
+/// fraction of SHA-256's cost.
+fn dedupe_key(raw: &RawEvent) -> DedupeKey {
     let finish = |h: &Xxh3| h.digest128() >> 32;
     let mut h = Xxh3::new();
     h.update(raw.project_id.as_bytes());
@@ -468,7 +485,7 @@ fn dedupe_keys(raw: &RawEvent) -> (u128, Option<u128>) {
     if raw.id_from_client {
         h.update(b"id\0");
         h.update(raw.id.as_bytes());
-        return (finish(&h), None);
+        return DedupeKey::Id(finish(&h));
     }
     h.update(b"content\0");
     h.update(raw.ip.as_bytes());
@@ -496,7 +513,11 @@ fn dedupe_keys(raw: &RawEvent) -> (u128, Option<u128>) {
         h.update(&s.to_be_bytes());
         finish(&h)
     };
-    (key(second), Some(key(second - 1)))
+    DedupeKey::Content {
+        key: key(second),
+        previous: key(second - 1),
+        received_ms: raw.received_at_ms,
+    }
 }
 
 /// Drops duplicates (against the window in memory and the batch itself),
@@ -514,19 +535,37 @@ async fn commit(
     if items.is_empty() && dropped.is_empty() {
         return Ok((0, 0, 0, 0));
     }
-    let mut stored_keys = Vec::with_capacity(items.len());
-    let mut in_batch = std::collections::HashSet::with_capacity(items.len());
+    let mut id_keys = Vec::new();
+    // Content keys by receive-time bucket.
+    let mut content_keys: BTreeMap<u64, Vec<u128>> = BTreeMap::new();
+    let mut in_batch = KeySet::with_capacity_and_hasher(items.len(), Default::default());
     let mut records = Vec::with_capacity(items.len() * 2);
     let mut duplicates = 0;
     for item in items {
-        let (key, previous) = dedupe_keys(&item.raw);
-        let known = |k: u128| in_batch.contains(&k) || state.dedupe.seen(k);
-        if known(key) || previous.is_some_and(known) {
-            duplicates += 1;
-            continue;
-        }
+        // Keys restored from layouts that kept both kinds in the id window
+        // are found there too.
+        let known =
+            |k: u128| in_batch.contains(&k) || state.dedupe.seen(k) || state.content.seen(k);
+        let key = match dedupe_key(&item.raw) {
+            DedupeKey::Id(key) if !known(key) => {
+                id_keys.push(key);
+                key
+            }
+            DedupeKey::Content {
+                key,
+                previous,
+                received_ms,
+            } if !known(key) && !known(previous) => {
+                let bucket = (received_ms.max(0) / CONTENT_BUCKET_MS) as u64;
+                content_keys.entry(bucket).or_default().push(key);
+                key
+            }
+            _ => {
+                duplicates += 1;
+                continue;
+            }
+        };
         in_batch.insert(key);
-        stored_keys.push(key);
         records.extend(&item.records);
     }
     let (bundles, record_count) = bundle_records(records, MAX_BUNDLE_EVENTS, MAX_BUNDLE_BYTES);
@@ -540,6 +579,19 @@ async fn commit(
     ids.extend(dropped.iter().map(String::as_str));
     let (bucket, bucket_ms) = bucket_of(&shared.settings, now);
     let sessions_log = state.sessions.changes();
+    let newest = content_keys.keys().next_back().copied().unwrap_or(0);
+    let window = state.content.window(newest);
+    let content_appended: Vec<(String, Vec<u8>)> = content_keys
+        .iter()
+        .filter(|(b, _)| window.contains(b))
+        .map(|(b, bucket_keys)| (keys.content_log(*b), encode_dedupe_keys(bucket_keys)))
+        .collect();
+    let content_deleted: Vec<String> = state
+        .content
+        .buckets()
+        .filter(|b| !window.contains(b))
+        .map(|b| keys.content_log(b))
+        .collect();
     let scripts = shared.scripts.read().await.clone();
     let call = CommitCall {
         raw: &keys.raw,
@@ -552,14 +604,24 @@ async fn commit(
         bucket_ttl_ms: shared.settings.dedupe_window_ms + bucket_ms,
         sessions_ttl_ms: session_lifetime_ms(&shared.settings) + SESSIONS_LOG_MARGIN_MS,
         bundles: &bundles,
-        dedupe_keys: &encode_dedupe_keys(&stored_keys),
+        dedupe_keys: &encode_dedupe_keys(&id_keys),
         sessions_log: &sessions_log,
+        content: ContentLogs {
+            head: &keys.content_head(),
+            newest: *window.end(),
+            ttl_ms: shared.settings.dedupe_window_ms,
+            appended: &content_appended,
+            deleted: &content_deleted,
+        },
         ids: &ids,
     };
     let _: i64 = call.command(&scripts.commit).query_async(conn).await?;
     state.sessions.committed(&sessions_log);
-    let stored = stored_keys.len() as u64;
-    state.dedupe.insert(bucket, stored_keys);
+    let stored = (id_keys.len() + content_keys.values().map(Vec::len).sum::<usize>()) as u64;
+    state.dedupe.insert(bucket, id_keys);
+    for (bucket, keys) in content_keys {
+        state.content.insert(bucket, keys);
+    }
     Ok((stored, duplicates, record_count, bundles.len() as u64))
 }
 
@@ -575,6 +637,14 @@ mod tests {
         .unwrap()
     }
 
+    /// The key and the previous second's key of a content-keyed event.
+    fn content(raw: &RawEvent) -> (u128, u128) {
+        match dedupe_key(raw) {
+            DedupeKey::Content { key, previous, .. } => (key, previous),
+            DedupeKey::Id(_) => panic!("an event without a client id is keyed by content"),
+        }
+    }
+
     #[test]
     fn client_ids_dedupe_on_the_id_alone() {
         let mut a = raw();
@@ -582,10 +652,10 @@ mod tests {
         let mut b = a.clone();
         b.received_at_ms += 1_800_000;
         b.properties.insert("x".into(), 1.into());
-        assert_eq!(dedupe_keys(&a), dedupe_keys(&b));
-        assert_eq!(dedupe_keys(&a).1, None);
+        assert_eq!(dedupe_key(&a), dedupe_key(&b));
+        assert!(matches!(dedupe_key(&a), DedupeKey::Id(_)));
         b.id = "e2".into();
-        assert_ne!(dedupe_keys(&a).0, dedupe_keys(&b).0);
+        assert_ne!(dedupe_key(&a), dedupe_key(&b));
     }
 
     #[test]
@@ -594,16 +664,20 @@ mod tests {
         let mut b = a.clone();
         b.id = "server-assigned-2".into();
         b.received_at_ms += 700; // next second
-        let (ka, _) = dedupe_keys(&a);
-        let (kb, alt_b) = dedupe_keys(&b);
+        let (ka, _) = content(&a);
+        let (kb, previous_b) = content(&b);
         assert_ne!(ka, kb);
-        assert_eq!(Some(ka), alt_b, "the later event must find the earlier one");
+        assert_eq!(ka, previous_b, "the later event must find the earlier one");
+        assert!(matches!(
+            dedupe_key(&b),
+            DedupeKey::Content { received_ms, .. } if received_ms == b.received_at_ms
+        ));
         let mut c = a.clone();
         c.ip = "5.6.7.8".into();
-        assert_ne!(dedupe_keys(&c).0, ka);
+        assert_ne!(content(&c).0, ka);
         let mut d = a.clone();
         d.received_at_ms += 2_000;
-        assert_ne!(dedupe_keys(&d).1, Some(ka));
+        assert_ne!(content(&d).1, ka);
     }
 
     #[test]

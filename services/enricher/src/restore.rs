@@ -18,8 +18,9 @@ pub fn bucket_of(settings: &Settings, now_ms: i64) -> (u64, u64) {
     (now_ms.max(0) as u64 / bucket_ms, bucket_ms)
 }
 
-/// Reads the sessions log and the dedupe buckets' logs of the window (and
-/// what the earlier layout's hashes still hold, after an upgrade).
+/// Reads the sessions log, the id buckets' logs of the window and the
+/// content buckets' logs behind the head (and what the earlier layout's
+/// hashes still hold, after an upgrade).
 pub async fn restore(
     conn: &mut Conn,
     keys: &Keys,
@@ -46,6 +47,16 @@ pub async fn restore(
         .await?;
         state.dedupe.insert(bucket, keys_of_bucket);
     }
+    let head: Option<u64> = redis::cmd("GET")
+        .arg(keys.content_head())
+        .query_async(conn)
+        .await?;
+    if let Some(head) = head {
+        for bucket in state.content.window(head) {
+            let log = get_bytes(conn, &keys.content_log(bucket)).await?;
+            state.content.insert(bucket, decode_dedupe_keys(&log));
+        }
+    }
     if torn > 0 {
         tracing::warn!(partition = %keys.raw, torn, "sessions log ends in a partial record");
     }
@@ -54,6 +65,7 @@ pub async fn restore(
         sessions = state.sessions.len(),
         sessions_log_bytes = state.sessions.log_bytes(),
         dedupe_keys = state.dedupe.len(),
+        content_keys = state.content.len(),
         "partition state restored"
     );
     Ok(state)

@@ -91,8 +91,8 @@ pub struct CommitCall<'a> {
     pub raw: &'a str,
     pub enriched: &'a str,
     pub lease: &'a Lease,
-    /// The current dedupe bucket's log, the partition's sessions log and
-    /// the sessions hash of the earlier layout.
+    /// The current id bucket's log, the partition's sessions log and the
+    /// sessions hash of the earlier layout.
     pub bucket: &'a str,
     pub sessions: &'a str,
     pub legacy_sessions: &'a str,
@@ -102,11 +102,25 @@ pub struct CommitCall<'a> {
     /// Enriched entries, each a bundle of record frames, compressed
     /// (`analytics_streams::payload`).
     pub bundles: &'a [Vec<u8>],
-    /// Dedupe keys of the events stored, as their bucket's log holds them.
+    /// Keys of the stored events with a client id, as their bucket's log
+    /// holds them.
     pub dedupe_keys: &'a [u8],
     pub sessions_log: &'a SessionLog,
+    pub content: ContentLogs<'a>,
     /// Raw entries acknowledged.
     pub ids: &'a [&'a str],
+}
+
+/// The changelog of the keys of events without a client id.
+pub struct ContentLogs<'a> {
+    /// The key naming the newest receive-time bucket, and that bucket.
+    pub head: &'a str,
+    pub newest: u64,
+    pub ttl_ms: u64,
+    /// Bucket logs and the keys appended to each.
+    pub appended: &'a [(String, Vec<u8>)],
+    /// Bucket logs that left the window.
+    pub deleted: &'a [String],
 }
 
 impl CommitCall<'_> {
@@ -115,15 +129,21 @@ impl CommitCall<'_> {
             SessionLog::Append(_) => "append",
             SessionLog::Snapshot(_) => "snapshot",
         };
+        let content = &self.content;
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(sha)
-            .arg(6)
+            .arg(7 + content.appended.len() + content.deleted.len())
             .arg(self.raw)
             .arg(self.enriched)
             .arg(&self.lease.key)
             .arg(self.bucket)
             .arg(self.sessions)
             .arg(self.legacy_sessions)
+            .arg(content.head);
+        for (key, _) in content.appended {
+            cmd.arg(key);
+        }
+        cmd.arg(content.deleted)
             .arg(self.group)
             .arg(&self.lease.token)
             .arg(self.bucket_ttl_ms)
@@ -131,9 +151,16 @@ impl CommitCall<'_> {
             .arg(mode)
             .arg(self.dedupe_keys)
             .arg(self.sessions_log.bytes())
+            .arg(content.ttl_ms)
+            .arg(content.newest)
+            .arg(content.appended.len())
+            .arg(content.deleted.len())
             .arg(self.bundles.len());
         for bundle in self.bundles {
             cmd.arg(bundle);
+        }
+        for (_, keys) in content.appended {
+            cmd.arg(keys);
         }
         cmd.arg(self.ids);
         cmd
@@ -228,6 +255,8 @@ mod tests {
         };
         let bundles = [b"frames".to_vec()];
         let log = SessionLog::Snapshot(b"sessions".to_vec());
+        let appended = [("c7".to_owned(), b"ck".to_vec())];
+        let deleted = ["c4".to_owned()];
         let call = CommitCall {
             raw: "raw",
             enriched: "enr",
@@ -241,25 +270,37 @@ mod tests {
             bundles: &bundles,
             dedupe_keys: b"keys",
             sessions_log: &log,
+            content: ContentLogs {
+                head: "head",
+                newest: 7,
+                ttl_ms: 300,
+                appended: &appended,
+                deleted: &deleted,
+            },
             ids: &["1-0", "2-0"],
         };
         let expected = [
-            "EVALSHA", "sha", "6", "raw", "enr", "lease", "b0", "s", "old", "g", "me", "100",
-            "200", "snapshot", "keys", "sessions", "1", "frames", "1-0", "2-0",
+            "EVALSHA", "sha", "9", "raw", "enr", "lease", "b0", "s", "old", "head", "c7", "c4",
+            "g", "me", "100", "200", "snapshot", "keys", "sessions", "300", "7", "1", "1", "1",
+            "frames", "ck", "1-0", "2-0",
         ];
         assert_eq!(args(&call.command("sha")), expected);
-        let appended = SessionLog::Append(Vec::new());
+        let appended_log = SessionLog::Append(Vec::new());
         let call = CommitCall {
-            sessions_log: &appended,
+            sessions_log: &appended_log,
             bundles: &[],
+            content: ContentLogs {
+                appended: &[],
+                deleted: &[],
+                ..call.content
+            },
             ..call
         };
         let args = args(&call.command("sha"));
-        assert_eq!(
-            (&args[13][..], &args[15][..], &args[16][..]),
-            ("append", "", "0")
-        );
-        assert_eq!(&args[17..], ["1-0", "2-0"]);
+        assert_eq!(args[2], "7");
+        assert_eq!((&args[14][..], &args[16][..]), ("append", ""));
+        assert_eq!(&args[19..22], ["0", "0", "0"]);
+        assert_eq!(&args[22..], ["1-0", "2-0"]);
     }
 
     #[test]

@@ -24,6 +24,7 @@
 //! the profile cache at most [`PROFILE_CACHE`] devices, about 120 bytes each.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use xxhash_rust::xxh3::Xxh3;
 
@@ -37,6 +38,16 @@ pub const PROFILE_CACHE: usize = 100_000;
 const PROFILE_CACHE_MS: i64 = 24 * 3600 * 1000;
 /// Dedupe buckets kept: the window is six buckets, plus the current one.
 pub const DEDUPE_BUCKETS: u64 = 7;
+/// Receive-time buckets of the content keys (events without a client id).
+pub const CONTENT_BUCKET_MS: i64 = 2_000;
+/// Content buckets kept: 4 to 6 s of receive time behind the newest event
+/// processed. A content key names the second an event was received, and
+/// only a copy received in the same or the next second matches it, so it is
+/// needed only until the partition's events have moved past that second;
+/// the rest is room for edges whose clocks differ. The window is counted in
+/// receive time, not in the owner's time: behind a backlog it holds the
+/// events the edges took in during those seconds, whatever the owner's pace.
+pub const CONTENT_BUCKETS: u64 = 3;
 /// Bytes of one dedupe key in its bucket's log.
 pub const DEDUPE_KEY_BYTES: usize = 12;
 /// Bytes of one record of the sessions log: the device key, the session.
@@ -279,13 +290,48 @@ pub fn session_lifetime_ms(settings: &Settings) -> u64 {
     settings.session_timeout_ms + settings.session_grace_ms + 60_000
 }
 
-/// The dedupe keys of the window, by bucket (`dedupe_window_ms / 6` each).
-#[derive(Debug, Default)]
+/// Hashes dedupe keys by their low 64 bits: they are already uniform
+/// hash output (xxh3), so hashing them again would only cost time.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(word);
+        }
+    }
+
+    fn write_u128(&mut self, key: u128) {
+        self.0 = key as u64;
+    }
+}
+
+pub type KeySet = HashSet<u128, BuildHasherDefault<KeyHasher>>;
+
+/// Dedupe keys by bucket, for the last `kept` buckets: the id window
+/// (buckets of `dedupe_window_ms / 6` of commit time) or the recent
+/// content keys (buckets of [`CONTENT_BUCKET_MS`] of receive time).
+#[derive(Debug)]
 pub struct Dedupe {
-    buckets: VecDeque<(u64, HashSet<u128>)>,
+    buckets: VecDeque<(u64, KeySet)>,
+    kept: u64,
 }
 
 impl Dedupe {
+    pub fn new(kept: u64) -> Dedupe {
+        Dedupe {
+            buckets: VecDeque::new(),
+            kept,
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.buckets.iter().map(|(_, keys)| keys.len()).sum()
     }
@@ -294,19 +340,40 @@ impl Dedupe {
         self.buckets.iter().any(|(_, keys)| keys.contains(&key))
     }
 
-    /// Adds committed keys to bucket `bucket` and forgets buckets that left
-    /// the window.
-    pub fn insert(&mut self, bucket: u64, keys: impl IntoIterator<Item = u128>) {
-        let oldest = bucket.saturating_sub(DEDUPE_BUCKETS - 1);
-        self.buckets.retain(|(b, _)| *b >= oldest);
-        let position = match self.buckets.iter().position(|(b, _)| *b == bucket) {
-            Some(position) => position,
-            None => {
-                self.buckets.push_back((bucket, HashSet::new()));
-                self.buckets.len() - 1
+    /// The buckets held.
+    pub fn buckets(&self) -> impl Iterator<Item = u64> + '_ {
+        self.buckets.iter().map(|(b, _)| *b)
+    }
+
+    /// The buckets after `bucket` has joined (the newest `kept` of them).
+    pub fn window(&self, bucket: u64) -> std::ops::RangeInclusive<u64> {
+        let newest = self.buckets.iter().map(|(b, _)| *b).fold(bucket, u64::max);
+        newest.saturating_sub(self.kept - 1)..=newest
+    }
+
+    /// Adds committed keys to bucket `bucket` (unless it is older than the
+    /// window) and forgets the buckets that left the window; returns those.
+    pub fn insert(&mut self, bucket: u64, keys: impl IntoIterator<Item = u128>) -> Vec<u64> {
+        let window = self.window(bucket);
+        let mut left = Vec::new();
+        self.buckets.retain(|(b, _)| {
+            let keep = window.contains(b);
+            if !keep {
+                left.push(*b);
             }
-        };
-        self.buckets[position].1.extend(keys);
+            keep
+        });
+        if window.contains(&bucket) {
+            let position = match self.buckets.iter().position(|(b, _)| *b == bucket) {
+                Some(position) => position,
+                None => {
+                    self.buckets.push_back((bucket, KeySet::default()));
+                    self.buckets.len() - 1
+                }
+            };
+            self.buckets[position].1.extend(keys);
+        }
+        left
     }
 }
 
@@ -361,7 +428,10 @@ impl DeviceProfiles {
 #[derive(Debug)]
 pub struct PartitionState {
     pub sessions: Sessions,
+    /// Keys of events with a client id, for `dedupe_window_ms`.
     pub dedupe: Dedupe,
+    /// Keys of events without one, for [`CONTENT_BUCKETS`] of receive time.
+    pub content: Dedupe,
     pub profiles: DeviceProfiles,
 }
 
@@ -369,7 +439,8 @@ impl PartitionState {
     pub fn new(settings: &Settings) -> PartitionState {
         PartitionState {
             sessions: Sessions::new(settings),
-            dedupe: Dedupe::default(),
+            dedupe: Dedupe::new(DEDUPE_BUCKETS),
+            content: Dedupe::new(CONTENT_BUCKETS),
             profiles: DeviceProfiles::default(),
         }
     }
@@ -541,16 +612,29 @@ mod tests {
 
     #[test]
     fn dedupe_remembers_keys_for_the_window_of_buckets() {
-        let mut d = Dedupe::default();
-        d.insert(100, [1, 2]);
+        let mut d = Dedupe::new(DEDUPE_BUCKETS);
+        assert!(d.insert(100, [1, 2]).is_empty());
         d.insert(101, [3]);
         assert!(d.seen(1) && d.seen(3) && !d.seen(4));
         d.insert(106, []);
         assert!(d.seen(1), "bucket 100 is six buckets back: inside");
-        d.insert(107, [4]);
-        assert!(!d.seen(1), "bucket 100 left the window");
+        assert_eq!(d.insert(107, [4]), [100], "bucket 100 left the window");
+        assert!(!d.seen(1));
         assert!(d.seen(3) && d.seen(4));
         assert_eq!(d.len(), 2);
+        assert_eq!(d.window(0), 101..=107);
+    }
+
+    #[test]
+    fn keys_older_than_the_window_are_not_kept() {
+        let mut d = Dedupe::new(CONTENT_BUCKETS);
+        d.insert(10, [1]);
+        assert!(d.insert(7, [2]).is_empty(), "behind the window: ignored");
+        assert!(!d.seen(2));
+        d.insert(8, [3]);
+        assert!(d.seen(3), "late, but inside the window");
+        assert_eq!(d.insert(12, []), [8]);
+        assert!(d.seen(1) && !d.seen(3));
     }
 
     #[test]
