@@ -621,10 +621,13 @@ fn partition_state(addr: SocketAddr) -> Result<Value> {
 }
 
 /// The cheapest of three runs of an insert baseline (500,000 rows in
-/// 10,000-row blocks), each into a scratch database of its own, dropped
-/// afterwards. ClickHouse's CPU is read for the whole server, so whatever
-/// else it does meanwhile (merges and cleanups left by earlier work) can
-/// only add to a run: the least is the closest to the insert's own cost.
+/// 10,000-row blocks), each into a scratch database of its own.
+/// ClickHouse's CPU is read for the whole server, so whatever else it does
+/// meanwhile (merges and cleanups left by earlier work) can only add to a
+/// run: the least is the closest to the insert's own cost. The databases
+/// are dropped when the suite ends: deleting a database's thousands of
+/// files makes the file system slow to create new ones for a while (ext4
+/// skips recently freed inodes), which the next run would measure.
 async fn best_insert(
     args: &SuiteArgs,
     servers: &Servers,
@@ -643,11 +646,6 @@ async fn best_insert(
             servers,
         )
         .await?;
-        clickhouse_query(
-            &args.clickhouse_url,
-            "default",
-            &format!("DROP DATABASE IF EXISTS {db}"),
-        )?;
         if best
             .as_ref()
             .is_none_or(|b| cost.clickhouse_cpu_us_per_row < b.clickhouse_cpu_us_per_row)
@@ -813,10 +811,10 @@ async fn suite(args: SuiteArgs) -> Result<()> {
     )
     .await?;
     let servers = Servers::find(&args.redis_url, &args.clickhouse_url);
-    eprintln!("baseline: ClickHouse inserts");
-    let ch = best_insert(&args, &servers, &scratch, Views::Kept).await?;
     eprintln!("baseline: bare storage ceiling (events without views)");
     let bare = best_insert(&args, &servers, &format!("{scratch}_bare"), Views::Dropped).await?;
+    eprintln!("baseline: ClickHouse inserts");
+    let ch = best_insert(&args, &servers, &scratch, Views::Kept).await?;
 
     let pipeline = start_edge_alone(&args, "edge", 4).await?;
     eprintln!("edge (alone): single events, as fast as possible");
@@ -958,7 +956,7 @@ async fn suite(args: SuiteArgs) -> Result<()> {
         bare.throughput.per_second, bare.clickhouse_cpu_us_per_row
     );
     md += &format!(
-        "| edge (`analytics edge` alone; {in_redis} events on the raw stream for {accepted} accepted), single events | {:.0} req/s, p99 {:.2} ms | {:.0}% of plain hyper | ≥ 50% |\n",
+        "| edge (`analytics edge` alone; {in_redis} events on the raw stream for {accepted} accepted), single events | {:.0} req/s, p99 {:.2} ms | {:.0}% of plain hyper | ≥ 60% |\n",
         single.requests_per_second,
         single.latency_ms.p99,
         ratio(single.requests_per_second, plain.requests_per_second)
@@ -1093,5 +1091,14 @@ async fn suite(args: SuiteArgs) -> Result<()> {
     )?;
     std::fs::write(args.out.join("latest.md"), &md)?;
     println!("{md}");
+    for base in [format!("{scratch}_bare"), scratch] {
+        for run in 0..3 {
+            clickhouse_query(
+                &args.clickhouse_url,
+                "default",
+                &format!("DROP DATABASE IF EXISTS {base}_{run}"),
+            )?;
+        }
+    }
     Ok(())
 }

@@ -37,6 +37,17 @@ fn metric(setup: &Setup, name: &str) -> f64 {
         .sum()
 }
 
+/// A store on the setup's database, as the sink opens it.
+fn store(setup: &Setup) -> analytics_store::Store {
+    analytics_store::Store::new(&analytics_store::StoreSettings {
+        url: setup.clickhouse_url.clone(),
+        database: setup.name.clone(),
+        user: "default".into(),
+        password: String::new(),
+        cluster: None,
+    })
+}
+
 fn redis(setup: &Setup) -> redis::Connection {
     redis::Client::open(setup.redis_url.as_str())
         .unwrap()
@@ -532,13 +543,7 @@ fn a_redelivered_batch_of_ten_thousand_rows_is_stored_once() {
         .query(&mut conn)
         .unwrap();
     // …and its insert of the first 7,000 rows, before it died.
-    let store = analytics_store::Store::new(&analytics_store::StoreSettings {
-        url: setup.clickhouse_url.clone(),
-        database: setup.name.clone(),
-        user: "default".into(),
-        password: String::new(),
-        cluster: None,
-    });
+    let store = store(&setup);
     block_on(store.insert("events", &rows[..7_000])).unwrap();
     let pending = |conn: &mut redis::Connection| -> u64 {
         let summary: (u64, redis::Value, redis::Value, redis::Value) = redis::cmd("XPENDING")
@@ -576,13 +581,7 @@ fn concurrent_batches_are_combined_into_fewer_inserts() {
     const ROWS: u32 = 1_000;
     let setup = Setup::new(BIN, "combined");
     setup.admin(&["migrate"]);
-    let store = analytics_store::Store::new(&analytics_store::StoreSettings {
-        url: setup.clickhouse_url.clone(),
-        database: setup.name.clone(),
-        user: "default".into(),
-        password: String::new(),
-        cluster: None,
-    });
+    let store = store(&setup);
     let inserts = analytics_store::CombinedInserts::new(store, "events");
     let now = (analytics_now_ms() / 1000) as u32;
     let batches: Vec<Vec<analytics_store::EventRow>> = (0..BATCHES)
