@@ -19,7 +19,11 @@
 //! so the refusal reaches the batch that holds the bad row and no other.
 //! A round whose sending failed was never ended, so the server dropped it.
 //! A round whose answer was lost may or may not be stored: its callers
-//! are told it failed, as after any such insert.
+//! are told it failed, as after any such insert, and check which of their
+//! rows are stored before trying again. A round carries no
+//! `insert_deduplication_token` (its request starts before its rows are
+//! known, and a retry repeats one batch, not the same combination); a batch
+//! inserted alone does.
 
 use std::sync::Arc;
 

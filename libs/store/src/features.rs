@@ -3,11 +3,13 @@
 //!
 //! The schema files are written for current servers (`LowCardinality`
 //! columns); on older ones those become plain `String`. Servers that take
-//! `insert_deduplication_token` get a token per insert, derived from the
-//! rows' identities, and keep a window of recent insert tokens on the
-//! tables the sink writes, so a retried insert whose first attempt did land
-//! is dropped by the server itself (the sink's stored-id check remains the
-//! guarantee on servers without it).
+//! `insert_deduplication_token` get a token per insert of one batch
+//! (`Store::insert`), derived from the rows' identities, and keep a window
+//! of recent insert tokens on the tables the sink writes, so a retried
+//! insert whose first attempt did land is dropped by the server itself. The
+//! sink's stored-id check remains the guarantee on every server, and for
+//! combined inserts (`CombinedInserts`), which carry no token: a retry
+//! repeats one batch, not the same combination.
 
 use xxhash_rust::xxh3::Xxh3;
 
