@@ -656,9 +656,6 @@ async fn best_insert(
     Ok(best.expect("three runs"))
 }
 
-/// An entry as `XRANGE` returns it: id and field/value pairs.
-type StreamEntry = (String, Vec<(String, Vec<u8>)>);
-
 /// Documents on a stream whose entries are bundles: events (JSON lines) on
 /// raw, records (binary frames) on enriched.
 async fn stream_documents(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> Result<u64> {
@@ -666,7 +663,7 @@ async fn stream_documents(conn: &mut redis::aio::MultiplexedConnection, key: &st
     let mut start = "-".to_owned();
     let mut events = 0u64;
     loop {
-        let page: Vec<StreamEntry> = redis::cmd("XRANGE")
+        let page: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
             .arg(key)
             .arg(&start)
             .arg("+")
@@ -674,16 +671,12 @@ async fn stream_documents(conn: &mut redis::aio::MultiplexedConnection, key: &st
             .arg(1000)
             .query_async(conn)
             .await?;
-        let Some((last, _)) = page.last() else {
+        let Some(last) = page.ids.last() else {
             return Ok(events);
         };
-        start = format!("({last}");
-        for (_, fields) in page {
-            let fields = fields
-                .into_iter()
-                .map(|(name, bytes)| (name, redis::Value::BulkString(bytes)))
-                .collect();
-            let payload = analytics_streams::payload::plain(&fields).unwrap_or_default();
+        start = format!("({}", last.id);
+        for entry in &page.ids {
+            let payload = analytics_streams::payload::plain(&entry.map).unwrap_or_default();
             events += if enriched {
                 analytics_store::decode_bundle(&payload).len() as u64
             } else {

@@ -7,7 +7,7 @@ use redis::streams::{StreamId, StreamPendingCountReply, StreamReadReply};
 use redis::{RedisResult, Value};
 
 use crate::StreamError;
-use crate::payload::{self, PAYLOAD_FIELD, Payload};
+use crate::payload::{self, PAYLOAD_FIELD};
 
 /// Most documents (events, enriched records) in one stream entry: bounds
 /// what a consumer holds per entry it reads.
@@ -146,18 +146,11 @@ fn split(ids: Vec<StreamId>, redelivered: bool) -> ReadBatch {
     for mut entry in ids {
         // Moved out, not copied: payloads are most of what a read carries.
         match payload::take(&mut entry) {
-            Payload::Plain(payload) => batch.entries.push(Entry {
+            Some(payload) => batch.entries.push(Entry {
                 id: entry.id,
                 payload,
             }),
-            Payload::Unreadable(payload, error) => {
-                tracing::warn!(id = %entry.id, %error, "unreadable entry payload");
-                batch.entries.push(Entry {
-                    id: entry.id,
-                    payload,
-                });
-            }
-            Payload::Missing => batch.vanished.push(entry.id),
+            None => batch.vanished.push(entry.id),
         }
     }
     batch

@@ -68,27 +68,20 @@ pub fn plain(fields: &HashMap<String, Value>) -> Option<Vec<u8>> {
     }
 }
 
-/// What an entry read from a stream carries.
-pub(crate) enum Payload {
-    Plain(Vec<u8>),
-    /// A compressed payload that cannot be read: kept as it is, so the
-    /// consumer's decoding fails and the entry goes to the dead letters
-    /// byte for byte.
-    Unreadable(Vec<u8>, PayloadError),
-    Missing,
-}
-
-/// Takes the payload out of an entry (moved, not copied, when plain).
-pub(crate) fn take(entry: &mut StreamId) -> Payload {
+/// Takes the payload out of an entry (moved, not copied, when plain);
+/// `None` when it has none. A compressed payload that cannot be read is
+/// handed over as it is, with a warning: the consumer's decoding fails and
+/// the entry goes to the dead letters byte for byte.
+pub(crate) fn take(entry: &mut StreamId) -> Option<Vec<u8>> {
     if let Some(Value::BulkString(bytes)) = entry.map.remove(COMPRESSED_FIELD) {
-        return match decompress(&bytes) {
-            Ok(plain) => Payload::Plain(plain),
-            Err(e) => Payload::Unreadable(bytes, e),
-        };
+        return Some(decompress(&bytes).unwrap_or_else(|error| {
+            tracing::warn!(id = %entry.id, %error, "unreadable entry payload");
+            bytes
+        }));
     }
     match entry.map.remove(PAYLOAD_FIELD) {
-        Some(Value::BulkString(bytes)) => Payload::Plain(bytes),
-        _ => Payload::Missing,
+        Some(Value::BulkString(bytes)) => Some(bytes),
+        _ => None,
     }
 }
 
@@ -117,9 +110,9 @@ mod tests {
             entry(PAYLOAD_FIELD, &bundle),
         ] {
             assert_eq!(plain(&e.map).as_deref(), Some(&bundle[..]));
-            assert!(matches!(take(&mut e), Payload::Plain(p) if p == bundle));
+            assert_eq!(take(&mut e), Some(bundle.clone()));
         }
-        assert!(matches!(take(&mut StreamId::default()), Payload::Missing));
+        assert_eq!(take(&mut StreamId::default()), None);
     }
 
     #[test]
@@ -134,6 +127,6 @@ mod tests {
             Err(PayloadError::Corrupt(_) | PayloadError::Length { .. })
         ));
         let mut e = entry(COMPRESSED_FIELD, &cut);
-        assert!(matches!(take(&mut e), Payload::Unreadable(bytes, _) if bytes == cut));
+        assert_eq!(take(&mut e), Some(cut), "handed over as it is");
     }
 }

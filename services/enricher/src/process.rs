@@ -588,8 +588,7 @@ async fn commit(
         .collect();
     let content_deleted: Vec<String> = state
         .content
-        .buckets()
-        .filter(|b| !window.contains(b))
+        .leaving(newest)
         .map(|b| keys.content_log(b))
         .collect();
     let scripts = shared.scripts.read().await.clone();
@@ -617,7 +616,7 @@ async fn commit(
     };
     let _: i64 = call.command(&scripts.commit).query_async(conn).await?;
     state.sessions.committed(&sessions_log);
-    let stored = (id_keys.len() + content_keys.values().map(Vec::len).sum::<usize>()) as u64;
+    let stored = in_batch.len() as u64;
     state.dedupe.insert(bucket, id_keys);
     for (bucket, keys) in content_keys {
         state.content.insert(bucket, keys);

@@ -340,29 +340,26 @@ impl Dedupe {
         self.buckets.iter().any(|(_, keys)| keys.contains(&key))
     }
 
-    /// The buckets held.
-    pub fn buckets(&self) -> impl Iterator<Item = u64> + '_ {
-        self.buckets.iter().map(|(b, _)| *b)
-    }
-
     /// The buckets after `bucket` has joined (the newest `kept` of them).
     pub fn window(&self, bucket: u64) -> std::ops::RangeInclusive<u64> {
         let newest = self.buckets.iter().map(|(b, _)| *b).fold(bucket, u64::max);
         newest.saturating_sub(self.kept - 1)..=newest
     }
 
-    /// Adds committed keys to bucket `bucket` (unless it is older than the
-    /// window) and forgets the buckets that left the window; returns those.
-    pub fn insert(&mut self, bucket: u64, keys: impl IntoIterator<Item = u128>) -> Vec<u64> {
+    /// The buckets held that leave the window when `bucket` joins.
+    pub fn leaving(&self, bucket: u64) -> impl Iterator<Item = u64> + '_ {
         let window = self.window(bucket);
-        let mut left = Vec::new();
-        self.buckets.retain(|(b, _)| {
-            let keep = window.contains(b);
-            if !keep {
-                left.push(*b);
-            }
-            keep
-        });
+        self.buckets
+            .iter()
+            .map(|(b, _)| *b)
+            .filter(move |b| !window.contains(b))
+    }
+
+    /// Adds committed keys to bucket `bucket` (unless it is older than the
+    /// window) and forgets the buckets that left the window.
+    pub fn insert(&mut self, bucket: u64, keys: impl IntoIterator<Item = u128>) {
+        let window = self.window(bucket);
+        self.buckets.retain(|(b, _)| window.contains(b));
         if window.contains(&bucket) {
             let position = match self.buckets.iter().position(|(b, _)| *b == bucket) {
                 Some(position) => position,
@@ -373,7 +370,6 @@ impl Dedupe {
             };
             self.buckets[position].1.extend(keys);
         }
-        left
     }
 }
 
@@ -613,12 +609,18 @@ mod tests {
     #[test]
     fn dedupe_remembers_keys_for_the_window_of_buckets() {
         let mut d = Dedupe::new(DEDUPE_BUCKETS);
-        assert!(d.insert(100, [1, 2]).is_empty());
+        assert_eq!(d.leaving(100).count(), 0);
+        d.insert(100, [1, 2]);
         d.insert(101, [3]);
         assert!(d.seen(1) && d.seen(3) && !d.seen(4));
         d.insert(106, []);
         assert!(d.seen(1), "bucket 100 is six buckets back: inside");
-        assert_eq!(d.insert(107, [4]), [100], "bucket 100 left the window");
+        assert_eq!(
+            d.leaving(107).collect::<Vec<_>>(),
+            [100],
+            "bucket 100 leaves the window"
+        );
+        d.insert(107, [4]);
         assert!(!d.seen(1));
         assert!(d.seen(3) && d.seen(4));
         assert_eq!(d.len(), 2);
@@ -629,11 +631,13 @@ mod tests {
     fn keys_older_than_the_window_are_not_kept() {
         let mut d = Dedupe::new(CONTENT_BUCKETS);
         d.insert(10, [1]);
-        assert!(d.insert(7, [2]).is_empty(), "behind the window: ignored");
-        assert!(!d.seen(2));
+        assert_eq!(d.leaving(7).count(), 0);
+        d.insert(7, [2]);
+        assert!(!d.seen(2), "behind the window: ignored");
         d.insert(8, [3]);
         assert!(d.seen(3), "late, but inside the window");
-        assert_eq!(d.insert(12, []), [8]);
+        assert_eq!(d.leaving(12).collect::<Vec<_>>(), [8]);
+        d.insert(12, []);
         assert!(d.seen(1) && !d.seen(3));
     }
 
