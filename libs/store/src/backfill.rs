@@ -1,6 +1,6 @@
 //! Rebuilds the aggregate tables from `events`, for aggregates added after
 //! events were already stored. The SELECTs mirror the materialized views of
-//! `schemas/clickhouse` (0004, and 0008 for the hourly counts); the backfill
+//! `schemas/clickhouse` (0008 for the hourly counts); the backfill
 //! test checks that a rebuilt table answers exactly like one the views
 //! filled. Migrations that make an aggregate table again rebuild it here.
 //!
@@ -9,12 +9,11 @@
 
 use crate::{Store, StoreError};
 
-/// An aggregate table and the SELECT of its view, with `{where}` where the
-/// month condition goes.
+/// An aggregate table (partitioned by month, `PARTITION BY toYYYYMM(hour)`,
+/// and rebuilt month by month) and the SELECT of its view, with `{where}`
+/// where the month condition goes.
 pub(crate) struct Aggregate {
     table: &'static str,
-    /// Rebuilt month by month (`PARTITION BY toYYYYMM(hour)`), or whole.
-    monthly: bool,
     select: &'static str,
 }
 
@@ -28,36 +27,14 @@ pub const ANALYTICS_EVENTS: &str = "name NOT IN ('identify', 'increment', 'decre
 /// view of `schemas/clickhouse/0008` spells out the same condition.
 pub const IN_SESSION: &str = "session_key != cityHash64('')";
 
-const AGGREGATES: &[Aggregate] = &[
-    Aggregate {
-        table: "events_hourly",
-        monthly: true,
-        select: "SELECT project_id, toStartOfHour(created_at, 'UTC') AS hour, \
+const AGGREGATES: &[Aggregate] = &[Aggregate {
+    table: "events_hourly",
+    select: "SELECT project_id, toStartOfHour(created_at, 'UTC') AS hour, \
                  uniqExactState(device_key) AS visitors, \
                  uniqExactIfState(session_key, toUInt8({in_session})) AS sessions, \
                  sumState(toUInt64(name = 'screen_view')) AS screen_views, countState() AS events \
                  FROM events WHERE {analytics} {where} GROUP BY project_id, hour",
-    },
-    Aggregate {
-        table: "sessions",
-        monthly: false,
-        select: "SELECT project_id, session_id, anyState(device_id) AS device_id, \
-                 maxState(profile_id) AS profile_id, minState(created_at) AS start_at, \
-                 maxState(created_at) AS end_at, countState() AS events, \
-                 sumState(toUInt64(name = 'screen_view')) AS screen_views, \
-                 argMinIfState(path, created_at, toUInt8(name = 'screen_view')) AS entry_path, \
-                 argMaxIfState(path, created_at, toUInt8(name = 'screen_view')) AS exit_path, \
-                 argMinState(referrer, created_at) AS referrer, \
-                 argMinState(referrer_name, created_at) AS referrer_name, \
-                 argMinState(referrer_type, created_at) AS referrer_type, \
-                 argMinState(utm_source, created_at) AS utm_source, \
-                 argMinState(utm_medium, created_at) AS utm_medium, \
-                 argMinState(utm_campaign, created_at) AS utm_campaign, \
-                 anyState(country) AS country, anyState(region) AS region, anyState(city) AS city, \
-                 anyState(device) AS device, anyState(browser) AS browser, anyState(os) AS os \
-                 FROM events WHERE session_id != '' {where} GROUP BY project_id, session_id",
-    },
-];
+}];
 
 /// The aggregate table `table`, for migrations that rebuild it.
 pub(crate) fn aggregate(table: &str) -> Option<&'static Aggregate> {
@@ -68,7 +45,7 @@ pub(crate) fn aggregate(table: &str) -> Option<&'static Aggregate> {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Rebuilt {
     pub table: &'static str,
-    /// Months rebuilt (`YYYYMM`); empty for a table rebuilt whole.
+    /// Months rebuilt (`YYYYMM`).
     pub months: Vec<u32>,
 }
 
@@ -108,40 +85,23 @@ impl Store {
             .select
             .replace("{analytics}", ANALYTICS_EVENTS)
             .replace("{in_session}", IN_SESSION);
-        let rebuilt = if aggregate.monthly {
-            for month in months {
-                self.db
-                    .query(&format!("ALTER TABLE {target} DROP PARTITION ?"))
-                    .bind(*month)
-                    .execute()
-                    .await?;
-                let sql = select.replace("{where}", "AND toYYYYMM(created_at) = ?");
-                self.db
-                    .query(&format!("INSERT INTO {} {sql}", aggregate.table))
-                    .bind(*month)
-                    .execute()
-                    .await?;
-            }
-            Rebuilt {
-                table: aggregate.table,
-                months: months.to_vec(),
-            }
-        } else {
+        for month in months {
             self.db
-                .query(&format!("TRUNCATE TABLE {target}"))
+                .query(&format!("ALTER TABLE {target} DROP PARTITION ?"))
+                .bind(*month)
                 .execute()
                 .await?;
-            let sql = select.replace("{where}", "");
+            let sql = select.replace("{where}", "AND toYYYYMM(created_at) = ?");
             self.db
                 .query(&format!("INSERT INTO {} {sql}", aggregate.table))
+                .bind(*month)
                 .execute()
                 .await?;
-            Rebuilt {
-                table: aggregate.table,
-                months: Vec::new(),
-            }
-        };
+        }
         tracing::info!(table = aggregate.table, "aggregate rebuilt");
-        Ok(rebuilt)
+        Ok(Rebuilt {
+            table: aggregate.table,
+            months: months.to_vec(),
+        })
     }
 }

@@ -41,6 +41,7 @@ migrations! {
     6 => "0006_drop_top_hourly",
     7 => "0007_integer_keys",
     8 => "0008_hourly_keys" rebuilds "events_hourly",
+    9 => "0009_drop_sessions",
 }
 
 #[derive(Row, Serialize)]

@@ -64,18 +64,18 @@ fn a_two_shard_cluster_answers_like_a_single_server() {
     // the insert has pushed them through its views, so the count is given
     // the moments an insert in flight needs.
     for url in &nodes {
-        let sessions_local = || {
+        let hourly_local = || {
             clickhouse(
                 url,
                 &cluster.setup.name,
-                "SELECT count() FROM sessions_local",
+                "SELECT count() FROM events_hourly_local",
             )
         };
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while sessions_local() == "0" && std::time::Instant::now() < deadline {
+        while hourly_local() == "0" && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
-        let sessions = sessions_local();
+        let hourly = hourly_local();
         let tables = clickhouse(
             url,
             "system",
@@ -93,7 +93,10 @@ fn a_two_shard_cluster_answers_like_a_single_server() {
         );
         let tables =
             format!("{tables}; events_local (rows, without session, first received, now): {rows}");
-        assert_ne!(sessions, "0", "no sessions on {url}; its tables: {tables}");
+        assert_ne!(
+            hourly, "0",
+            "no hourly aggregates on {url}; its tables: {tables}"
+        );
     }
 
     let q = format!(
@@ -156,7 +159,7 @@ fn a_two_shard_cluster_answers_like_a_single_server() {
     );
     assert_eq!(
         cluster.setup.admin(&["migrate"])["applied"],
-        serde_json::json!([8])
+        serde_json::json!([8, 9])
     );
     for query in &hourly {
         assert_eq!(single.insights(query), cluster.insights(query), "{query}");

@@ -241,7 +241,7 @@ fn identify_merges_traits_and_alias_links_ids() {
 
 #[test]
 #[ignore = "needs the servers scripts/test.sh starts"]
-fn the_sessions_view_sums_up_a_scripted_visit() {
+fn the_per_session_query_sums_up_a_scripted_visit() {
     let (setup, _up, client) = up("sessionview");
     let t0 = base_ms();
     let page = |path: &str| json!({"__path": format!("https://shop.example{path}?utm_source=news"), "__referrer": "https://www.google.com/"});
@@ -251,11 +251,15 @@ fn the_sessions_view_sums_up_a_scripted_visit() {
     client.track("visitor", "screen_view", t0 + 120_000, page("/c"));
     client.track("bouncer", "screen_view", t0, page("/landing"));
     wait_for_count(&setup, "1", 5);
+    // The README's per-session query, as a user would run it.
     let sessions = setup.query(
-        "SELECT anyMerge(device_id) AS device, maxMerge(end_at) - minMerge(start_at), countMerge(events), \
-         sumMerge(screen_views), argMinIfMerge(entry_path), argMaxIfMerge(exit_path), \
-         sumMerge(screen_views) = 1, argMinMerge(referrer_type), argMinMerge(utm_source), anyMerge(browser) \
-         FROM sessions GROUP BY project_id, session_id ORDER BY device FORMAT TSV",
+        "SELECT any(device_id) AS device, max(created_at) - min(created_at), count(), \
+         countIf(name = 'screen_view') AS views, \
+         argMinIf(path, created_at, name = 'screen_view'), \
+         argMaxIf(path, created_at, name = 'screen_view'), views = 1, \
+         argMin(referrer_type, created_at), argMin(utm_source, created_at), any(browser) \
+         FROM events WHERE session_id != '' GROUP BY session_key, session_id \
+         ORDER BY device FORMAT TSV",
     );
     assert_eq!(
         sessions,

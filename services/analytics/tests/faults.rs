@@ -273,10 +273,6 @@ impl Farm {
             stop(s);
         }
         setup.admin(&["backfill"]);
-        assert_eq!(
-            setup.query("SELECT sum(n) FROM (SELECT countMerge(events) AS n FROM sessions GROUP BY project_id, session_id)"),
-            setup.query("SELECT count() FROM events WHERE session_id != ''")
-        );
         // Profile operations are stored for audit, not counted as analytics.
         assert_eq!(
             setup.query("SELECT countMerge(events) FROM events_hourly"),

@@ -717,19 +717,16 @@ fn every_endpoint_matches_an_independent_recount() {
     assert!(used >= 6.0, "aggregates answered {used} queries");
 
     // Rebuilding the aggregates from `events` gives the same answers.
-    let sessions_sql = "SELECT count(), sum(n) FROM (SELECT countMerge(events) AS n \
-                        FROM sessions GROUP BY project_id, session_id)";
     let answers = || {
         (
             api.ok(&format!("metrics?{q}")),
             api.ok(&format!("top/countries?{q}")),
             api.ok(&format!("timeseries?{q}&interval=day")),
-            setup.query(sessions_sql),
         )
     };
     let before = answers();
     let rebuilt = setup.admin(&["backfill"]);
-    assert_eq!(rebuilt["rebuilt"].as_array().unwrap().len(), 2, "{rebuilt}");
+    assert_eq!(rebuilt["rebuilt"].as_array().unwrap().len(), 1, "{rebuilt}");
     assert_eq!(before, answers());
 
     // An install from before migration 8, whose hourly aggregates that
@@ -741,7 +738,7 @@ fn every_endpoint_matches_an_independent_recount() {
         "INSERT INTO schema_migrations (version, name) \
          SELECT number + 1, 'earlier' FROM numbers(7)",
     );
-    assert_eq!(setup.admin(&["migrate"])["applied"], json!([8]));
+    assert_eq!(setup.admin(&["migrate"])["applied"], json!([8, 9]));
     assert_eq!(before, answers());
 }
 
