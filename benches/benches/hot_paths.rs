@@ -28,12 +28,12 @@ fn data_file(env: &str, default: &str) -> Option<PathBuf> {
 }
 
 fn raw() -> RawEvent {
-    serde_json::from_value(serde_json::json!({
+    serde_json::from_str(&serde_json::json!({
         "id": "01a21d1c-eef1-747c-a429-61e6a127b829", "project_id": "bcca2cb5-679b-4752-a72f-7c254ccf26ca",
         "kind": "track", "name": "screen_view", "device_id": "bench-device-42",
         "received_at_ms": 1_767_607_200_500i64, "ip": "211.45.27.1", "user_agent": UA,
         "properties": {"__path": "https://shop.example/pricing?utm_source=newsletter", "__referrer": "https://www.google.com/", "plan": "pro"}
-    }))
+    }).to_string())
     .expect("raw event")
 }
 

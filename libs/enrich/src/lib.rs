@@ -16,7 +16,7 @@ mod ua;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use analytics_event::{EventKind, RawEvent};
+use analytics_event::{CONSUMED_PROPERTIES, EventKind, RawEvent};
 use analytics_store::EventRow;
 use serde_json::{Map, Value};
 
@@ -35,10 +35,6 @@ pub struct Identity {
     pub profile_id: String,
     pub session_id: String,
 }
-
-/// Properties the SDKs use to override what the server would infer; they
-/// become columns and are removed from `properties`.
-const CONSUMED_PROPERTIES: &[&str] = &["__path", "__referrer"];
 
 /// The lookups of enrichment. Each is optional: a missing data file
 /// disables that enrichment, never the pipeline.
@@ -79,18 +75,9 @@ impl Enrichment {
     /// The `events` row of a raw event.
     pub fn event_row(&self, raw: &RawEvent, ua: &UserAgent, identity: &Identity) -> EventRow {
         let created_ms = event_time_ms(raw);
-        let page = parse_page(
-            raw.properties
-                .get("__path")
-                .and_then(Value::as_str)
-                .unwrap_or(""),
-        );
-        let referrer = raw
-            .properties
-            .get("__referrer")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned();
+        let split = raw.properties.split();
+        let page = parse_page(&split.path);
+        let referrer = split.referrer;
         let own_origin = if page.origin.is_empty() {
             raw.origin.as_str()
         } else {
@@ -132,43 +119,23 @@ impl Enrichment {
             device: ua.device.to_owned(),
             brand: ua.brand.clone(),
             model: ua.model.clone(),
-            properties: stored_properties_json(raw),
+            properties: match raw.kind {
+                EventKind::Track => split.stored,
+                _ => Value::Object(stored_properties(raw)).to_string(),
+            },
             sdk_name: raw.sdk_name.clone(),
             sdk_version: raw.sdk_version.clone(),
         }
     }
 }
 
-/// The stored properties as JSON. A tracked event's are written straight
-/// from the event's own (sorted) map, without copying it; the rarer
-/// profile operations add their entries to a copy.
-fn stored_properties_json(raw: &RawEvent) -> String {
-    if raw.kind != EventKind::Track {
-        return Value::Object(stored_properties(raw)).to_string();
-    }
-    struct Kept<'a>(&'a Map<String, Value>);
-    impl serde::Serialize for Kept<'_> {
-        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-            serializer.collect_map(
-                self.0
-                    .iter()
-                    .filter(|(k, _)| !CONSUMED_PROPERTIES.contains(&k.as_str())),
-            )
-        }
-    }
-    // Cannot fail: the keys are strings and the values JSON.
-    serde_json::to_string(&Kept(&raw.properties)).unwrap_or_else(|_| "{}".to_owned())
-}
-
-/// The event's properties as stored: SDK overrides that became columns are
-/// dropped; profile operations keep what they did, for audit and replay.
+/// The properties of a profile operation as stored: SDK overrides that
+/// became columns are dropped, and what the operation did is kept, for
+/// audit and replay. (A tracked event's are its own text without the
+/// overrides: [`analytics_event::Properties::split`].)
 fn stored_properties(raw: &RawEvent) -> Map<String, Value> {
-    let mut properties: Map<String, Value> = raw
-        .properties
-        .iter()
-        .filter(|(k, _)| !CONSUMED_PROPERTIES.contains(&k.as_str()))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let mut properties = raw.properties.to_map();
+    properties.retain(|k, _| !CONSUMED_PROPERTIES.contains(&k.as_str()));
     match raw.kind {
         EventKind::Track => {}
         EventKind::Identify => {

@@ -11,12 +11,14 @@
 
 mod bundle;
 mod device;
+mod properties;
 mod raw;
 mod time;
 mod validate;
 
 pub use bundle::bundle_documents;
 pub use device::cookieless_device_id;
+pub use properties::{CONSUMED_PROPERTIES, Properties};
 pub use raw::{EventKind, RawEvent};
 pub use time::{format_rfc3339_millis, now_ms, parse_timestamp};
 pub use validate::{Incoming, Limits, Route, ValidationError, max_json_depth, validate};

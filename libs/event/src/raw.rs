@@ -5,6 +5,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::Properties;
+
 /// What a client asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -67,7 +69,7 @@ pub struct RawEvent {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub sdk_version: String,
     #[serde(default)]
-    pub properties: Map<String, Value>,
+    pub properties: Properties,
     /// Profile traits of an `identify` (firstName, lastName, email, avatar and any extra keys).
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub traits: Map<String, Value>,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use analytics_config::ProxyNet;
 use analytics_event::cookieless_device_id;
-use analytics_event::{EventKind, Incoming, Limits, RawEvent, Route, now_ms, validate};
+use analytics_event::{EventKind, Incoming, Limits, Properties, RawEvent, Route, now_ms, validate};
 use analytics_http::{ApiError, Body, credentials, json_bytes};
 use analytics_meta::Caller;
 use analytics_streams::partition_for;
@@ -337,7 +337,7 @@ impl Stamp {
             origin: caller.origin.clone().unwrap_or_else(|| self.origin.clone()),
             sdk_name: self.sdk_name.clone(),
             sdk_version: self.sdk_version.clone(),
-            properties: event.properties,
+            properties: Properties::from_map(&event.properties),
             traits: event.traits,
             property: event.property,
             value: event.value,

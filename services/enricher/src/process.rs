@@ -438,7 +438,7 @@ fn profile_operation(raw: &RawEvent) -> Option<ProfileChange> {
                 };
                 fields.push((field, text));
             }
-            for (key, value) in &raw.properties {
+            for (key, value) in &raw.properties.to_map() {
                 fields.push((format!("p:{key}"), value.to_string()));
             }
             Some(ProfileChange::Set(fields))
@@ -499,7 +499,6 @@ fn dedupe_key(raw: &RawEvent) -> DedupeKey {
             &raw.name,
             &raw.device_id,
             &raw.profile_id,
-            &raw.properties,
             &raw.traits,
             &raw.property,
             &raw.value,
@@ -507,6 +506,10 @@ fn dedupe_key(raw: &RawEvent) -> DedupeKey {
             &raw.client_time_ms,
         ),
     );
+    // Compact and key-sorted as the edge wrote it: equal properties hash
+    // equally without being written out again.
+    h.update(&[0]);
+    h.update(raw.properties.text().as_bytes());
     let second = raw.received_at_ms / 1000;
     let key = |s: i64| {
         let mut h = h.clone();
@@ -627,6 +630,7 @@ async fn commit(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use analytics_event::Properties;
 
     fn raw() -> RawEvent {
         serde_json::from_value(serde_json::json!({
@@ -650,7 +654,7 @@ mod tests {
         a.id_from_client = true;
         let mut b = a.clone();
         b.received_at_ms += 1_800_000;
-        b.properties.insert("x".into(), 1.into());
+        b.properties = Properties::from_map(serde_json::json!({"x": 1}).as_object().unwrap());
         assert_eq!(dedupe_key(&a), dedupe_key(&b));
         assert!(matches!(dedupe_key(&a), DedupeKey::Id(_)));
         b.id = "e2".into();
