@@ -488,12 +488,17 @@ fn plan(
     }
 }
 
-/// Waits until `expected` events of the pipeline's project are visible in
-/// ClickHouse (the backlog is drained).
+/// Waits until `expected` events are visible in the pipeline's database
+/// (the backlog is drained; its one project is the bootstrap project).
+/// The rows are counted from the parts' metadata: a `count()` with a
+/// `WHERE` reads a column of every stored row (40 ms of server CPU at
+/// 3.7 M rows), and asked ten times a second through a drain of a minute
+/// or more, that was charged to the run's events as ClickHouse's cost.
 async fn wait_visible(args: &SuiteArgs, p: &Pipeline, expected: u64) -> Result<()> {
     let count_sql = format!(
-        "SELECT count() FROM events WHERE project_id = '{}'",
-        p.project
+        "SELECT sum(rows) FROM system.parts \
+         WHERE database = '{}' AND table = 'events' AND active",
+        p.database
     );
     let started = Instant::now();
     loop {
