@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use analytics_store::{EventRow, Store, StoreSettings};
+use analytics_store::{EncodedEvent, EventRow, Store, StoreSettings};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
@@ -264,7 +264,9 @@ pub async fn redelivery_check(
     let mut insert_seconds = f64::MAX;
     let mut check_seconds = f64::MAX;
     for _ in 0..5 {
-        let fresh = batch(n);
+        // Encoded as the enricher encodes them, which is what the sink
+        // inserts and checks.
+        let fresh: Vec<EncodedEvent> = batch(n).iter().map(EncodedEvent::from).collect();
         n += 1;
         let start = Instant::now();
         store.insert("events", &fresh).await?;

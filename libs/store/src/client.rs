@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::StoreError;
 use crate::features::{Features, deduplication_token};
-use crate::rows::{EventRow, InsertRow};
+use crate::rowbinary::{EncodeRow, RowInsert};
+use crate::{EncodedEvent, RowKey};
 
 /// A connector with `TCP_NODELAY`, which the crate's default client lacks:
 /// without it a request whose body follows its headers in a second write
@@ -99,7 +100,11 @@ impl Store {
 
     /// Inserts `rows` into `table` as one INSERT; where the server takes
     /// deduplication tokens, a retry of the same rows is dropped by it.
-    pub async fn insert<T: InsertRow>(&self, table: &str, rows: &[T]) -> Result<(), StoreError> {
+    pub async fn insert<T: EncodeRow + RowKey>(
+        &self,
+        table: &str,
+        rows: &[T],
+    ) -> Result<(), StoreError> {
         if rows.is_empty() {
             return Ok(());
         }
@@ -111,7 +116,7 @@ impl Store {
         } else {
             self.db.clone()
         };
-        let mut insert = client.insert::<T>(table).await?;
+        let mut insert = RowInsert::new::<T>(&client, table);
         for row in rows {
             insert.write(row).await?;
         }
@@ -132,11 +137,12 @@ impl Store {
     /// the batch's event times and names along the primary key.
     pub async fn existing_event_ids(
         &self,
-        rows: &[EventRow],
+        rows: &[EncodedEvent],
     ) -> Result<HashSet<(String, String)>, StoreError> {
+        let keys: Vec<_> = rows.iter().map(EncodedEvent::key).collect();
         let (Some(from), Some(to)) = (
-            rows.iter().map(|r| r.created_at).min(),
-            rows.iter().map(|r| r.created_at).max(),
+            keys.iter().map(|k| k.created_at).min(),
+            keys.iter().map(|k| k.created_at).max(),
         ) else {
             return Ok(HashSet::new());
         };
@@ -152,12 +158,12 @@ impl Store {
             .execute()
             .await?;
         let mut insert = client.insert::<AskedRow>("asked").await?;
-        for row in rows {
+        for key in &keys {
             insert
                 .write(&AskedRow {
-                    project_id: row.project_id.clone(),
-                    name: row.name.clone(),
-                    id: row.id.clone(),
+                    project_id: key.project_id.to_owned(),
+                    name: key.name.to_owned(),
+                    id: key.id.to_owned(),
                 })
                 .await?;
         }

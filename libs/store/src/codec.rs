@@ -1,7 +1,10 @@
 //! How records travel on the enriched stream: binary frames, several per
 //! entry. A frame is a marker byte, the record's table, the length of the
-//! row (u32, little endian) and the row in bincode (varint integers).
-//! Frames delimit themselves, so a bundle is their concatenation.
+//! row (u32, little endian) and the row: an `events` row in ClickHouse's
+//! RowBinary (table tag 3), which the sink inserts as it is; profiles and
+//! aliases in bincode (varint integers). Events in bincode (tag 0, what
+//! enrichers before RowBinary frames wrote) are still read. Frames delimit
+//! themselves, so a bundle is their concatenation.
 //!
 //! Entries that start with `{` are JSON records separated by newlines: what
 //! enrichers before the binary form wrote, and what dead letters hold (a
@@ -10,10 +13,12 @@
 
 use analytics_event::bundle_documents;
 use bincode::Options;
+use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::Record;
+use crate::rowbinary::{EncodeRow, EncodedEvent, RowBinaryError};
+use crate::{AliasRow, EventRow, ProfileRow, Record};
 
 /// First byte of every binary frame (never `{` or whitespace).
 const MARK: u8 = 0xA7;
@@ -30,6 +35,8 @@ pub enum CodecError {
     UnknownTable(u8),
     #[error("row: {0}")]
     Row(#[from] bincode::Error),
+    #[error("events row: {0}")]
+    RowBinary(#[from] RowBinaryError),
     #[error("JSON record: {0}")]
     Json(#[from] serde_json::Error),
 }
@@ -47,12 +54,52 @@ fn put<T: Serialize>(tag: u8, row: &T, out: &mut Vec<u8>) {
     out[start + 2..start + HEADER].copy_from_slice(&len.to_le_bytes());
 }
 
+/// Table tags of frames.
+const EVENTS_BINCODE: u8 = 0;
+const PROFILES: u8 = 1;
+const ALIASES: u8 = 2;
+const EVENTS_ROWBINARY: u8 = 3;
+
 /// Appends `record` to `out` as one frame.
 pub fn encode_record(record: &Record, out: &mut Vec<u8>) {
     match record {
-        Record::Events(row) => put(0, row, out),
-        Record::Profiles(row) => put(1, row, out),
-        Record::ProfileAliases(row) => put(2, row, out),
+        Record::Events(row) => {
+            let start = out.len();
+            out.extend_from_slice(&[MARK, EVENTS_ROWBINARY, 0, 0, 0, 0]);
+            row.encode(out);
+            let len = (out.len() - start - HEADER) as u32;
+            out[start + 2..start + HEADER].copy_from_slice(&len.to_le_bytes());
+        }
+        Record::Profiles(row) => put(PROFILES, row, out),
+        Record::ProfileAliases(row) => put(ALIASES, row, out),
+    }
+}
+
+/// A decoded frame as the sink takes it: an events row still encoded.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Frame {
+    Event(EncodedEvent),
+    Profile(ProfileRow),
+    Alias(AliasRow),
+}
+
+impl From<Frame> for Record {
+    fn from(frame: Frame) -> Record {
+        match frame {
+            Frame::Event(event) => Record::Events(event.decode()),
+            Frame::Profile(row) => Record::Profiles(row),
+            Frame::Alias(row) => Record::ProfileAliases(row),
+        }
+    }
+}
+
+impl From<Record> for Frame {
+    fn from(record: Record) -> Frame {
+        match record {
+            Record::Events(row) => Frame::Event(EncodedEvent::from(&row)),
+            Record::Profiles(row) => Frame::Profile(row),
+            Record::ProfileAliases(row) => Frame::Alias(row),
+        }
     }
 }
 
@@ -60,44 +107,58 @@ fn row<T: DeserializeOwned>(body: &[u8]) -> Result<T, CodecError> {
     Ok(options().deserialize(body)?)
 }
 
-fn decode_frame(frame: &[u8]) -> Result<Record, CodecError> {
+fn decode_frame(payload: &Bytes, frame: &[u8]) -> Result<Frame, CodecError> {
     let body = &frame[HEADER..];
     match frame[1] {
-        0 => row(body).map(Record::Events),
-        1 => row(body).map(Record::Profiles),
-        2 => row(body).map(Record::ProfileAliases),
+        EVENTS_ROWBINARY => Ok(Frame::Event(EncodedEvent::new(payload.slice_ref(body))?)),
+        EVENTS_BINCODE => row::<EventRow>(body).map(|r| Frame::Event(EncodedEvent::from(&r))),
+        PROFILES => row(body).map(Frame::Profile),
+        ALIASES => row(body).map(Frame::Alias),
         tag => Err(CodecError::UnknownTable(tag)),
     }
 }
 
-/// The records of one enriched entry, each with its own bytes. A broken
-/// frame header ends the walk: what follows it cannot be delimited, so it
-/// is returned as one failed piece.
-pub fn decode_bundle(payload: &[u8]) -> Vec<(&[u8], Result<Record, CodecError>)> {
+/// The records of one enriched entry, each with its own bytes.
+pub fn decode_bundle(payload: &[u8]) -> Vec<(Bytes, Result<Record, CodecError>)> {
+    decode_frames(&Bytes::copy_from_slice(payload))
+        .into_iter()
+        .map(|(bytes, frame)| (bytes, frame.map(Record::from)))
+        .collect()
+}
+
+/// The frames of one enriched entry, each with its own bytes (slices of
+/// `payload`), events left encoded. A broken frame header ends the walk:
+/// what follows it cannot be delimited, so it is returned as one failed
+/// piece.
+pub fn decode_frames(payload: &Bytes) -> Vec<(Bytes, Result<Frame, CodecError>)> {
     if payload.first().is_some_and(|&b| b == b'{') {
         return bundle_documents(payload)
-            .map(|line| (line, serde_json::from_slice(line).map_err(CodecError::from)))
+            .map(|line| {
+                let record = serde_json::from_slice::<Record>(line).map_err(CodecError::from);
+                (payload.slice_ref(line), record.map(Frame::from))
+            })
             .collect();
     }
-    let mut records = Vec::new();
-    let mut rest = payload;
+    let mut frames = Vec::new();
+    let mut rest: &[u8] = payload;
     while !rest.is_empty() {
         if rest[0] != MARK {
-            records.push((rest, Err(CodecError::NotAFrame(rest[0]))));
+            frames.push((payload.slice_ref(rest), Err(CodecError::NotAFrame(rest[0]))));
             break;
         }
         let len = rest
             .get(2..HEADER)
             .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
         let Some(end) = len.map(|len| HEADER + len).filter(|&end| end <= rest.len()) else {
-            records.push((rest, Err(CodecError::Truncated(rest.len()))));
+            let error = CodecError::Truncated(rest.len());
+            frames.push((payload.slice_ref(rest), Err(error)));
             break;
         };
         let (frame, tail) = rest.split_at(end);
-        records.push((frame, decode_frame(frame)));
+        frames.push((payload.slice_ref(frame), decode_frame(payload, frame)));
         rest = tail;
     }
-    records
+    frames
 }
 
 #[cfg(test)]
@@ -152,6 +213,23 @@ mod tests {
     }
 
     #[test]
+    fn events_are_rowbinary_frames_and_bincode_ones_still_decode() {
+        let records = records();
+        let payload = bundle(&records[..1]);
+        assert_eq!(payload[1], EVENTS_ROWBINARY);
+        let Ok(Frame::Event(event)) = &decode_frames(&Bytes::from(payload.clone()))[0].1 else {
+            panic!("not an events frame");
+        };
+        assert_eq!(&payload[HEADER..], event.bytes());
+        let Record::Events(row) = &records[0] else {
+            unreachable!()
+        };
+        let mut old = Vec::new();
+        put(EVENTS_BINCODE, row, &mut old);
+        assert_eq!(decode_bundle(&old)[0].1.as_ref().unwrap(), &records[0]);
+    }
+
+    #[test]
     fn json_records_still_decode() {
         let records = records();
         let lines: Vec<String> = records
@@ -188,14 +266,14 @@ mod tests {
             decode_bundle(b"[1,2]")[0].1,
             Err(CodecError::NotAFrame(b'['))
         ));
-        // A frame whose row is cut inside: bincode refuses it.
+        // A frame whose row is cut inside is refused.
         let mut short = bundle(&records[..1]);
         short.truncate(short.len() - 3);
         let len = (short.len() - HEADER) as u32;
         short[2..HEADER].copy_from_slice(&len.to_le_bytes());
         assert!(matches!(
             decode_bundle(&short)[0].1,
-            Err(CodecError::Row(_))
+            Err(CodecError::RowBinary(_))
         ));
     }
 }

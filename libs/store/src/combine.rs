@@ -29,7 +29,8 @@ use std::sync::Arc;
 
 use tokio::sync::{Mutex, oneshot};
 
-use crate::{InsertRow, Store, StoreError};
+use crate::rowbinary::{EncodeRow, RowInsert};
+use crate::{RowKey, Store, StoreError};
 
 /// Most rows in one round. ClickHouse makes one block of up to
 /// `max_insert_block_size` (1,048,576) rows of an insert, so a round far
@@ -61,9 +62,10 @@ struct Rounds<T> {
 }
 
 struct Round<T> {
-    insert: clickhouse::insert::Insert<T>,
+    insert: RowInsert,
     rows: usize,
     waiters: Vec<oneshot::Sender<Outcome>>,
+    rows_of: std::marker::PhantomData<fn(T)>,
 }
 
 /// What a caller learns of its round.
@@ -76,7 +78,7 @@ enum Outcome {
     Failed(Arc<StoreError>),
 }
 
-impl<T: InsertRow + 'static> CombinedInserts<T> {
+impl<T: EncodeRow + RowKey + 'static> CombinedInserts<T> {
     pub fn new(store: Store, table: &'static str) -> Self {
         CombinedInserts {
             store,
@@ -107,11 +109,11 @@ impl<T: InsertRow + 'static> CombinedInserts<T> {
                 return self.store.insert(self.table, rows).await;
             }
             if rounds.open.is_none() {
-                let insert = self.store.client().insert::<T>(self.table).await?;
                 rounds.open = Some(Round {
-                    insert,
+                    insert: RowInsert::new::<T>(self.store.client(), self.table),
                     rows: 0,
                     waiters: Vec::new(),
+                    rows_of: std::marker::PhantomData,
                 });
             }
             let round = rounds.open.as_mut().expect("opened above");
@@ -152,7 +154,7 @@ impl<T: InsertRow + 'static> CombinedInserts<T> {
 }
 
 /// Ends the open round, and the next while there is one.
-async fn end_rounds<T: InsertRow>(rounds: Arc<Mutex<Rounds<T>>>) {
+async fn end_rounds<T>(rounds: Arc<Mutex<Rounds<T>>>) {
     loop {
         let round = {
             let mut rounds = rounds.lock().await;

@@ -1,28 +1,29 @@
-//! Row types of the ClickHouse tables, in RowBinary order.
+//! Row types of the ClickHouse tables, in RowBinary order (the order of
+//! their fields is the order of the INSERT's columns: see `rowbinary`).
 
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::RowKey;
+use crate::{EncodedEvent, RowKey};
 
 pub use clickhouse::Row;
 
-/// A row type that can be written with [`Store::insert`](crate::Store::insert).
-pub trait InsertRow:
-    Row + Serialize + clickhouse::RowWrite + for<'a> Row<Value<'a> = Self> + RowKey + Send + Sync
-{
-}
-
-impl<T> InsertRow for T where
-    T: Row + Serialize + clickhouse::RowWrite + for<'a> Row<Value<'a> = T> + RowKey + Send + Sync
-{
+fn event_key(hasher: &mut Xxh3, project_id: &str, id: &str) {
+    hasher.update(project_id.as_bytes());
+    hasher.update(&[0]);
+    hasher.update(id.as_bytes());
 }
 
 impl RowKey for EventRow {
     fn hash_key(&self, hasher: &mut Xxh3) {
-        hasher.update(self.project_id.as_bytes());
-        hasher.update(&[0]);
-        hasher.update(self.id.as_bytes());
+        event_key(hasher, &self.project_id, &self.id);
+    }
+}
+
+impl RowKey for EncodedEvent {
+    fn hash_key(&self, hasher: &mut Xxh3) {
+        let key = self.key();
+        event_key(hasher, key.project_id, key.id);
     }
 }
 

@@ -3,8 +3,8 @@
 use std::collections::HashSet;
 use std::time::Instant;
 
-use analytics_store::{AliasRow, EventRow, ProfileRow};
-use analytics_store::{Record, decode_bundle};
+use analytics_store::{AliasRow, EncodedEvent, ProfileRow};
+use analytics_store::{Frame, decode_frames};
 use analytics_streams::{DeadLetter, Entry, ReadBatch};
 
 /// One partition's batch in the making.
@@ -12,7 +12,8 @@ use analytics_streams::{DeadLetter, Entry, ReadBatch};
 pub(crate) struct Buffer {
     /// Every entry the batch holds; all are acknowledged by its flush.
     pub ids: Vec<String>,
-    pub events: Rows<EventRow>,
+    /// Events as the enricher encoded them, inserted as they are.
+    pub events: Rows<EncodedEvent>,
     pub profiles: Rows<ProfileRow>,
     pub aliases: Rows<AliasRow>,
     /// Some rows may already be in ClickHouse: check before inserting.
@@ -59,12 +60,14 @@ impl Buffer {
             if buffered.contains(&entry.id) {
                 continue;
             }
-            for (bytes, record) in decode_bundle(&entry.payload) {
+            // Events keep slices of the entry's bytes, not copies.
+            let payload = bytes::Bytes::from(entry.payload);
+            for (bytes, frame) in decode_frames(&payload) {
                 let origin = entry.id.clone();
-                match record {
-                    Ok(Record::Events(row)) => self.events.push(origin, row),
-                    Ok(Record::Profiles(row)) => self.profiles.push(origin, row),
-                    Ok(Record::ProfileAliases(row)) => self.aliases.push(origin, row),
+                match frame {
+                    Ok(Frame::Event(row)) => self.events.push(origin, row),
+                    Ok(Frame::Profile(row)) => self.profiles.push(origin, row),
+                    Ok(Frame::Alias(row)) => self.aliases.push(origin, row),
                     Err(e) => self.letters.push(DeadLetter {
                         reason: format!("cannot decode enriched record: {e}"),
                         entry: Entry {

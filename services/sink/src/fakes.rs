@@ -4,7 +4,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
 
-use analytics_store::{EventRow, Record, StoreError};
+use analytics_store::{EncodedEvent, EventRow, Record, StoreError};
 use analytics_streams::{DeadLetter, StreamError};
 
 use crate::flush::{Ledger, Warehouse};
@@ -81,7 +81,7 @@ impl FakeWarehouse {
 impl Warehouse for FakeWarehouse {
     async fn existing_event_ids(
         &self,
-        rows: &[EventRow],
+        rows: &[EncodedEvent],
     ) -> Result<HashSet<(String, String)>, StoreError> {
         if let Call::Outage | Call::StoredThenLost = self.next("existing") {
             return Err(outage());
@@ -89,7 +89,7 @@ impl Warehouse for FakeWarehouse {
         let stored = self.stored.lock().unwrap();
         let asked: HashSet<(&str, &str)> = rows
             .iter()
-            .map(|r| (r.project_id.as_str(), r.id.as_str()))
+            .map(|r| (r.key().project_id, r.key().id))
             .collect();
         Ok(stored
             .iter()
@@ -107,7 +107,7 @@ impl Warehouse for FakeWarehouse {
         if let Call::Outage = call {
             return Err(outage());
         }
-        let records: Vec<Record> = rows.iter().cloned().map(Into::into).collect();
+        let records: Vec<Record> = rows.iter().map(Table::record).collect();
         if records
             .iter()
             .any(|r| matches!(r, Record::Events(e) if e.id.starts_with("bad")))
@@ -169,6 +169,11 @@ impl Ledger for FakeLedger {
         self.log.push("ack");
         Ok(())
     }
+}
+
+/// The event `id` as the enricher encodes it for the sink.
+pub(crate) fn encoded(id: &str) -> EncodedEvent {
+    EncodedEvent::from(&event(id))
 }
 
 pub(crate) fn event(id: &str) -> EventRow {

@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use analytics_store::{EventRow, StoreError};
+use analytics_store::{EncodedEvent, StoreError};
 use analytics_streams::{DeadLetter, Entry, StreamError};
 use tokio_util::sync::CancellationToken;
 
@@ -25,7 +25,7 @@ pub(crate) trait Warehouse: Sync {
     /// Which of these events are already stored, as (project, id).
     fn existing_event_ids(
         &self,
-        rows: &[EventRow],
+        rows: &[EncodedEvent],
     ) -> impl Future<Output = Result<HashSet<(String, String)>, StoreError>> + Send;
 
     /// Inserts `rows` into their table, at once: all stored, or none
@@ -238,7 +238,7 @@ async fn with_heartbeat<L: Ledger, T>(
 /// What is left to insert of a batch, per table. Profile versions and
 /// aliases are idempotent (ReplacingMergeTree), events are checked.
 struct Pending<'a> {
-    events: &'a mut Rows<EventRow>,
+    events: &'a mut Rows<EncodedEvent>,
     profiles: &'a mut Rows<analytics_store::ProfileRow>,
     aliases: &'a mut Rows<analytics_store::AliasRow>,
     letters: &'a mut Vec<DeadLetter>,
@@ -260,7 +260,10 @@ async fn write<W: Warehouse>(
     if maybe_stored && !events.is_empty() {
         let existing = warehouse.existing_event_ids(&events.rows).await?;
         let before = events.len();
-        events.retain(|_, r| !existing.contains(&(r.project_id.clone(), r.id.clone())));
+        events.retain(|_, r| {
+            let key = r.key();
+            !existing.contains(&(key.project_id.to_owned(), key.id.to_owned()))
+        });
         metrics::counter!("analytics_sink_duplicates_skipped_total")
             .increment((before - events.len()) as u64);
     }
@@ -301,7 +304,7 @@ async fn insert_all<W: Warehouse, T: Table>(
                         reason: format!("refused by ClickHouse: {e}"),
                         entry: Entry {
                             id: entry,
-                            payload: serde_json::to_vec(&row.into()).unwrap_or_default(),
+                            payload: serde_json::to_vec(&row.record()).unwrap_or_default(),
                         },
                     }),
                     Err(e) => {

@@ -6,23 +6,31 @@
 use std::collections::HashSet;
 
 use analytics_store::{
-    AliasRow, CombinedInserts, EventRow, InsertRow, ProfileRow, Record, Store, StoreError,
+    AliasRow, CombinedInserts, EncodeRow, EncodedEvent, ProfileRow, Record, RowKey, Store,
+    StoreError,
 };
 
 use crate::flush::Warehouse;
 
 /// A row type the sink inserts, and the table it goes to.
-pub(crate) trait Table: InsertRow + Clone + Into<Record> + 'static {
+pub(crate) trait Table: EncodeRow + RowKey + Clone + 'static {
     const TABLE: &'static str;
 
     fn inserts(tables: &Tables) -> &CombinedInserts<Self>;
+
+    /// The row as a record: what a dead letter holds (as JSON).
+    fn record(&self) -> Record;
 }
 
-impl Table for EventRow {
+impl Table for EncodedEvent {
     const TABLE: &'static str = "events";
 
     fn inserts(tables: &Tables) -> &CombinedInserts<Self> {
         &tables.events
+    }
+
+    fn record(&self) -> Record {
+        Record::Events(self.decode())
     }
 }
 
@@ -32,6 +40,10 @@ impl Table for ProfileRow {
     fn inserts(tables: &Tables) -> &CombinedInserts<Self> {
         &tables.profiles
     }
+
+    fn record(&self) -> Record {
+        Record::Profiles(self.clone())
+    }
 }
 
 impl Table for AliasRow {
@@ -40,6 +52,10 @@ impl Table for AliasRow {
     fn inserts(tables: &Tables) -> &CombinedInserts<Self> {
         &tables.aliases
     }
+
+    fn record(&self) -> Record {
+        Record::ProfileAliases(self.clone())
+    }
 }
 
 /// The store and the combined inserts of each table; cheap to clone (the
@@ -47,7 +63,7 @@ impl Table for AliasRow {
 #[derive(Clone)]
 pub(crate) struct Tables {
     store: Store,
-    events: CombinedInserts<EventRow>,
+    events: CombinedInserts<EncodedEvent>,
     profiles: CombinedInserts<ProfileRow>,
     aliases: CombinedInserts<AliasRow>,
 }
@@ -55,7 +71,7 @@ pub(crate) struct Tables {
 impl Tables {
     pub fn new(store: Store) -> Tables {
         Tables {
-            events: CombinedInserts::new(store.clone(), EventRow::TABLE),
+            events: CombinedInserts::new(store.clone(), EncodedEvent::TABLE),
             profiles: CombinedInserts::new(store.clone(), ProfileRow::TABLE),
             aliases: CombinedInserts::new(store.clone(), AliasRow::TABLE),
             store,
@@ -66,7 +82,7 @@ impl Tables {
 impl Warehouse for Tables {
     async fn existing_event_ids(
         &self,
-        rows: &[EventRow],
+        rows: &[EncodedEvent],
     ) -> Result<HashSet<(String, String)>, StoreError> {
         self.store.existing_event_ids(rows).await
     }

@@ -24,7 +24,7 @@ fn batch(n: usize) -> Buffer {
     };
     for i in 1..=n {
         let entry = format!("{i}-0");
-        buffer.events.push(entry.clone(), event(&format!("e{i}")));
+        buffer.events.push(entry.clone(), encoded(&format!("e{i}")));
         buffer.ids.push(entry);
     }
     buffer.profiles.push(
@@ -139,7 +139,7 @@ async fn a_redelivered_batch_of_ten_thousand_rows_is_stored_once() {
 async fn refused_rows_are_dead_lettered_before_their_entries_are_acknowledged() {
     let (warehouse, mut ledger) = (FakeWarehouse::default(), FakeLedger::default());
     let mut buffer = batch(3);
-    buffer.events.push("4-0".into(), event("bad-row"));
+    buffer.events.push("4-0".into(), encoded("bad-row"));
     buffer.ids.push("4-0".into());
     assert_eq!(
         run(buffer, &warehouse, &mut ledger).await,
@@ -162,7 +162,7 @@ async fn a_failed_dead_letter_write_keeps_its_letters() {
         ..FakeLedger::default()
     };
     let mut buffer = batch(1);
-    buffer.events.push("2-0".into(), event("bad-row"));
+    buffer.events.push("2-0".into(), encoded("bad-row"));
     buffer.ids.push("2-0".into());
     assert_eq!(
         run(buffer, &warehouse, &mut ledger).await,
@@ -247,7 +247,7 @@ async fn at_shutdown_a_failing_step_leaves_the_batch_pending() {
         ..FakeLedger::default()
     };
     let mut buffer = batch(1);
-    buffer.events.push("2-0".into(), event("bad-row"));
+    buffer.events.push("2-0".into(), encoded("bad-row"));
     buffer.ids.push("2-0".into());
     let flushed = flush(buffer, &warehouse, &mut ledger, SETTINGS, &shutdown).await;
     assert_eq!(flushed, Flushed::LeftPending { rows: 3 });
