@@ -25,6 +25,7 @@
 //! known, and a retry repeats one batch, not the same combination); a batch
 //! inserted alone does.
 
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use tokio::sync::{Mutex, oneshot};
@@ -37,11 +38,12 @@ use crate::{RowKey, Store, StoreError};
 /// below that is stored, or refused, as a whole.
 const MAX_ROUND_ROWS: usize = 200_000;
 
-/// Combined inserts into one table; cheap to clone.
+/// Combined inserts of rows of `T` into one table; cheap to clone.
 pub struct CombinedInserts<T> {
     store: Store,
     table: &'static str,
-    rounds: Arc<Mutex<Rounds<T>>>,
+    rounds: Arc<Mutex<Rounds>>,
+    rows: PhantomData<fn(&T)>,
 }
 
 impl<T> Clone for CombinedInserts<T> {
@@ -50,22 +52,22 @@ impl<T> Clone for CombinedInserts<T> {
             store: self.store.clone(),
             table: self.table,
             rounds: self.rounds.clone(),
+            rows: PhantomData,
         }
     }
 }
 
-struct Rounds<T> {
+struct Rounds {
     /// The round taking rows.
-    open: Option<Round<T>>,
+    open: Option<Round>,
     /// Whether a task is ending rounds (it ends the open one next).
     ending: bool,
 }
 
-struct Round<T> {
+struct Round {
     insert: RowInsert,
     rows: usize,
     waiters: Vec<oneshot::Sender<Outcome>>,
-    rows_of: std::marker::PhantomData<fn(T)>,
 }
 
 /// What a caller learns of its round.
@@ -87,6 +89,7 @@ impl<T: EncodeRow + RowKey + 'static> CombinedInserts<T> {
                 open: None,
                 ending: false,
             })),
+            rows: PhantomData,
         }
     }
 
@@ -113,7 +116,6 @@ impl<T: EncodeRow + RowKey + 'static> CombinedInserts<T> {
                     insert: RowInsert::new::<T>(self.store.client(), self.table),
                     rows: 0,
                     waiters: Vec::new(),
-                    rows_of: std::marker::PhantomData,
                 });
             }
             let round = rounds.open.as_mut().expect("opened above");
@@ -154,7 +156,7 @@ impl<T: EncodeRow + RowKey + 'static> CombinedInserts<T> {
 }
 
 /// Ends the open round, and the next while there is one.
-async fn end_rounds<T>(rounds: Arc<Mutex<Rounds<T>>>) {
+async fn end_rounds(rounds: Arc<Mutex<Rounds>>) {
     loop {
         let round = {
             let mut rounds = rounds.lock().await;

@@ -251,15 +251,15 @@ fn the_per_session_query_sums_up_a_scripted_visit() {
     client.track("visitor", "screen_view", t0 + 120_000, page("/c"));
     client.track("bouncer", "screen_view", t0, page("/landing"));
     wait_for_count(&setup, "1", 5);
-    // The README's per-session query, as a user would run it.
+    // The README's per-session query (the columns this visit tells apart).
     let sessions = setup.query(
-        "SELECT any(device_id) AS device, max(created_at) - min(created_at), count(), \
+        "SELECT any(device_id) AS visitor, max(created_at) - min(created_at), count(), \
          countIf(name = 'screen_view') AS views, \
          argMinIf(path, created_at, name = 'screen_view'), \
          argMaxIf(path, created_at, name = 'screen_view'), views = 1, \
          argMin(referrer_type, created_at), argMin(utm_source, created_at), any(browser) \
          FROM events WHERE session_id != '' GROUP BY session_key, session_id \
-         ORDER BY device FORMAT TSV",
+         ORDER BY visitor FORMAT TSV",
     );
     assert_eq!(
         sessions,
