@@ -683,7 +683,7 @@ async fn stream_documents(conn: &mut redis::aio::MultiplexedConnection, key: &st
         for entry in &page.ids {
             let payload = analytics_streams::payload::plain(&entry.map).unwrap_or_default();
             events += if enriched {
-                analytics_store::decode_bundle(&payload).len() as u64
+                analytics_store::decode_frames(&payload.into()).len() as u64
             } else {
                 1 + payload.iter().filter(|&&b| b == b'\n').count() as u64
             };

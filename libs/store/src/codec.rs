@@ -45,13 +45,20 @@ fn options() -> impl Options {
     bincode::DefaultOptions::new()
 }
 
-fn put<T: Serialize>(tag: u8, row: &T, out: &mut Vec<u8>) {
+/// Appends a frame of table `tag` whose row `write` appends.
+fn frame(tag: u8, out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
     let start = out.len();
     out.extend_from_slice(&[MARK, tag, 0, 0, 0, 0]);
-    // Writing plain structs of strings and numbers into a Vec cannot fail.
-    let _ = options().serialize_into(&mut *out, row);
+    write(out);
     let len = (out.len() - start - HEADER) as u32;
     out[start + 2..start + HEADER].copy_from_slice(&len.to_le_bytes());
+}
+
+fn put<T: Serialize>(tag: u8, row: &T, out: &mut Vec<u8>) {
+    // Writing plain structs of strings and numbers into a Vec cannot fail.
+    frame(tag, out, |out| {
+        let _ = options().serialize_into(&mut *out, row);
+    });
 }
 
 /// Table tags of frames.
@@ -63,13 +70,7 @@ const EVENTS_ROWBINARY: u8 = 3;
 /// Appends `record` to `out` as one frame.
 pub fn encode_record(record: &Record, out: &mut Vec<u8>) {
     match record {
-        Record::Events(row) => {
-            let start = out.len();
-            out.extend_from_slice(&[MARK, EVENTS_ROWBINARY, 0, 0, 0, 0]);
-            row.encode(out);
-            let len = (out.len() - start - HEADER) as u32;
-            out[start + 2..start + HEADER].copy_from_slice(&len.to_le_bytes());
-        }
+        Record::Events(row) => frame(EVENTS_ROWBINARY, out, |out| row.encode(out)),
         Record::Profiles(row) => put(PROFILES, row, out),
         Record::ProfileAliases(row) => put(ALIASES, row, out),
     }

@@ -119,6 +119,10 @@ impl<T: EncodeRow + RowKey + 'static> CombinedInserts<T> {
                 });
             }
             let round = rounds.open.as_mut().expect("opened above");
+            // Not cancel-safe: a caller dropped while writing leaves its
+            // rows so far in the round, stored with it. The sink never
+            // drops a flush; a batch left unacknowledged comes back as a
+            // redelivery, checked against the stored ids.
             for row in rows {
                 if let Err(e) = round.insert.write(row).await {
                     // The body was cut: the insert is dropped unended, so

@@ -3,9 +3,9 @@
 //! idempotent batch insert used by the sink.
 //!
 //! Rows are written as RowBinary by our own encoder (`rowbinary`: the
-//! enricher encodes an events row once and the sink forwards the bytes), and
-//! every statement here runs on 18.16 as well as on current servers. Values reach SQL only through the
-//! crate's `?` binding.
+//! enricher encodes an events row once and the sink forwards the bytes),
+//! and every statement here runs on 18.16 as well as on current servers.
+//! Values reach SQL only through the crate's `?` binding.
 
 mod backfill;
 mod client;

@@ -31,9 +31,11 @@ pub trait EncodeRow: Send + Sync {
 /// Bytes an INSERT gathers before it sends them as one (compressed) chunk.
 const CHUNK_BYTES: usize = 256 * 1024;
 
-/// One INSERT whose body is RowBinary rows of one type.
+/// One INSERT whose body is RowBinary rows of one type. The request
+/// starts with the first row; the rows follow in chunks as they gather.
 pub(crate) struct RowInsert {
     insert: clickhouse::insert_formatted::BufInsertFormatted,
+    started: bool,
     scratch: Vec<u8>,
 }
 
@@ -47,11 +49,18 @@ impl RowInsert {
             insert: client
                 .insert_formatted_with(sql)
                 .buffered_with_capacity(CHUNK_BYTES),
+            started: false,
             scratch: Vec::new(),
         }
     }
 
     pub async fn write<T: EncodeRow>(&mut self, row: &T) -> Result<(), clickhouse::error::Error> {
+        if !self.started {
+            // Writing nothing opens the request (a buffered write alone
+            // would wait for a full chunk or the end).
+            self.insert.write(&[]).await?;
+            self.started = true;
+        }
         match row.encoded() {
             Some(bytes) => self.insert.write_buffered(bytes),
             None => {
@@ -80,6 +89,8 @@ pub enum RowBinaryError {
     Truncated,
     #[error("string is not UTF-8")]
     NotUtf8,
+    #[error("string length longer than five bytes")]
+    LongLength,
     #[error("{0} bytes after the row")]
     Trailing(usize),
 }
@@ -112,16 +123,18 @@ impl<'a> Reader<'a> {
     }
 
     fn str(&mut self) -> Result<&'a str, RowBinaryError> {
+        // At most five groups of seven bits: every length a frame can
+        // hold, read the same by the server (which takes up to nine).
         let mut len = 0usize;
-        for shift in (0..64).step_by(7) {
-            let byte = *self.take(1)?.first().ok_or(RowBinaryError::Truncated)?;
+        for shift in (0..35).step_by(7) {
+            let byte = self.take(1)?[0];
             len |= usize::from(byte & 0x7f) << shift;
             if byte & 0x80 == 0 {
                 let bytes = self.take(len)?;
                 return std::str::from_utf8(bytes).map_err(|_| RowBinaryError::NotUtf8);
             }
         }
-        Err(RowBinaryError::Truncated)
+        Err(RowBinaryError::LongLength)
     }
 
     fn string(&mut self) -> Result<String, RowBinaryError> {
@@ -335,8 +348,7 @@ impl EncodedEvent {
     /// The row's id, project, name and time.
     pub fn key(&self) -> EventKey<'_> {
         let mut r = Reader(&self.0);
-        // Checked whole when made: the fields are there.
-        let mut key = || -> Result<EventKey<'_>, RowBinaryError> {
+        let mut read = || -> Result<EventKey<'_>, RowBinaryError> {
             let (id, project_id, name) = (r.str()?, r.str()?, r.str()?);
             for _ in 0..3 {
                 r.str()?;
@@ -348,7 +360,9 @@ impl EncodedEvent {
                 created_at: r.u32()?,
             })
         };
-        key().unwrap_or(EventKey {
+        let key = read();
+        debug_assert!(key.is_ok(), "an encoded event is checked when made");
+        key.unwrap_or(EventKey {
             id: "",
             project_id: "",
             name: "",
@@ -358,8 +372,9 @@ impl EncodedEvent {
 
     /// The row itself.
     pub fn decode(&self) -> EventRow {
-        // Checked whole when made.
-        EventRow::decode(&self.0).unwrap_or_default()
+        let row = EventRow::decode(&self.0);
+        debug_assert!(row.is_ok(), "an encoded event is checked when made");
+        row.unwrap_or_default()
     }
 }
 
@@ -390,15 +405,7 @@ mod tests {
     /// A row whose every field holds a value of its own (a field the
     /// encoder skipped or misplaced shows in the round trip).
     fn sample() -> EventRow {
-        let mut fields = serde_json::to_value(EventRow::default()).unwrap();
-        for (i, (name, value)) in fields.as_object_mut().unwrap().iter_mut().enumerate() {
-            *value = match value {
-                serde_json::Value::String(_) => format!("{name}-ä-{}", "x".repeat(i * 5)).into(),
-                _ if name.ends_with("_at") => (1_767_607_200 + i).into(),
-                _ => (i as f64 + 0.25).into(),
-            };
-        }
-        serde_json::from_value(fields).unwrap()
+        filled()
     }
 
     #[test]
@@ -418,6 +425,53 @@ mod tests {
             }
         );
         assert_eq!(EventRow::COLUMNS.len(), EVENT_LAYOUT.len());
+    }
+
+    /// What the crate's own serializer would send for `row`: its fields
+    /// by the INSERT's column names, strings, `UInt32` times, the `UInt64`
+    /// version and `Float64` coordinates.
+    fn expected<T: EncodeRow + serde::Serialize>(row: &T) -> Vec<u8> {
+        let fields = serde_json::to_value(row).unwrap();
+        let mut out = Vec::new();
+        for column in T::COLUMNS {
+            match &fields[*column] {
+                serde_json::Value::String(s) => put_str(&mut out, s),
+                n if column.ends_with("_at") => {
+                    let n = u32::try_from(n.as_u64().unwrap()).unwrap();
+                    out.extend_from_slice(&n.to_le_bytes());
+                }
+                n if *column == "version" => {
+                    out.extend_from_slice(&n.as_u64().unwrap().to_le_bytes())
+                }
+                n => out.extend_from_slice(&n.as_f64().unwrap().to_le_bytes()),
+            }
+        }
+        out
+    }
+
+    fn filled<T: serde::Serialize + serde::de::DeserializeOwned + Default>() -> T {
+        let mut fields = serde_json::to_value(T::default()).unwrap();
+        for (i, (name, value)) in fields.as_object_mut().unwrap().iter_mut().enumerate() {
+            *value = match value {
+                serde_json::Value::String(_) => format!("{name}-ä-{}", "x".repeat(i * 5)).into(),
+                _ if name.ends_with("_at") || name == "version" => (1_767_607_200 + i).into(),
+                _ => (i as f64 + 0.25).into(),
+            };
+        }
+        serde_json::from_value(fields).unwrap()
+    }
+
+    #[test]
+    fn every_row_type_writes_its_columns_in_the_inserts_order() {
+        fn check<T: EncodeRow + serde::Serialize + serde::de::DeserializeOwned + Default>() {
+            let row: T = filled();
+            let mut out = Vec::new();
+            row.encode(&mut out);
+            assert_eq!(out, expected(&row), "{}", std::any::type_name::<T>());
+        }
+        check::<EventRow>();
+        check::<ProfileRow>();
+        check::<AliasRow>();
     }
 
     #[test]
@@ -447,8 +501,12 @@ mod tests {
         let mut long = bytes.clone();
         long.push(0);
         assert!(matches!(new(&long), Err(RowBinaryError::Trailing(1))));
-        let mut bad = bytes;
+        let mut bad = bytes.clone();
         bad[1] = 0xff; // the id's first byte
         assert!(matches!(new(&bad), Err(RowBinaryError::NotUtf8)));
+        // A length in six bytes: the server could read it otherwise.
+        let mut padded = vec![0x80, 0x80, 0x80, 0x80, 0x80, 0x00];
+        padded.extend_from_slice(&bytes[1..]);
+        assert!(matches!(new(&padded), Err(RowBinaryError::LongLength)));
     }
 }

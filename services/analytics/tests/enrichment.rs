@@ -251,7 +251,8 @@ fn the_per_session_query_sums_up_a_scripted_visit() {
     client.track("visitor", "screen_view", t0 + 120_000, page("/c"));
     client.track("bouncer", "screen_view", t0, page("/landing"));
     wait_for_count(&setup, "1", 5);
-    // The README's per-session query (the columns this visit tells apart).
+    // A per-session query like the README's (with the columns this visit
+    // tells apart), over `events` as a user would run it.
     let sessions = setup.query(
         "SELECT any(device_id) AS visitor, max(created_at) - min(created_at), count(), \
          countIf(name = 'screen_view') AS views, \

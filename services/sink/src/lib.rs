@@ -4,9 +4,10 @@
 //! Wire format in: bundles of frames (`analytics_store::decode_frames`;
 //! `events` rows already in RowBinary, forwarded into the INSERT as they
 //! are, or JSON lines from older enrichers and replayed dead letters); out:
-//! RowBinary inserts into `events`, `profiles` and `profile_aliases`. A partition's batch is flushed when it
-//! holds `max_rows` rows or its oldest row is `max_age` old; the flushes of
-//! all partitions that meet in time share one INSERT per table
+//! RowBinary inserts into `events`, `profiles` and `profile_aliases`. A
+//! partition's batch is flushed when it holds `max_rows` rows or its
+//! oldest row is `max_age` old; the flushes of all partitions that meet in
+//! time share one INSERT per table
 //! (`analytics_store::CombinedInserts`), each still acknowledged on its own.
 //!
 //! Guarantee: entries are acknowledged only after ClickHouse accepted their
