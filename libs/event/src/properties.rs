@@ -121,12 +121,6 @@ impl PartialEq for Properties {
     }
 }
 
-impl From<Map<String, Value>> for Properties {
-    fn from(map: Map<String, Value>) -> Self {
-        Properties::from_map(&map)
-    }
-}
-
 impl Serialize for Properties {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         self.0.serialize(serializer)
