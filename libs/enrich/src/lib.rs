@@ -16,7 +16,7 @@ mod ua;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use analytics_event::{CONSUMED_PROPERTIES, EventKind, RawEvent};
+use analytics_event::{EventKind, RawEvent};
 use analytics_store::EventRow;
 use serde_json::{Map, Value};
 
@@ -75,9 +75,8 @@ impl Enrichment {
     /// The `events` row of a raw event.
     pub fn event_row(&self, raw: &RawEvent, ua: &UserAgent, identity: &Identity) -> EventRow {
         let created_ms = event_time_ms(raw);
-        let split = raw.properties.split();
-        let page = parse_page(&split.path);
-        let referrer = split.referrer;
+        let page = parse_page(&raw.path);
+        let referrer = raw.referrer.clone();
         let own_origin = if page.origin.is_empty() {
             raw.origin.as_str()
         } else {
@@ -120,7 +119,7 @@ impl Enrichment {
             brand: ua.brand.clone(),
             model: ua.model.clone(),
             properties: match raw.kind {
-                EventKind::Track => split.stored,
+                EventKind::Track => raw.properties.text().to_owned(),
                 _ => Value::Object(stored_properties(raw)).to_string(),
             },
             sdk_name: raw.sdk_name.clone(),
@@ -129,13 +128,11 @@ impl Enrichment {
     }
 }
 
-/// The properties of a profile operation as stored: SDK overrides that
-/// became columns are dropped, and what the operation did is kept, for
-/// audit and replay. (A tracked event's are its own text without the
-/// overrides: [`analytics_event::Properties::split`].)
+/// The properties of a profile operation as stored: its own, and what the
+/// operation did, for audit and replay. (A tracked event's are its own
+/// text.)
 fn stored_properties(raw: &RawEvent) -> Map<String, Value> {
     let mut properties = raw.properties.to_map();
-    properties.retain(|k, _| !CONSUMED_PROPERTIES.contains(&k.as_str()));
     match raw.kind {
         EventKind::Track => {}
         EventKind::Identify => {

@@ -2,7 +2,15 @@ use super::*;
 use analytics_event::Properties;
 use serde_json::json;
 
+/// An event as the enricher reads it: the SDK's page keys in their fields.
 fn raw(kind: EventKind, properties: Value) -> RawEvent {
+    let mut raw = written_before_hoisting(kind, properties);
+    raw.hoist_page();
+    raw
+}
+
+/// An event as an edge wrote it before it read the page keys itself.
+fn written_before_hoisting(kind: EventKind, properties: Value) -> RawEvent {
     RawEvent {
         client_sent_at_ms: None,
         id_from_client: false,
@@ -25,6 +33,8 @@ fn raw(kind: EventKind, properties: Value) -> RawEvent {
         origin: String::new(),
         sdk_name: "node".into(),
         sdk_version: "1.3.1".into(),
+        path: String::new(),
+        referrer: String::new(),
         properties: Properties::from_map(properties.as_object().unwrap()),
         traits: Map::new(),
         property: None,
@@ -197,16 +207,25 @@ fn increment_keeps_its_operation() {
 }
 
 #[test]
-fn tracked_properties_are_written_as_the_copied_map_would_be() {
+fn events_written_before_the_edge_read_the_page_read_as_it_writes_them_now() {
     let r = raw(
         EventKind::Track,
-        json!({"__path": "/a", "__referrer": "", "z": [1, {"b": null, "a": "é\"\n"}],
+        json!({"__path": "/a", "__referrer": "https://r.example/", "z": [1, {"b": null, "a": "é\"\n"}],
                "a": 1.5, "m": {"y": true, "x": "1"}}),
     );
-    let copied = Value::Object(stored_properties(&r)).to_string();
-    assert_eq!(r.properties.split().stored, copied);
     assert_eq!(
-        copied,
+        (r.path.as_str(), r.referrer.as_str()),
+        ("/a", "https://r.example/")
+    );
+    assert_eq!(
+        row(&r).properties,
         r#"{"a":1.5,"m":{"x":"1","y":true},"z":[1,{"a":"é\"\n","b":null}]}"#
     );
+    // Already hoisted, or only mentioned deeper down: left as it is.
+    let mut again = r.clone();
+    again.hoist_page();
+    assert_eq!(again, r);
+    let nested = raw(EventKind::Track, json!({"a": {"__path": "/deep"}}));
+    assert_eq!(nested.path, "");
+    assert_eq!(nested.properties.text(), r#"{"a":{"__path":"/deep"}}"#);
 }

@@ -6,9 +6,10 @@
 //! into [`Incoming`] events or a [`ValidationError`] that names the offending
 //! field. The edge stamps each incoming event with what only the server knows
 //! (project, receive time, IP, user agent) to make a [`RawEvent`], which is
-//! what travels on the raw stream as one JSON document per event, several
-//! documents (one per line) to a stream entry.
+//! what travels on the raw stream in a binary form of its own, several to a
+//! stream entry ([`push_raw_event`], [`raw_documents`]).
 
+pub mod binary;
 mod bundle;
 mod device;
 mod properties;
@@ -16,7 +17,7 @@ mod raw;
 mod time;
 mod validate;
 
-pub use bundle::bundle_documents;
+pub use bundle::{RawDocument, bundle_documents, push_raw_event, raw_documents};
 pub use device::cookieless_device_id;
 pub use properties::{CONSUMED_PROPERTIES, Properties};
 pub use raw::{EventKind, RawEvent};

@@ -1,11 +1,13 @@
 //! An event's properties as the JSON object text the edge wrote, not as a
-//! tree of values. Almost every reader needs two keys (the SDK's `__path`
-//! and `__referrer`) and the text itself (stored as it is, hashed for
-//! duplicates); building a map of every value for that, and writing it out
-//! again, was a good part of the enricher's work per event.
+//! tree of values. Readers need the text itself (stored as it is, hashed
+//! for duplicates); building a map of every value for that, and writing it
+//! out again, was a good part of the enricher's work per event.
 //!
-//! The text is compact JSON with keys in sorted order (the edge writes it
-//! from a sorted map), so equal properties are equal text.
+//! The text is compact JSON with its keys in sorted order, each value as
+//! the client wrote it without blanks, so equal properties sent alike are
+//! equal text. The edge reads the SDK's `__path` and `__referrer` into
+//! fields of their own; events written before it did carry them here, and
+//! [`Properties::split`] takes them out.
 
 use std::collections::BTreeMap;
 
@@ -19,19 +21,37 @@ pub const CONSUMED_PROPERTIES: [&str; 2] = ["__path", "__referrer"];
 
 /// A JSON object, as text.
 #[derive(Debug, Clone)]
-pub struct Properties(Box<RawValue>);
+pub struct Properties(Box<str>);
 
 impl Properties {
     /// The properties of `map`, written compactly in its (sorted) key order.
     pub fn from_map(map: &Map<String, Value>) -> Properties {
         // A map of JSON values always serializes, and always to valid JSON.
-        let text = serde_json::to_string(map).unwrap_or_else(|_| "{}".to_owned());
-        Properties(RawValue::from_string(text).unwrap_or_else(|_| empty()))
+        Properties(
+            serde_json::to_string(map)
+                .unwrap_or_else(|_| "{}".to_owned())
+                .into_boxed_str(),
+        )
+    }
+
+    /// Properties of a JSON object's text, which the caller wrote (or
+    /// read where our own code wrote it).
+    pub fn from_json_text(text: String) -> Properties {
+        debug_assert!(text.starts_with('{'));
+        Properties(text.into_boxed_str())
+    }
+
+    /// Whether the text may hold a consumed key (it may also be nested, or
+    /// inside a string: [`Properties::split`] decides).
+    pub fn mentions_consumed(&self) -> bool {
+        let text = self.text().as_bytes();
+        memchr::memmem::find(text, b"\"__path\"").is_some()
+            || memchr::memmem::find(text, b"\"__referrer\"").is_some()
     }
 
     /// The JSON object text.
     pub fn text(&self) -> &str {
-        self.0.get()
+        &self.0
     }
 
     /// The properties as a map of values, for the rarer readers that need
@@ -105,13 +125,9 @@ impl Default for Split {
     }
 }
 
-fn empty() -> Box<RawValue> {
-    RawValue::from_string("{}".to_owned()).expect("{} is JSON")
-}
-
 impl Default for Properties {
     fn default() -> Self {
-        Properties(empty())
+        Properties("{}".into())
     }
 }
 
@@ -123,7 +139,9 @@ impl PartialEq for Properties {
 
 impl Serialize for Properties {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(serializer)
+        RawValue::from_string(self.0.to_string())
+            .map_err(serde::ser::Error::custom)?
+            .serialize(serializer)
     }
 }
 
@@ -135,7 +153,7 @@ impl<'de> Deserialize<'de> for Properties {
         if !raw.get().starts_with('{') {
             return Err(serde::de::Error::custom("properties must be a JSON object"));
         }
-        Ok(Properties(raw))
+        Ok(Properties(raw.into()))
     }
 }
 

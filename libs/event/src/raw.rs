@@ -1,11 +1,17 @@
 //! The raw event: a validated client event plus what the edge knows about
-//! its request. Serialized as one line of JSON in the `e` field of a raw
-//! stream entry, which bundles several such lines.
+//! its request. The edge writes it in a binary form of its own
+//! ([`RawEvent::encode`]), several to a raw stream entry (see
+//! [`crate::raw_documents`]); edges before it wrote lines of JSON, which
+//! are still read.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::Properties;
+use crate::binary::{BinaryError, Reader, put_str};
+
+/// First byte of an event's binary form (a JSON document starts with `{`).
+const BINARY_V1: u8 = 1;
 
 /// What a client asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,6 +25,14 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    const ALL: [EventKind; 5] = [
+        EventKind::Track,
+        EventKind::Identify,
+        EventKind::Increment,
+        EventKind::Decrement,
+        EventKind::Alias,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::Track => "track",
@@ -68,6 +82,12 @@ pub struct RawEvent {
     pub sdk_name: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub sdk_version: String,
+    /// The page and referrer the SDK named (`__path`, `__referrer`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub path: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub referrer: String,
+    /// The event's other properties.
     #[serde(default)]
     pub properties: Properties,
     /// Profile traits of an `identify` (firstName, lastName, email, avatar and any extra keys).
@@ -81,4 +101,255 @@ pub struct RawEvent {
     /// The other id of an `alias`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alias: Option<String>,
+}
+
+impl RawEvent {
+    /// Moves `__path` and `__referrer` from the properties to their fields,
+    /// where the edge puts them; events written before it did carry them
+    /// in the properties.
+    pub fn hoist_page(&mut self) {
+        if !self.properties.mentions_consumed() {
+            return;
+        }
+        let split = self.properties.split();
+        if !split.path.is_empty() {
+            self.path = split.path;
+        }
+        if !split.referrer.is_empty() {
+            self.referrer = split.referrer;
+        }
+        self.properties = Properties::from_json_text(split.stored);
+    }
+}
+
+impl RawEvent {
+    /// Appends the event's binary form: a version byte, then the fields in
+    /// the order of the struct (strings as [`put_str`] writes them, numbers
+    /// little-endian, an absent option as 0 and a present one as 1 and its
+    /// value); properties and traits as JSON text, traits "" when none.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.push(BINARY_V1);
+        put_str(out, &self.id);
+        put_str(out, &self.project_id);
+        out.push(self.kind as u8);
+        for s in [
+            &self.name,
+            &self.device_id,
+            &self.profile_id,
+            &self.session_id,
+        ] {
+            put_str(out, s);
+        }
+        for time in [self.client_time_ms, self.client_sent_at_ms] {
+            put_option(out, time.map(i64::to_le_bytes));
+        }
+        out.extend_from_slice(&self.received_at_ms.to_le_bytes());
+        out.push(u8::from(self.id_from_client));
+        for s in [
+            &self.previous_device_id,
+            &self.ip,
+            &self.user_agent,
+            &self.origin,
+            &self.sdk_name,
+            &self.sdk_version,
+            &self.path,
+            &self.referrer,
+        ] {
+            put_str(out, s);
+        }
+        put_str(out, self.properties.text());
+        if self.traits.is_empty() {
+            put_str(out, "");
+        } else {
+            // A map of JSON values always serializes.
+            put_str(
+                out,
+                &serde_json::to_string(&self.traits).unwrap_or_default(),
+            );
+        }
+        put_option_str(out, self.property.as_deref());
+        put_option(out, self.value.map(f64::to_le_bytes));
+        put_option_str(out, self.alias.as_deref());
+    }
+
+    /// An event from its binary form.
+    pub fn decode(bytes: &[u8]) -> Result<RawEvent, BinaryError> {
+        let mut r = Reader::new(bytes);
+        match r.byte()? {
+            BINARY_V1 => {}
+            value => {
+                return Err(BinaryError::Unknown {
+                    what: "event version",
+                    value,
+                });
+            }
+        }
+        let (id, project_id) = (r.string()?, r.string()?);
+        let kind = match r.byte()? {
+            k if usize::from(k) < EventKind::ALL.len() => EventKind::ALL[usize::from(k)],
+            value => {
+                return Err(BinaryError::Unknown {
+                    what: "event kind",
+                    value,
+                });
+            }
+        };
+        let event = RawEvent {
+            id,
+            project_id,
+            kind,
+            name: r.string()?,
+            device_id: r.string()?,
+            profile_id: r.string()?,
+            session_id: r.string()?,
+            client_time_ms: option(&mut r, Reader::i64)?,
+            client_sent_at_ms: option(&mut r, Reader::i64)?,
+            received_at_ms: r.i64()?,
+            id_from_client: r.byte()? != 0,
+            previous_device_id: r.string()?,
+            ip: r.string()?,
+            user_agent: r.string()?,
+            origin: r.string()?,
+            sdk_name: r.string()?,
+            sdk_version: r.string()?,
+            path: r.string()?,
+            referrer: r.string()?,
+            properties: Properties::from_json_text(r.string()?),
+            traits: match r.str()? {
+                "" => Map::new(),
+                text => serde_json::from_str(text).map_err(|_| BinaryError::Unknown {
+                    what: "traits text starting with",
+                    value: text.as_bytes()[0],
+                })?,
+            },
+            property: option(&mut r, Reader::string)?,
+            value: option(&mut r, Reader::f64)?,
+            alias: option(&mut r, Reader::string)?,
+        };
+        r.end()?;
+        Ok(event)
+    }
+}
+
+fn put_option<const N: usize>(out: &mut Vec<u8>, value: Option<[u8; N]>) {
+    match value {
+        None => out.push(0),
+        Some(bytes) => {
+            out.push(1);
+            out.extend_from_slice(&bytes);
+        }
+    }
+}
+
+fn put_option_str(out: &mut Vec<u8>, value: Option<&str>) {
+    match value {
+        None => out.push(0),
+        Some(s) => {
+            out.push(1);
+            put_str(out, s);
+        }
+    }
+}
+
+fn option<'a, T>(
+    r: &mut Reader<'a>,
+    read: impl FnOnce(&mut Reader<'a>) -> Result<T, BinaryError>,
+) -> Result<Option<T>, BinaryError> {
+    match r.byte()? {
+        0 => Ok(None),
+        1 => read(r).map(Some),
+        value => Err(BinaryError::Unknown {
+            what: "option tag",
+            value,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn full(kind: EventKind) -> RawEvent {
+        RawEvent {
+            id: "id".into(),
+            project_id: "project".into(),
+            kind,
+            name: "name".into(),
+            device_id: "device".into(),
+            profile_id: "profile".into(),
+            session_id: "session".into(),
+            client_time_ms: Some(-5),
+            client_sent_at_ms: Some(7),
+            received_at_ms: 1_767_607_200_500,
+            id_from_client: true,
+            previous_device_id: "previous".into(),
+            ip: "1.2.3.4".into(),
+            user_agent: "agent é".into(),
+            origin: "https://o.example".into(),
+            sdk_name: "web".into(),
+            sdk_version: "1.0".into(),
+            path: "/p".into(),
+            referrer: "https://r.example/".into(),
+            properties: Properties::from_json_text(r#"{"a":[1,"\n"]}"#.into()),
+            traits: json!({"firstName": "Ann", "n": {"x": 1}})
+                .as_object()
+                .cloned()
+                .unwrap(),
+            property: Some("credits".into()),
+            value: Some(-2.5),
+            alias: Some("other".into()),
+        }
+    }
+
+    fn encoded(event: &RawEvent) -> Vec<u8> {
+        let mut out = Vec::new();
+        event.encode(&mut out);
+        out
+    }
+
+    #[test]
+    fn every_field_survives_the_binary_form() {
+        for kind in EventKind::ALL {
+            let event = full(kind);
+            assert_eq!(RawEvent::decode(&encoded(&event)).unwrap(), event);
+        }
+        let sparse = RawEvent {
+            client_time_ms: None,
+            client_sent_at_ms: None,
+            id_from_client: false,
+            traits: Map::new(),
+            property: None,
+            value: None,
+            alias: None,
+            properties: Properties::default(),
+            ..full(EventKind::Track)
+        };
+        assert_eq!(RawEvent::decode(&encoded(&sparse)).unwrap(), sparse);
+    }
+
+    #[test]
+    fn damaged_bytes_are_refused() {
+        let bytes = encoded(&full(EventKind::Identify));
+        for cut in [0, 1, 10, bytes.len() - 1] {
+            assert!(RawEvent::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(
+            RawEvent::decode(&longer).unwrap_err(),
+            BinaryError::Trailing(1)
+        );
+        let mut version = bytes.clone();
+        version[0] = 9;
+        assert!(matches!(
+            RawEvent::decode(&version),
+            Err(BinaryError::Unknown {
+                what: "event version",
+                value: 9
+            })
+        ));
+        // A JSON document is not the binary form.
+        assert!(RawEvent::decode(br#"{"id":"x"}"#).is_err());
+    }
 }

@@ -4,10 +4,16 @@
 //! the index of the event in `field`, so a producer never has to work out
 //! which half of a batch was stored.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
 
+use crate::Properties;
 use crate::raw::EventKind;
 use crate::time::parse_timestamp;
+use json::{Envelope, Json, Members, Payload, push_compact, push_key, read};
+
+mod json;
 
 const MAX_NAME_LEN: usize = 200;
 const MAX_ID_LEN: usize = 200;
@@ -53,7 +59,11 @@ pub struct Incoming {
     pub client_time_ms: Option<i64>,
     /// The client's clock when it sent the event (`sentAt` / `__sentAt`).
     pub client_sent_at_ms: Option<i64>,
-    pub properties: Map<String, Value>,
+    /// The page and referrer the SDK named (`__path`, `__referrer`), or "".
+    pub path: String,
+    pub referrer: String,
+    /// The other properties, as stored.
+    pub properties: Properties,
     pub traits: Map<String, Value>,
     pub property: Option<String>,
     pub value: Option<f64>,
@@ -154,21 +164,21 @@ fn shape(bytes: &[u8], item_limit: usize) -> Shape {
     }
 }
 
-/// Parses and validates a request body. `body` is used as scratch space by the parser.
+/// Parses and validates a request body. `body` must be UTF-8 to be accepted.
 pub fn validate(
-    body: &mut [u8],
+    body: &[u8],
     route: Route,
     limits: &Limits,
 ) -> Result<Vec<Incoming>, ValidationError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ValidationError::new("request body is empty", None));
     }
-    if std::str::from_utf8(body).is_err() {
+    let Ok(text) = std::str::from_utf8(body) else {
         return Err(ValidationError::new(
             "request body is not valid UTF-8",
             None,
         ));
-    }
+    };
     let shape = shape(body, limits.max_item_bytes);
     if shape.depth > limits.max_depth {
         return Err(ValidationError::new(
@@ -176,25 +186,22 @@ pub fn validate(
             None,
         ));
     }
-    let value: Value = simd_json::serde::from_slice(body)
-        .map_err(|e| ValidationError::new(format!("malformed JSON: {e}"), None))?;
+    let refused = |e: serde_json::Error| diagnose(text, route, e);
     match route {
-        Route::Envelope => Ok(vec![envelope(value, None)?]),
+        Route::Envelope => Ok(vec![envelope(
+            serde_json::from_str(text).map_err(refused)?,
+            None,
+        )?]),
         Route::Direct(kind) => Ok(vec![payload(
             kind,
-            value,
+            serde_json::from_str(text).map_err(refused)?,
             At {
                 item: None,
                 payload: false,
             },
         )?]),
         Route::Batch => {
-            let Value::Array(items) = value else {
-                return Err(ValidationError::new(
-                    "a batch must be a JSON array of {type, payload} objects",
-                    None,
-                ));
-            };
+            let items: Vec<Envelope> = serde_json::from_str(text).map_err(refused)?;
             if items.is_empty() {
                 return Err(ValidationError::new("batch is empty", None));
             }
@@ -225,6 +232,73 @@ pub fn validate(
                 None => Ok(events),
             }
         }
+    }
+}
+
+/// Why a body that is not of the protocol's shape failed to read: the
+/// first value that is not an object where one must be, or the parser's
+/// own complaint when the body is not JSON at all.
+fn diagnose(text: &str, route: Route, error: serde_json::Error) -> ValidationError {
+    let malformed =
+        |e: &dyn std::fmt::Display| ValidationError::new(format!("malformed JSON: {e}"), None);
+    let value: Value = match serde_json::from_str(text) {
+        Ok(value) => value,
+        Err(e) => return malformed(&e),
+    };
+    let top = At {
+        item: None,
+        payload: false,
+    };
+    let found = match (route, &value) {
+        (Route::Envelope, _) => misshapen_envelope(&value, top),
+        (Route::Direct(_), _) => misshapen_payload(&value, top),
+        (Route::Batch, Value::Array(items)) => items.iter().enumerate().find_map(|(i, item)| {
+            misshapen_envelope(
+                item,
+                At {
+                    item: Some(i),
+                    payload: false,
+                },
+            )
+        }),
+        (Route::Batch, _) => Some(ValidationError::new(
+            "a batch must be a JSON array of {type, payload} objects",
+            None,
+        )),
+    };
+    found.unwrap_or_else(|| malformed(&error))
+}
+
+fn misshapen_envelope(value: &Value, at: At) -> Option<ValidationError> {
+    let Value::Object(obj) = value else {
+        return Some(ValidationError {
+            message: "expected a JSON object with \"type\" and \"payload\"".into(),
+            field: at.name(),
+        });
+    };
+    let payload = obj.get("payload")?;
+    misshapen_payload(
+        payload,
+        At {
+            payload: true,
+            ..at
+        },
+    )
+}
+
+fn misshapen_payload(value: &Value, at: At) -> Option<ValidationError> {
+    let Value::Object(obj) = value else {
+        return Some(ValidationError {
+            message: "payload must be a JSON object".into(),
+            field: at.name(),
+        });
+    };
+    match obj.get("properties") {
+        None | Some(Value::Null | Value::Object(_)) => None,
+        Some(_) => Some(ValidationError::new(
+            "\"properties\" must be an object",
+            Some(&at.field("properties")),
+        )),
     }
 }
 
@@ -261,19 +335,13 @@ impl std::fmt::Display for At {
     }
 }
 
-fn envelope(value: Value, item: Option<usize>) -> Result<Incoming, ValidationError> {
+fn envelope(envelope: Envelope, item: Option<usize>) -> Result<Incoming, ValidationError> {
     let at = At {
         item,
         payload: false,
     };
-    let Value::Object(mut obj) = value else {
-        return Err(ValidationError {
-            message: "expected a JSON object with \"type\" and \"payload\"".into(),
-            field: at.name(),
-        });
-    };
-    let kind = match obj.get("type") {
-        Some(Value::String(t)) => match t.as_str() {
+    let kind = match envelope.kind.map(read) {
+        Some(Json::String(t)) => match t.as_ref() {
             "track" => EventKind::Track,
             "identify" => EventKind::Identify,
             "increment" => EventKind::Increment,
@@ -308,7 +376,7 @@ fn envelope(value: Value, item: Option<usize>) -> Result<Incoming, ValidationErr
             ));
         }
     };
-    let payload_value = obj.remove("payload").ok_or_else(|| {
+    let payload_value = envelope.payload.ok_or_else(|| {
         ValidationError::new("\"payload\" is required", Some(&at.field("payload")))
     })?;
     payload(
@@ -321,82 +389,80 @@ fn envelope(value: Value, item: Option<usize>) -> Result<Incoming, ValidationErr
     )
 }
 
-fn payload(kind: EventKind, value: Value, at: At) -> Result<Incoming, ValidationError> {
-    let Value::Object(mut obj) = value else {
-        return Err(ValidationError {
-            message: "payload must be a JSON object".into(),
-            field: at.name(),
-        });
+/// Keys of the properties the edge reads itself: client times and ids the
+/// SDKs may put there, and the page the event was on.
+const READ_PROPERTIES: [&str; 6] = [
+    "__timestamp",
+    "__sentAt",
+    "__id",
+    "__deviceId",
+    "__path",
+    "__referrer",
+];
+
+fn payload(kind: EventKind, body: Payload, at: At) -> Result<Incoming, ValidationError> {
+    let properties = body.properties.unwrap_or_default();
+    let p = Fields {
+        obj: &body.members,
+        at,
+        prefix: "",
     };
-    let mut properties = match obj.remove("properties") {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(m)) => m,
-        Some(_) => {
-            return Err(ValidationError::new(
-                "\"properties\" must be an object",
-                Some(&at.field("properties")),
-            ));
-        }
+    let q = Fields {
+        obj: &properties,
+        at,
+        prefix: "properties.",
     };
-    let p = Fields { obj: &obj, at };
     let mut incoming = Incoming {
         kind,
         name: String::new(),
-        event_id: p.id("id")?.or(id_in(&properties, "__id", at)?),
-        device_id: p.id("deviceId")?.or(id_in(&properties, "__deviceId", at)?),
+        event_id: p.id("id")?.or(q.id("__id")?),
+        device_id: p.id("deviceId")?.or(q.id("__deviceId")?),
         profile_id: p.id("profileId")?,
         session_id: p.id("sessionId")?,
-        client_time_ms: p.timestamp("timestamp")?,
-        client_sent_at_ms: p.timestamp("sentAt")?,
-        properties: Map::new(),
+        // The SDKs may put times in properties instead of the payload.
+        client_time_ms: match p.timestamp("timestamp")? {
+            None => q.timestamp("__timestamp")?,
+            time => time,
+        },
+        client_sent_at_ms: match p.timestamp("sentAt")? {
+            None => q.timestamp("__sentAt")?,
+            time => time,
+        },
+        path: q.page("__path"),
+        referrer: q.page("__referrer"),
+        properties: stored_properties(properties),
         traits: Map::new(),
         property: None,
         value: None,
         alias: None,
     };
-    // The SDKs may put times in properties instead of the payload.
-    for (slot, key) in [
-        (&mut incoming.client_time_ms, "__timestamp"),
-        (&mut incoming.client_sent_at_ms, "__sentAt"),
-    ] {
-        if slot.is_none()
-            && let Some(ts) = properties.get(key)
-        {
-            *slot = Some(parse_timestamp(ts).ok_or_else(|| {
-                ValidationError::new(
-                    "must be an RFC 3339 date-time or epoch milliseconds",
-                    Some(&at.field(&format!("properties.{key}"))),
-                )
-            })?);
-        }
-    }
-    properties.remove("__timestamp");
-    properties.remove("__sentAt");
-    properties.remove("__id");
-    properties.remove("__deviceId");
     match kind {
         EventKind::Track => {
             let name = p.required_string("name")?;
             if name.len() > MAX_NAME_LEN {
                 return Err(p.error("name", format!("must be at most {MAX_NAME_LEN} bytes")));
             }
-            incoming.name = name.to_owned();
+            incoming.name = name.into_owned();
         }
         EventKind::Identify => {
             p.require_id(&incoming.profile_id, "profileId")?;
             const KNOWN: &[&str] = &["profileId", "deviceId", "sessionId", "id", "timestamp"];
-            for (key, value) in &obj {
-                if matches!(key.as_str(), "firstName" | "lastName" | "email" | "avatar")
-                    && !value.is_string()
-                    && !value.is_null()
+            for (key, value) in &body.members.0 {
+                if matches!(key.as_ref(), "firstName" | "lastName" | "email" | "avatar")
+                    && !matches!(read(value), Json::String(_) | Json::Null)
                 {
                     return Err(p.error(key, "must be a string"));
                 }
             }
-            incoming.traits = obj
-                .into_iter()
-                .filter(|(key, value)| !KNOWN.contains(&key.as_str()) && !value.is_null())
-                .collect();
+            for (key, value) in body.members.0 {
+                if KNOWN.contains(&key.as_ref()) || matches!(read(value), Json::Null) {
+                    continue;
+                }
+                // The body parsed, so each of its values does.
+                if let Ok(value) = serde_json::from_str(value.get()) {
+                    incoming.traits.insert(key.into_owned(), value);
+                }
+            }
         }
         EventKind::Increment | EventKind::Decrement => {
             p.require_id(&incoming.profile_id, "profileId")?;
@@ -404,11 +470,12 @@ fn payload(kind: EventKind, value: Value, at: At) -> Result<Incoming, Validation
             if property.len() > MAX_NAME_LEN {
                 return Err(p.error("property", format!("must be at most {MAX_NAME_LEN} bytes")));
             }
-            incoming.property = Some(property.to_owned());
-            incoming.value = Some(match obj.get("value") {
-                None | Some(Value::Null) => 1.0,
-                Some(Value::Number(n)) => n
-                    .as_f64()
+            incoming.property = Some(property.into_owned());
+            incoming.value = Some(match p.obj.get("value").map(read) {
+                None | Some(Json::Null) => 1.0,
+                Some(Json::Number(n)) => n
+                    .parse::<f64>()
+                    .ok()
                     .filter(|v| v.is_finite())
                     .ok_or_else(|| p.error("value", "must be a finite number"))?,
                 Some(_) => return Err(p.error("value", "must be a number")),
@@ -425,29 +492,59 @@ fn payload(kind: EventKind, value: Value, at: At) -> Result<Incoming, Validation
     if incoming.name.is_empty() {
         incoming.name = kind.as_str().to_owned();
     }
-    incoming.properties = properties;
     Ok(incoming)
 }
 
-/// A payload object and the path it sits at, for error messages.
-struct Fields<'a> {
-    obj: &'a Map<String, Value>,
-    at: At,
+/// The properties as stored: compact JSON with its keys in sorted order
+/// (a repeated key keeps its last value), without the keys the edge read.
+fn stored_properties(properties: Members) -> Properties {
+    let mut members = properties.0;
+    // Stable, so of a repeated key the last stays last.
+    members.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut text = String::with_capacity(
+        2 + members
+            .iter()
+            .map(|(k, v)| k.len() + v.get().len() + 4)
+            .sum::<usize>(),
+    );
+    text.push('{');
+    for (i, (key, value)) in members.iter().enumerate() {
+        let superseded = members.get(i + 1).is_some_and(|next| next.0 == *key);
+        if superseded || READ_PROPERTIES.contains(&key.as_ref()) {
+            continue;
+        }
+        if text.len() > 1 {
+            text.push(',');
+        }
+        push_key(&mut text, key);
+        text.push(':');
+        push_compact(&mut text, value.get());
+    }
+    text.push('}');
+    Properties::from_json_text(text)
 }
 
-impl Fields<'_> {
+/// An object's members and the path it sits at, for error messages.
+struct Fields<'o, 'a> {
+    obj: &'o Members<'a>,
+    at: At,
+    /// Put before a key when an error names it.
+    prefix: &'static str,
+}
+
+impl<'a> Fields<'_, 'a> {
     fn error(&self, key: &str, message: impl Into<String>) -> ValidationError {
         ValidationError {
             message: message.into(),
-            field: Some(self.at.field(key)),
+            field: Some(self.at.field(&format!("{}{key}", self.prefix))),
         }
     }
 
-    fn required_string(&self, key: &str) -> Result<&str, ValidationError> {
-        match self.obj.get(key) {
-            Some(Value::String(s)) if !s.trim().is_empty() => Ok(s),
-            Some(Value::String(_)) => Err(self.error(key, format!("\"{key}\" must not be empty"))),
-            None | Some(Value::Null) => Err(self.error(key, format!("\"{key}\" is required"))),
+    fn required_string(&self, key: &str) -> Result<Cow<'a, str>, ValidationError> {
+        match self.obj.get(key).map(read) {
+            Some(Json::String(s)) if !s.trim().is_empty() => Ok(s),
+            Some(Json::String(_)) => Err(self.error(key, format!("\"{key}\" must not be empty"))),
+            None | Some(Json::Null) => Err(self.error(key, format!("\"{key}\" is required"))),
             Some(_) => Err(self.error(key, format!("\"{key}\" must be a string"))),
         }
     }
@@ -461,38 +558,44 @@ impl Fields<'_> {
 
     /// An identifier: a non-empty string or an integer, at most `MAX_ID_LEN` bytes.
     fn id(&self, key: &str) -> Result<Option<String>, ValidationError> {
-        id_value(self.obj.get(key)).map_err(|m| self.error(key, m))
+        let invalid = |m: &str| self.error(key, m);
+        match self.obj.get(key).map(read) {
+            None | Some(Json::Null) => Ok(None),
+            Some(Json::String(s)) if s.trim().is_empty() => Ok(None),
+            Some(Json::String(s)) if s.len() > MAX_ID_LEN => {
+                Err(invalid("must be at most 200 bytes"))
+            }
+            Some(Json::String(s)) => Ok(Some(s.trim().to_owned())),
+            Some(Json::Number(n)) => match (n.parse::<i64>(), n.parse::<u64>()) {
+                (Ok(i), _) => Ok(Some(i.to_string())),
+                (_, Ok(u)) => Ok(Some(u.to_string())),
+                _ => Err(invalid("must be a string")),
+            },
+            Some(Json::Other) => Err(invalid("must be a string")),
+        }
     }
 
     fn timestamp(&self, key: &str) -> Result<Option<i64>, ValidationError> {
-        match self.obj.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(v) => parse_timestamp(v).map(Some).ok_or_else(|| {
+        let Some(raw) = self.obj.get(key) else {
+            return Ok(None);
+        };
+        // A scalar (or a small value that is refused anyway).
+        let value: Value = serde_json::from_str(raw.get()).unwrap_or(Value::Bool(false));
+        match value {
+            Value::Null => Ok(None),
+            v => parse_timestamp(&v).map(Some).ok_or_else(|| {
                 self.error(key, "must be an RFC 3339 date-time or epoch milliseconds")
             }),
         }
     }
-}
 
-fn id_in(
-    properties: &Map<String, Value>,
-    key: &str,
-    at: At,
-) -> Result<Option<String>, ValidationError> {
-    id_value(properties.get(key)).map_err(|m| ValidationError {
-        message: m.into(),
-        field: Some(at.field(&format!("properties.{key}"))),
-    })
-}
-
-fn id_value(value: Option<&Value>) -> Result<Option<String>, &'static str> {
-    match value {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-        Some(Value::String(s)) if s.len() > MAX_ID_LEN => Err("must be at most 200 bytes"),
-        Some(Value::String(s)) => Ok(Some(s.trim().to_owned())),
-        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(Some(n.to_string())),
-        Some(_) => Err("must be a string"),
+    /// A page the SDK names (`__path`, `__referrer`): its text when it is
+    /// a string, or "".
+    fn page(&self, key: &str) -> String {
+        match self.obj.get(key).map(read) {
+            Some(Json::String(s)) => s.into_owned(),
+            _ => String::new(),
+        }
     }
 }
 

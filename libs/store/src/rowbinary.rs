@@ -83,85 +83,8 @@ impl RowInsert {
 }
 
 /// Why RowBinary bytes could not be read as a row.
-#[derive(Debug, thiserror::Error)]
-pub enum RowBinaryError {
-    #[error("row cut short")]
-    Truncated,
-    #[error("string is not UTF-8")]
-    NotUtf8,
-    #[error("string length longer than five bytes")]
-    LongLength,
-    #[error("{0} bytes after the row")]
-    Trailing(usize),
-}
-
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    let mut n = s.len();
-    loop {
-        let byte = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(byte);
-            break;
-        }
-        out.push(byte | 0x80);
-    }
-    out.extend_from_slice(s.as_bytes());
-}
-
-/// Reads RowBinary values off the front of a slice.
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], RowBinaryError> {
-        if self.0.len() < n {
-            return Err(RowBinaryError::Truncated);
-        }
-        let (head, tail) = self.0.split_at(n);
-        self.0 = tail;
-        Ok(head)
-    }
-
-    fn str(&mut self) -> Result<&'a str, RowBinaryError> {
-        // At most five groups of seven bits: every length a frame can
-        // hold, read the same by the server (which takes up to nine).
-        let mut len = 0usize;
-        for shift in (0..35).step_by(7) {
-            let byte = self.take(1)?[0];
-            len |= usize::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                let bytes = self.take(len)?;
-                return std::str::from_utf8(bytes).map_err(|_| RowBinaryError::NotUtf8);
-            }
-        }
-        Err(RowBinaryError::LongLength)
-    }
-
-    fn string(&mut self) -> Result<String, RowBinaryError> {
-        self.str().map(str::to_owned)
-    }
-
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], RowBinaryError> {
-        let mut out = [0; N];
-        out.copy_from_slice(self.take(N)?);
-        Ok(out)
-    }
-
-    fn u32(&mut self) -> Result<u32, RowBinaryError> {
-        self.array().map(u32::from_le_bytes)
-    }
-
-    fn f64(&mut self) -> Result<f64, RowBinaryError> {
-        self.array().map(f64::from_le_bytes)
-    }
-
-    fn end(self) -> Result<(), RowBinaryError> {
-        match self.0.len() {
-            0 => Ok(()),
-            n => Err(RowBinaryError::Trailing(n)),
-        }
-    }
-}
+pub use analytics_event::binary::BinaryError as RowBinaryError;
+use analytics_event::binary::{Reader, put_str};
 
 impl EncodeRow for EventRow {
     const COLUMNS: &'static [&'static str] = <EventRow as Row>::COLUMN_NAMES;
@@ -219,7 +142,7 @@ impl EncodeRow for EventRow {
 impl EventRow {
     /// The row RowBinary `bytes` hold (exactly one).
     pub fn decode(bytes: &[u8]) -> Result<EventRow, RowBinaryError> {
-        let mut r = Reader(bytes);
+        let mut r = Reader::new(bytes);
         let row = EventRow {
             id: r.string()?,
             project_id: r.string()?,
@@ -329,7 +252,7 @@ impl EncodedEvent {
     /// Bytes that hold one whole events row; checked, so a row that would
     /// fail the INSERT of everyone else's rows is refused here, alone.
     pub fn new(bytes: Bytes) -> Result<EncodedEvent, RowBinaryError> {
-        let mut r = Reader(&bytes);
+        let mut r = Reader::new(&bytes);
         for column in EVENT_LAYOUT {
             match column {
                 Column::Str => r.str().map(|_| ())?,
@@ -347,7 +270,7 @@ impl EncodedEvent {
 
     /// The row's id, project, name and time.
     pub fn key(&self) -> EventKey<'_> {
-        let mut r = Reader(&self.0);
+        let mut r = Reader::new(&self.0);
         let mut read = || -> Result<EventKey<'_>, RowBinaryError> {
             let (id, project_id, name) = (r.str()?, r.str()?, r.str()?);
             for _ in 0..3 {

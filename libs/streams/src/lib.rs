@@ -5,8 +5,8 @@
 //! lives in the same Redis Cluster slot and one Lua script can move an
 //! entry from `raw` partition N to `enriched` partition N. An entry holds its
 //! payload LZ4-compressed in its `z` field (or plain in `e`, see
-//! [`payload`]): on `raw`, a bundle of events (JSON documents separated by
-//! newlines, see [`bundle_documents`]); on `enriched`, a bundle of records
+//! [`payload`]): on `raw`, a bundle of events (see
+//! `analytics_event::raw_documents`); on `enriched`, a bundle of records
 //! (binary frames, see `analytics_store::decode_bundle`).
 //!
 //! Consumer stages run one loop per partition ([`consume`]) and supply a
@@ -30,7 +30,6 @@ mod ownership;
 pub mod payload;
 mod supervise;
 
-pub use analytics_event::bundle_documents;
 pub use conn::{
     Conn, RedisTarget, SlotCommands, connect, connect_on_first_use, query_by_slot, slot_groups,
 };

@@ -283,10 +283,9 @@ impl Setup {
                                 .map(|(_, r)| serde_json::to_string(&r.unwrap()).unwrap())
                                 .collect::<Vec<_>>()
                         } else {
-                            String::from_utf8(payload)
-                                .unwrap()
-                                .lines()
-                                .map(str::to_owned)
+                            // Raw events, shown as JSON.
+                            analytics_event::raw_documents(&payload)
+                                .map(|d| serde_json::to_string(&d.decode().unwrap()).unwrap())
                                 .collect()
                         }
                     })

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use analytics_config::ProxyNet;
 use analytics_event::cookieless_device_id;
-use analytics_event::{EventKind, Incoming, Limits, Properties, RawEvent, Route, now_ms, validate};
+use analytics_event::{EventKind, Incoming, Limits, RawEvent, Route, now_ms, validate};
 use analytics_http::{ApiError, Body, credentials, json_bytes};
 use analytics_meta::Caller;
 use analytics_streams::partition_for;
@@ -170,26 +170,25 @@ impl Edge {
         }
         let (parts, body) = req.into_parts();
         let timeout = Duration::from_millis(self.config.edge.request_timeout_ms);
-        let mut bytes =
-            match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
-                Err(_) => return Err(ApiError::Timeout),
-                Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-                    return Err(ApiError::TooLarge { limit });
-                }
-                Ok(Err(e)) => {
-                    return Err(ApiError::BadRequest {
-                        message: format!("cannot read request body: {e}"),
-                        field: None,
-                    });
-                }
-                Ok(Ok(collected)) => Vec::from(collected.to_bytes()),
-            };
+        let bytes = match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
+            Err(_) => return Err(ApiError::Timeout),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                return Err(ApiError::TooLarge { limit });
+            }
+            Ok(Err(e)) => {
+                return Err(ApiError::BadRequest {
+                    message: format!("cannot read request body: {e}"),
+                    field: None,
+                });
+            }
+            Ok(Ok(collected)) => collected.to_bytes(),
+        };
         let limits = Limits {
             max_batch_events: self.config.edge.max_batch_events,
             max_item_bytes: self.config.edge.max_body_bytes,
             ..Limits::default()
         };
-        let incoming = validate(&mut bytes, route, &limits)?;
+        let incoming = validate(&bytes, route, &limits)?;
         let mut stamp = Stamp {
             received_at_ms: now_ms(),
             ip,
@@ -213,8 +212,10 @@ impl Edge {
                 self.config.redis.partitions,
             );
             // Sized for a typical event, so the encoder rarely grows it.
-            let mut payload = Vec::with_capacity(768 + raw.user_agent.len());
-            serde_json::to_writer(&mut payload, &raw)?;
+            let mut payload = Vec::with_capacity(
+                256 + raw.user_agent.len() + raw.path.len() + raw.properties.text().len(),
+            );
+            raw.encode(&mut payload);
             entries.push((partition, payload));
             last = Some(raw);
         }
@@ -337,7 +338,9 @@ impl Stamp {
             origin: caller.origin.clone().unwrap_or_else(|| self.origin.clone()),
             sdk_name: self.sdk_name.clone(),
             sdk_version: self.sdk_version.clone(),
-            properties: Properties::from_map(&event.properties),
+            path: event.path,
+            referrer: event.referrer,
+            properties: event.properties,
             traits: event.traits,
             property: event.property,
             value: event.value,

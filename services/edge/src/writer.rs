@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use analytics_event::push_raw_event;
 use analytics_http::ApiError;
 use analytics_streams::payload::compress;
 use analytics_streams::{Appended, Conn};
@@ -162,8 +163,8 @@ impl Writer {
     }
 }
 
-/// Packs the jobs' events into bundles: per partition, events joined by
-/// newlines, at most [`MAX_BUNDLE_EVENTS`] or [`MAX_BUNDLE_BYTES`] each.
+/// Packs the jobs' events into bundles: per partition, events after
+/// their lengths ([`push_raw_event`]), at most [`MAX_BUNDLE_EVENTS`] or [`MAX_BUNDLE_BYTES`] each.
 /// Returns (partition, events, payload) per bundle.
 fn bundle(jobs: &[Job], partitions: usize) -> Vec<(usize, usize, Vec<u8>)> {
     let mut open: Vec<(usize, Vec<u8>)> = (0..partitions).map(|_| (0, Vec::new())).collect();
@@ -171,10 +172,7 @@ fn bundle(jobs: &[Job], partitions: usize) -> Vec<(usize, usize, Vec<u8>)> {
     for (partition, payload) in jobs.iter().flat_map(|job| &job.entries) {
         let p = usize::from(*partition);
         let (events, buf) = &mut open[p];
-        if *events > 0 {
-            buf.push(b'\n');
-        }
-        buf.extend_from_slice(payload);
+        push_raw_event(buf, payload);
         *events += 1;
         if *events >= MAX_BUNDLE_EVENTS || buf.len() >= MAX_BUNDLE_BYTES {
             bundles.push((p, std::mem::take(events), std::mem::take(buf)));

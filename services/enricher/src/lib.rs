@@ -1,7 +1,7 @@
 //! The enricher stage: consumer group `enricher` on the raw stream.
 //!
-//! Wire format in: bundles of JSON [`RawEvent`](analytics_event::RawEvent)s,
-//! one document per line, per raw entry. Out: bundles of
+//! Wire format in: bundles of [`RawEvent`](analytics_event::RawEvent)s per
+//! raw entry, binary (or lines of JSON from older edges). Out: bundles of
 //! [`Record`](analytics_store::Record)s (event rows, profile versions,
 //! aliases) as binary frames on the enriched partition with the same
 //! number (same cluster slot).

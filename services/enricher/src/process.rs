@@ -7,13 +7,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use analytics_enrich::{Enrichment, Identity, ProfileState, UserAgent, profile_row};
-use analytics_event::{EventKind, RawEvent, now_ms};
+use analytics_event::{EventKind, RawEvent, now_ms, raw_documents};
 use analytics_meta::Meta;
 use analytics_store::{AliasRow, Record};
 use analytics_streams::payload::compress;
 use analytics_streams::{
     Conn, DeadLetter, Entry, Lease, Letters, MAX_BUNDLE_BYTES, MAX_BUNDLE_EVENTS, ReadBatch,
-    SlotCommands, StreamError, bundle_documents, dead_letter, query_by_slot,
+    SlotCommands, StreamError, dead_letter, query_by_slot,
 };
 use redis::Value;
 use serde_json::Value as Json;
@@ -166,10 +166,11 @@ pub async fn process(
     let mut parked = Vec::new();
     for entry in batch.entries {
         let (items_before, letters_before) = (items.len(), letters.len());
-        for document in bundle_documents(&entry.payload) {
+        for document in raw_documents(&entry.payload) {
             outcome.events += 1;
-            match serde_json::from_slice::<RawEvent>(document) {
-                Ok(raw) => {
+            match document.decode() {
+                Ok(mut raw) => {
+                    raw.hoist_page();
                     let ua = shared.enrichment.user_agent(&raw);
                     if ua.is_bot() && shared.drops_bots(&raw.project_id).await {
                         outcome.dropped_bots += 1;
@@ -192,7 +193,7 @@ pub async fn process(
                         reason: format!("cannot decode raw event: {e}"),
                         entry: Entry {
                             id: entry.id.clone(),
-                            payload: document.to_vec(),
+                            payload: document.alone().into_owned(),
                         },
                     });
                 }
@@ -508,8 +509,10 @@ fn dedupe_key(raw: &RawEvent) -> DedupeKey {
     );
     // Compact and key-sorted as the edge wrote it: equal properties hash
     // equally without being written out again.
-    h.update(&[0]);
-    h.update(raw.properties.text().as_bytes());
+    for part in [&raw.path, &raw.referrer, raw.properties.text()] {
+        h.update(&[0]);
+        h.update(part.as_bytes());
+    }
     let second = raw.received_at_ms / 1000;
     let key = |s: i64| {
         let mut h = h.clone();

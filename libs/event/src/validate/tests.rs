@@ -2,8 +2,7 @@ use super::*;
 use serde_json::json;
 
 fn run(route: Route, body: &str) -> Result<Vec<Incoming>, ValidationError> {
-    let mut bytes = body.as_bytes().to_vec();
-    validate(&mut bytes, route, &Limits::default())
+    validate(body.as_bytes(), route, &Limits::default())
 }
 
 fn field_of(route: Route, body: &str) -> Option<String> {
@@ -23,8 +22,41 @@ fn accepts_an_openpanel_track() {
     assert_eq!(e.name, "screen_view");
     assert_eq!(e.profile_id.as_deref(), Some("u1"));
     assert_eq!(e.client_time_ms, Some(1_767_607_200_000));
-    assert_eq!(e.properties.get("plan"), Some(&json!("pro")));
-    assert!(!e.properties.contains_key("__timestamp"));
+    assert_eq!(e.path, "/a");
+    assert_eq!(e.properties.text(), r#"{"plan":"pro"}"#);
+}
+
+#[test]
+fn properties_are_stored_compact_in_key_order_without_the_keys_the_edge_reads() {
+    let e = &run(
+        Route::Envelope,
+        r#"{"type":"track","payload":{"name":"a","properties":{
+            "z": [1, 2.50, {"b" : null, "a": "x y"}], "__referrer": "https://r.example/",
+            "é\"k": "v\n", "a": 1, "__id": "i", "__deviceId": "d", "a": 2,
+            "__sentAt": 1767607200000, "__path": 7, "m\u0041": true}}}"#,
+    )
+    .unwrap()[0];
+    assert_eq!(e.referrer, "https://r.example/");
+    // A page that is not a string is no page, and still not a property.
+    assert_eq!(e.path, "");
+    assert_eq!(e.client_sent_at_ms, Some(1_767_607_200_000));
+    assert_eq!(
+        e.properties.text(),
+        r#"{"a":2,"mA":true,"z":[1,2.50,{"b":null,"a":"x y"}],"é\"k":"v\n"}"#
+    );
+    // What a parser reads from it is what the client sent, less the read keys.
+    assert_eq!(
+        e.properties.to_map(),
+        *json!({"a": 2, "mA": true, "z": [1, 2.5, {"a": "x y", "b": null}], "é\"k": "v\n"})
+            .as_object()
+            .unwrap()
+    );
+    let none = &run(
+        Route::Envelope,
+        r#"{"type":"track","payload":{"name":"a","properties":null}}"#,
+    )
+    .unwrap()[0];
+    assert_eq!(none.properties.text(), "{}");
 }
 
 #[test]
@@ -145,6 +177,32 @@ fn wrong_types_are_named() {
 }
 
 #[test]
+fn misshapen_batch_items_are_named() {
+    let cases = [
+        (r#"{"type":"track"}"#, None),
+        (
+            r#"[{"type":"track","payload":{"name":"a"}},7]"#,
+            Some("[1]"),
+        ),
+        (r#"[{"type":"track","payload":"x"}]"#, Some("[0].payload")),
+        (
+            r#"[{"type":"track","payload":{"name":"a"}},{"type":"track","payload":{"name":"a","properties":[1]}}]"#,
+            Some("[1].payload.properties"),
+        ),
+    ];
+    for (body, field) in cases {
+        let error = run(Route::Batch, body).expect_err(body);
+        assert_eq!(error.field.as_deref(), field, "{body}");
+    }
+    assert!(
+        run(Route::Batch, r#"{"type":"track"}"#)
+            .unwrap_err()
+            .message
+            .contains("JSON array")
+    );
+}
+
+#[test]
 fn oversize_names_and_ids_are_refused() {
     let long = "x".repeat(MAX_NAME_LEN + 1);
     let body = format!(r#"{{"type":"track","payload":{{"name":"{long}"}}}}"#);
@@ -168,7 +226,7 @@ fn batch_limits_apply() {
         max_depth: 32,
         ..Limits::default()
     };
-    let err = validate(&mut body.into_bytes(), Route::Batch, &limits).unwrap_err();
+    let err = validate(body.as_bytes(), Route::Batch, &limits).unwrap_err();
     assert!(err.message.contains("more than the limit of 2"), "{err}");
     assert!(run(Route::Batch, "[]").is_err());
     assert!(run(Route::Batch, one).is_err());
@@ -176,8 +234,8 @@ fn batch_limits_apply() {
 
 #[test]
 fn non_utf8_empty_and_malformed_bodies_are_refused() {
-    let mut bytes = b"{\"type\":\"track\",\"payload\":{\"name\":\"\xff\xfe\"}}".to_vec();
-    let err = validate(&mut bytes, Route::Envelope, &Limits::default()).unwrap_err();
+    let bytes = b"{\"type\":\"track\",\"payload\":{\"name\":\"\xff\xfe\"}}".to_vec();
+    let err = validate(&bytes, Route::Envelope, &Limits::default()).unwrap_err();
     assert!(err.message.contains("UTF-8"), "{err}");
     for body in [
         "",
@@ -235,7 +293,7 @@ fn identify_keeps_extra_top_level_keys_as_traits() {
     assert_eq!(e.traits.get("email"), Some(&json!("a@b.c")));
     assert_eq!(e.traits.get("name"), Some(&json!("Ann")));
     assert_eq!(e.traits.get("firstName"), Some(&json!("Ann")));
-    assert_eq!(e.properties.get("plan"), Some(&json!("pro")));
+    assert_eq!(e.properties.text(), r#"{"plan":"pro"}"#);
 }
 
 #[test]
@@ -282,15 +340,15 @@ fn an_oversized_batch_event_is_named_after_the_batch_validates() {
         r#"{{"type":"track","payload":{{"name":"{}"}}}}"#,
         "x".repeat(60)
     );
-    let mut body = format!("[{small},{large}]").into_bytes();
-    let err = validate(&mut body, Route::Batch, &limits).unwrap_err();
+    let body = format!("[{small},{large}]").into_bytes();
+    let err = validate(&body, Route::Batch, &limits).unwrap_err();
     assert_eq!(err.field.as_deref(), Some("[1]"));
     assert_eq!(
         err.message,
         "event 1 is larger than 60 bytes, the limit of one event"
     );
     // An invalid event is named first, as the batch's own error.
-    let mut body = format!(r#"[{large},{{"type":"track","payload":{{}}}}]"#).into_bytes();
-    let err = validate(&mut body, Route::Batch, &limits).unwrap_err();
+    let body = format!(r#"[{large},{{"type":"track","payload":{{}}}}]"#).into_bytes();
+    let err = validate(&body, Route::Batch, &limits).unwrap_err();
     assert_eq!(err.field.as_deref(), Some("[1].payload.name"));
 }
