@@ -64,8 +64,10 @@ fn hot_paths(c: &mut Criterion) {
         session_id: "0123456789abcdef0123456789abcdef".into(),
     };
     let ua = enrichment.user_agent(&raw);
-    let row = enrichment.event_row(&raw, &ua, &identity);
-    let record = Record::Events(row);
+    c.bench_function("enrich one event into its encoded row", |b| {
+        b.iter(|| black_box(enrichment.event_row(black_box(&raw), &ua, &identity)))
+    });
+    let record = Record::Events(enrichment.event_row(&raw, &ua, &identity).decode());
     c.bench_function("encode enriched record (JSON)", |b| {
         b.iter(|| black_box(serde_json::to_vec(black_box(&record)).expect("encode")))
     });

@@ -13,11 +13,12 @@ mod profile;
 mod referrer;
 mod ua;
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use analytics_event::{EventKind, RawEvent};
-use analytics_store::EventRow;
+use analytics_store::{EncodedEvent, EventFields};
 use serde_json::{Map, Value};
 
 pub use error::EnrichError;
@@ -72,59 +73,60 @@ impl Enrichment {
         }
     }
 
-    /// The `events` row of a raw event.
-    pub fn event_row(&self, raw: &RawEvent, ua: &UserAgent, identity: &Identity) -> EventRow {
+    /// The `events` row of a raw event, encoded from the parts it is made
+    /// of (nothing is copied into a row of owned strings first).
+    pub fn event_row(&self, raw: &RawEvent, ua: &UserAgent, identity: &Identity) -> EncodedEvent {
         let created_ms = event_time_ms(raw);
         let page = parse_page(&raw.path);
-        let referrer = raw.referrer.clone();
         let own_origin = if page.origin.is_empty() {
             raw.origin.as_str()
         } else {
             page.origin.as_str()
         };
-        let class = classify_referrer(&referrer, own_origin, &page);
+        let class = classify_referrer(&raw.referrer, own_origin, &page);
         let location = match (&self.geo, raw.ip.parse::<IpAddr>()) {
             (Some(geo), Ok(ip)) => geo.lookup(ip).unwrap_or_default(),
             _ => Location::default(),
         };
-        EventRow {
-            id: raw.id.clone(),
-            project_id: raw.project_id.clone(),
-            name: raw.name.clone(),
-            device_id: identity.device_id.clone(),
-            profile_id: identity.profile_id.clone(),
-            session_id: identity.session_id.clone(),
+        let properties = match raw.kind {
+            EventKind::Track => Cow::Borrowed(raw.properties.text()),
+            _ => Cow::Owned(Value::Object(stored_properties(raw)).to_string()),
+        };
+        EncodedEvent::from(&EventFields {
+            id: &raw.id,
+            project_id: &raw.project_id,
+            name: &raw.name,
+            device_id: &identity.device_id,
+            profile_id: &identity.profile_id,
+            session_id: &identity.session_id,
             created_at: (created_ms / 1000) as u32,
             received_at: (raw.received_at_ms / 1000).max(0) as u32,
-            path: page.path.clone(),
-            origin: page.origin.clone(),
-            referrer,
-            referrer_name: class.name,
-            referrer_type: class.kind.to_owned(),
+            path: &page.path,
+            origin: &page.origin,
+            referrer: &raw.referrer,
+            referrer_name: &class.name,
+            referrer_type: class.kind,
             utm_source: page.utm("utm_source"),
             utm_medium: page.utm("utm_medium"),
             utm_campaign: page.utm("utm_campaign"),
             utm_term: page.utm("utm_term"),
             utm_content: page.utm("utm_content"),
-            country: location.country,
-            region: location.region,
-            city: location.city,
+            country: &location.country,
+            region: &location.region,
+            city: &location.city,
             latitude: location.latitude,
             longitude: location.longitude,
-            os: ua.os.clone(),
-            os_version: ua.os_version.clone(),
-            browser: ua.browser.clone(),
-            browser_version: ua.browser_version.clone(),
-            device: ua.device.to_owned(),
-            brand: ua.brand.clone(),
-            model: ua.model.clone(),
-            properties: match raw.kind {
-                EventKind::Track => raw.properties.text().to_owned(),
-                _ => Value::Object(stored_properties(raw)).to_string(),
-            },
-            sdk_name: raw.sdk_name.clone(),
-            sdk_version: raw.sdk_version.clone(),
-        }
+            os: &ua.os,
+            os_version: &ua.os_version,
+            browser: &ua.browser,
+            browser_version: &ua.browser_version,
+            device: ua.device,
+            brand: &ua.brand,
+            model: &ua.model,
+            properties: &properties,
+            sdk_name: &raw.sdk_name,
+            sdk_version: &raw.sdk_version,
+        })
     }
 }
 

@@ -1,6 +1,6 @@
 //! Referrer classification.
 
-use crate::page::Page;
+use crate::page::{Page, plain_host};
 
 /// Name and type of where a visit came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,19 +94,15 @@ fn host_matches(host: &str, pattern: &str) -> bool {
 /// Classifies `referrer` for a page on `own_origin`. Paid-campaign markers
 /// on the page (`gclid`, `fbclid`, `utm_medium=cpc`) make it an ad visit.
 pub fn classify_referrer(referrer: &str, own_origin: &str, page: &Page) -> ReferrerClass {
+    let medium = page.utm("utm_medium");
     let paid = ["gclid", "fbclid", "msclkid"]
         .iter()
         .any(|k| !page.utm(k).is_empty())
-        || matches!(
-            page.utm("utm_medium").to_ascii_lowercase().as_str(),
-            "cpc" | "ppc" | "paid"
-        );
-    let host = url::Url::parse(referrer).ok().and_then(|u| {
-        u.host_str()
-            .map(|h| h.trim_start_matches("www.").to_ascii_lowercase())
-    });
-    let emailed = page.utm("utm_medium").eq_ignore_ascii_case("email");
-    let Some(host) = host else {
+        || ["cpc", "ppc", "paid"]
+            .iter()
+            .any(|m| medium.eq_ignore_ascii_case(m));
+    let emailed = medium.eq_ignore_ascii_case("email");
+    let Some(host) = site_of(referrer) else {
         let kind = match (paid, emailed) {
             (true, _) => "ad",
             (_, true) => "email",
@@ -117,11 +113,7 @@ pub fn classify_referrer(referrer: &str, own_origin: &str, page: &Page) -> Refer
             kind,
         };
     };
-    let own_host = url::Url::parse(own_origin).ok().and_then(|u| {
-        u.host_str()
-            .map(|h| h.trim_start_matches("www.").to_ascii_lowercase())
-    });
-    if own_host.as_deref() == Some(host.as_str()) {
+    if site_of(own_origin).as_deref() == Some(host.as_str()) {
         return ReferrerClass {
             name: String::new(),
             kind: "internal",
@@ -140,5 +132,66 @@ pub fn classify_referrer(referrer: &str, own_origin: &str, page: &Page) -> Refer
             name: host,
             kind: if paid { "ad" } else { "other" },
         },
+    }
+}
+
+/// The host of an absolute URL as a site: lowercase, without `www.`.
+fn site_of(url: &str) -> Option<String> {
+    let site = |host: &str| {
+        host.to_ascii_lowercase()
+            .trim_start_matches("www.")
+            .to_owned()
+    };
+    match plain_host(url) {
+        Some(plain) => Some(site(plain.host)),
+        None => url::Url::parse(url).ok()?.host_str().map(site),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn parsed_site(url: &str) -> Option<String> {
+        let host = url::Url::parse(url).ok()?.host_str()?.to_owned();
+        Some(
+            host.to_ascii_lowercase()
+                .trim_start_matches("www.")
+                .to_owned(),
+        )
+    }
+
+    #[test]
+    fn plain_hosts_are_read_without_a_parse_and_the_rest_with_one() {
+        for url in [
+            "https://www.Google.com/search?q=a",
+            "HTTP://news.ycombinator.com:8080",
+            "https://a.example:99999/",
+            "https://0x7f.1/",
+            "https://1.2.3.4/x",
+            "https://user@host.example/",
+            "https://xn--nxasmq6b.example/",
+            "https://bad\\host.example/",
+            " https://padded.example/ ",
+            "https://exämple.com/",
+            "android-app://com.google.android.gm/",
+            "https:///path",
+            "https://host.example.:/#f",
+        ] {
+            assert_eq!(site_of(url), parsed_site(url), "{url}");
+        }
+        assert_eq!(
+            plain_host("https://WWW.Google.com/x").map(|p| p.host),
+            Some("WWW.Google.com")
+        );
+        assert!(plain_host("https://1.2.3.4/").is_none());
+    }
+
+    proptest! {
+        #[test]
+        fn every_url_reads_as_the_url_parser_reads_it(url in "(https?|HTTP|ftp)(://|:/|:)[a-zA-Z0-9.:@x\\[\\]%-]{0,24}[/?#]?[a-z/]{0,4}") {
+            prop_assert_eq!(site_of(&url), parsed_site(&url));
+        }
     }
 }

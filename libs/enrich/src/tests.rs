@@ -1,5 +1,6 @@
 use super::*;
 use analytics_event::Properties;
+use analytics_store::EventRow;
 use serde_json::json;
 
 /// An event as the enricher reads it: the SDK's page keys in their fields.
@@ -49,7 +50,9 @@ fn row(raw: &RawEvent) -> EventRow {
         profile_id: raw.profile_id.clone(),
         session_id: "s1".into(),
     };
-    Enrichment::default().event_row(raw, &UserAgent::default(), &identity)
+    Enrichment::default()
+        .event_row(raw, &UserAgent::default(), &identity)
+        .decode()
 }
 
 #[test]

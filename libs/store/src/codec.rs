@@ -76,6 +76,18 @@ pub fn encode_record(record: &Record, out: &mut Vec<u8>) {
     }
 }
 
+/// Appends a frame: what [`encode_record`] writes for its record, an
+/// encoded events row copied as it is.
+pub fn encode_frame(record: &Frame, out: &mut Vec<u8>) {
+    match record {
+        Frame::Event(event) => frame(EVENTS_ROWBINARY, out, |out| {
+            out.extend_from_slice(event.bytes())
+        }),
+        Frame::Profile(row) => put(PROFILES, row, out),
+        Frame::Alias(row) => put(ALIASES, row, out),
+    }
+}
+
 /// A decoded frame as the sink takes it: an events row still encoded.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Frame {

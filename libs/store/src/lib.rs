@@ -21,11 +21,11 @@ mod rows;
 
 pub use backfill::{ANALYTICS_EVENTS, IN_SESSION, Rebuilt};
 pub use client::{Store, StoreSettings};
-pub use codec::{CodecError, Frame, decode_bundle, decode_frames, encode_record};
+pub use codec::{CodecError, Frame, decode_bundle, decode_frames, encode_frame, encode_record};
 pub use combine::CombinedInserts;
 pub use error::StoreError;
 pub use features::{Features, RowKey, deduplication_token};
 pub use migrate::{MIGRATIONS, Migration};
 pub use record::Record;
-pub use rowbinary::{EncodeRow, EncodedEvent, EventKey, RowBinaryError};
+pub use rowbinary::{EncodeRow, EncodedEvent, EventFields, EventKey, RowBinaryError};
 pub use rows::{AliasRow, EventRow, ProfileRow, Row};

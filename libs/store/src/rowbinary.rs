@@ -86,60 +86,146 @@ impl RowInsert {
 pub use analytics_event::binary::BinaryError as RowBinaryError;
 use analytics_event::binary::{Reader, put_str};
 
-impl EncodeRow for EventRow {
-    const COLUMNS: &'static [&'static str] = <EventRow as Row>::COLUMN_NAMES;
+/// An `events` row's values, borrowed: what the enricher encodes from the
+/// parts it holds, without copying them into an [`EventRow`] first.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct EventFields<'a> {
+    pub id: &'a str,
+    pub project_id: &'a str,
+    pub name: &'a str,
+    pub device_id: &'a str,
+    pub profile_id: &'a str,
+    pub session_id: &'a str,
+    pub created_at: u32,
+    pub received_at: u32,
+    pub path: &'a str,
+    pub origin: &'a str,
+    pub referrer: &'a str,
+    pub referrer_name: &'a str,
+    pub referrer_type: &'a str,
+    pub utm_source: &'a str,
+    pub utm_medium: &'a str,
+    pub utm_campaign: &'a str,
+    pub utm_term: &'a str,
+    pub utm_content: &'a str,
+    pub country: &'a str,
+    pub region: &'a str,
+    pub city: &'a str,
+    pub latitude: f64,
+    pub longitude: f64,
+    pub os: &'a str,
+    pub os_version: &'a str,
+    pub browser: &'a str,
+    pub browser_version: &'a str,
+    pub device: &'a str,
+    pub brand: &'a str,
+    pub model: &'a str,
+    /// JSON object text.
+    pub properties: &'a str,
+    pub sdk_name: &'a str,
+    pub sdk_version: &'a str,
+}
 
-    fn encode(&self, out: &mut Vec<u8>) {
+impl EventFields<'_> {
+    /// Appends the row in RowBinary, its columns in [`EventRow`]'s order.
+    pub fn encode(&self, out: &mut Vec<u8>) {
         let r = self;
         for s in [
-            &r.id,
-            &r.project_id,
-            &r.name,
-            &r.device_id,
-            &r.profile_id,
-            &r.session_id,
+            r.id,
+            r.project_id,
+            r.name,
+            r.device_id,
+            r.profile_id,
+            r.session_id,
         ] {
             put_str(out, s);
         }
         out.extend_from_slice(&r.created_at.to_le_bytes());
         out.extend_from_slice(&r.received_at.to_le_bytes());
         for s in [
-            &r.path,
-            &r.origin,
-            &r.referrer,
-            &r.referrer_name,
-            &r.referrer_type,
-            &r.utm_source,
-            &r.utm_medium,
-            &r.utm_campaign,
-            &r.utm_term,
-            &r.utm_content,
-            &r.country,
-            &r.region,
-            &r.city,
+            r.path,
+            r.origin,
+            r.referrer,
+            r.referrer_name,
+            r.referrer_type,
+            r.utm_source,
+            r.utm_medium,
+            r.utm_campaign,
+            r.utm_term,
+            r.utm_content,
+            r.country,
+            r.region,
+            r.city,
         ] {
             put_str(out, s);
         }
         out.extend_from_slice(&r.latitude.to_le_bytes());
         out.extend_from_slice(&r.longitude.to_le_bytes());
         for s in [
-            &r.os,
-            &r.os_version,
-            &r.browser,
-            &r.browser_version,
-            &r.device,
-            &r.brand,
-            &r.model,
-            &r.properties,
-            &r.sdk_name,
-            &r.sdk_version,
+            r.os,
+            r.os_version,
+            r.browser,
+            r.browser_version,
+            r.device,
+            r.brand,
+            r.model,
+            r.properties,
+            r.sdk_name,
+            r.sdk_version,
         ] {
             put_str(out, s);
         }
     }
 }
 
+impl EncodeRow for EventRow {
+    const COLUMNS: &'static [&'static str] = <EventRow as Row>::COLUMN_NAMES;
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.fields().encode(out);
+    }
+}
+
 impl EventRow {
+    /// The row's values, borrowed.
+    pub fn fields(&self) -> EventFields<'_> {
+        EventFields {
+            id: &self.id,
+            project_id: &self.project_id,
+            name: &self.name,
+            device_id: &self.device_id,
+            profile_id: &self.profile_id,
+            session_id: &self.session_id,
+            created_at: self.created_at,
+            received_at: self.received_at,
+            path: &self.path,
+            origin: &self.origin,
+            referrer: &self.referrer,
+            referrer_name: &self.referrer_name,
+            referrer_type: &self.referrer_type,
+            utm_source: &self.utm_source,
+            utm_medium: &self.utm_medium,
+            utm_campaign: &self.utm_campaign,
+            utm_term: &self.utm_term,
+            utm_content: &self.utm_content,
+            country: &self.country,
+            region: &self.region,
+            city: &self.city,
+            latitude: self.latitude,
+            longitude: self.longitude,
+            os: &self.os,
+            os_version: &self.os_version,
+            browser: &self.browser,
+            browser_version: &self.browser_version,
+            device: &self.device,
+            brand: &self.brand,
+            model: &self.model,
+            properties: &self.properties,
+            sdk_name: &self.sdk_name,
+            sdk_version: &self.sdk_version,
+        }
+    }
+
     /// The row RowBinary `bytes` hold (exactly one).
     pub fn decode(bytes: &[u8]) -> Result<EventRow, RowBinaryError> {
         let mut r = Reader::new(bytes);
@@ -303,8 +389,14 @@ impl EncodedEvent {
 
 impl From<&EventRow> for EncodedEvent {
     fn from(row: &EventRow) -> EncodedEvent {
-        let mut bytes = Vec::with_capacity(256);
-        row.encode(&mut bytes);
+        EncodedEvent::from(&row.fields())
+    }
+}
+
+impl From<&EventFields<'_>> for EncodedEvent {
+    fn from(fields: &EventFields<'_>) -> EncodedEvent {
+        let mut bytes = Vec::with_capacity(384 + fields.properties.len());
+        fields.encode(&mut bytes);
         EncodedEvent(Bytes::from(bytes))
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use analytics_enrich::{Enrichment, Identity, ProfileState, UserAgent, profile_row};
 use analytics_event::{EventKind, RawEvent, now_ms, raw_documents};
 use analytics_meta::Meta;
-use analytics_store::{AliasRow, Record};
+use analytics_store::{AliasRow, Frame};
 use analytics_streams::payload::compress;
 use analytics_streams::{
     Conn, DeadLetter, Entry, Lease, Letters, MAX_BUNDLE_BYTES, MAX_BUNDLE_EVENTS, ReadBatch,
@@ -89,7 +89,7 @@ struct Item {
     raw: RawEvent,
     ua: Arc<UserAgent>,
     identity: Identity,
-    records: Vec<Record>,
+    records: Vec<Frame>,
 }
 
 /// Counts of a committed batch.
@@ -214,7 +214,7 @@ pub async fn process(
         let row = shared
             .enrichment
             .event_row(&item.raw, &item.ua, &item.identity);
-        item.records.insert(0, Record::Events(row));
+        item.records.insert(0, Frame::Event(row));
     }
     let (stored, duplicates, records, entries) = commit(
         shared,
@@ -375,7 +375,7 @@ async fn apply_state(
             let pairs: Vec<(String, String)> = reply(Some(value))?;
             let profile = ProfileState::from_hash(pairs);
             let item = &mut items[index];
-            item.records.push(Record::Profiles(profile_row(
+            item.records.push(Frame::Profile(profile_row(
                 &item.raw.project_id,
                 &item.identity.profile_id,
                 &profile,
@@ -385,7 +385,7 @@ async fn apply_state(
     for item in items.iter_mut() {
         let raw = &item.raw;
         if let (EventKind::Alias, Some(alias)) = (raw.kind, &raw.alias) {
-            item.records.push(Record::ProfileAliases(AliasRow {
+            item.records.push(Frame::Alias(AliasRow {
                 project_id: raw.project_id.clone(),
                 alias: alias.clone(),
                 profile_id: item.identity.profile_id.clone(),
@@ -405,19 +405,6 @@ fn session_id(project: &str, device: &str, at_ms: i64) -> u128 {
         h.update(&[0]);
     }
     h.digest128()
-}
-
-/// Feeds serialized JSON straight into a hash, without a buffer.
-struct HashWriter<'a>(&'a mut Xxh3);
-
-impl std::io::Write for HashWriter<'_> {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.update(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 /// The profile script's arguments after the event id, for profile events.
@@ -489,29 +476,43 @@ fn dedupe_key(raw: &RawEvent) -> DedupeKey {
         return DedupeKey::Id(finish(&h));
     }
     h.update(b"content\0");
-    h.update(raw.ip.as_bytes());
-    h.update(&[0]);
-    h.update(raw.user_agent.as_bytes());
-    h.update(&[0]);
-    let _ = serde_json::to_writer(
-        HashWriter(&mut h),
-        &(
-            &raw.kind,
-            &raw.name,
-            &raw.device_id,
-            &raw.profile_id,
-            &raw.traits,
-            &raw.property,
-            &raw.value,
-            &raw.alias,
-            &raw.client_time_ms,
-        ),
-    );
-    // Compact and key-sorted as the edge wrote it: equal properties hash
-    // equally without being written out again.
-    for part in [&raw.path, &raw.referrer, raw.properties.text()] {
-        h.update(&[0]);
-        h.update(part.as_bytes());
+    // Each text after its length, so no two events' fields run together.
+    fn text(h: &mut Xxh3, t: &str) {
+        h.update(&(t.len() as u64).to_le_bytes());
+        h.update(t.as_bytes());
+    }
+    for part in [
+        raw.ip.as_str(),
+        &raw.user_agent,
+        raw.kind.as_str(),
+        &raw.name,
+        &raw.device_id,
+        &raw.profile_id,
+        &raw.path,
+        &raw.referrer,
+        // Compact and key-sorted as the edge wrote it: equal properties
+        // hash equally without being written out again.
+        raw.properties.text(),
+    ] {
+        text(&mut h, part);
+    }
+    for part in [raw.property.as_deref(), raw.alias.as_deref()] {
+        h.update(&[u8::from(part.is_some())]);
+        text(&mut h, part.unwrap_or_default());
+    }
+    if !raw.traits.is_empty() {
+        // A map of JSON values always serializes.
+        text(
+            &mut h,
+            &serde_json::to_string(&raw.traits).unwrap_or_default(),
+        );
+    }
+    for number in [
+        raw.value.map(f64::to_bits),
+        raw.client_time_ms.map(|t| t as u64),
+    ] {
+        h.update(&[u8::from(number.is_some())]);
+        h.update(&number.unwrap_or_default().to_le_bytes());
     }
     let second = raw.received_at_ms / 1000;
     let key = |s: i64| {
@@ -684,6 +685,41 @@ mod tests {
         let mut d = a.clone();
         d.received_at_ms += 2_000;
         assert_ne!(content(&d).1, ka);
+    }
+
+    #[test]
+    fn every_part_of_the_content_is_in_its_key() {
+        let a = raw();
+        let changes: Vec<fn(&mut RawEvent)> = vec![
+            |r| r.name = "b".into(),
+            |r| r.device_id = "d2".into(),
+            |r| r.profile_id = "u".into(),
+            |r| r.path = "/elsewhere".into(),
+            |r| r.referrer = "https://r.example/".into(),
+            |r| {
+                r.properties =
+                    Properties::from_map(serde_json::json!({"x": 2}).as_object().unwrap())
+            },
+            |r| r.kind = EventKind::Increment,
+            |r| r.property = Some(String::new()),
+            |r| r.alias = Some("x".into()),
+            |r| r.value = Some(0.0),
+            |r| r.client_time_ms = Some(0),
+            |r| {
+                r.traits.insert("k".into(), 1.into());
+            },
+            // The same letters split between two fields another way.
+            |r| {
+                r.name = format!("{}{}", r.name, r.device_id);
+                r.device_id = String::new();
+            },
+        ];
+        let key = content(&a).0;
+        for (i, change) in changes.iter().enumerate() {
+            let mut b = a.clone();
+            change(&mut b);
+            assert_ne!(content(&b).0, key, "change {i}");
+        }
     }
 
     #[test]

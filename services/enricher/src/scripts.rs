@@ -8,7 +8,7 @@
 //! The scripts live in `scripts/*.lua`; each has one type here that builds
 //! its call, so the KEYS/ARGV layout a script reads is written once.
 
-use analytics_store::{Record, encode_record};
+use analytics_store::{Frame, encode_frame};
 use analytics_streams::{Conn, Lease};
 
 use crate::state::SessionLog;
@@ -170,7 +170,7 @@ impl CommitCall<'_> {
 /// Packs records into enriched entries of at most `max_records` records
 /// and, unless one record is larger, `max_bytes` bytes.
 pub fn bundle_records<'r>(
-    records: impl IntoIterator<Item = &'r Record>,
+    records: impl IntoIterator<Item = &'r Frame>,
     max_records: usize,
     max_bytes: usize,
 ) -> (Vec<Vec<u8>>, u64) {
@@ -179,7 +179,7 @@ pub fn bundle_records<'r>(
     let mut frame = Vec::new();
     for record in records {
         frame.clear();
-        encode_record(record, &mut frame);
+        encode_frame(record, &mut frame);
         let full = bundles.last().is_none_or(|b| {
             in_bundle >= max_records || (!b.is_empty() && b.len() + frame.len() > max_bytes)
         });
@@ -305,11 +305,11 @@ mod tests {
 
     #[test]
     fn records_are_bundled_by_count_and_size() {
-        let records: Vec<Record> = (0..5)
-            .map(|_| Record::Events(analytics_store::EventRow::default()))
+        let records: Vec<Frame> = (0..5)
+            .map(|_| Frame::Event((&analytics_store::EventRow::default()).into()))
             .collect();
         let mut frame = Vec::new();
-        encode_record(&records[0], &mut frame);
+        encode_frame(&records[0], &mut frame);
         let (bundles, total) = bundle_records(&records, 2, 1 << 20);
         assert_eq!(total, 5);
         assert_eq!(
