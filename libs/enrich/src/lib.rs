@@ -12,6 +12,7 @@ mod page;
 mod profile;
 mod referrer;
 mod ua;
+mod visit;
 
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -27,6 +28,7 @@ pub use page::{Page, parse_page};
 pub use profile::{ProfileState, profile_row};
 pub use referrer::{ReferrerClass, classify_referrer};
 pub use ua::{UaParser, UserAgent};
+pub use visit::{Visit, Visits};
 
 /// Identity decided by the enricher stage from shared state (sessions,
 /// identified devices, aliases) before the row is built.
@@ -43,6 +45,8 @@ pub struct Identity {
 pub struct Enrichment {
     pub ua: Option<UaParser>,
     pub geo: Option<GeoIp>,
+    /// Pages and referrers read lately.
+    pub visits: Visits,
 }
 
 /// When the event happened, by the server's clock: the client's time moved
@@ -77,13 +81,7 @@ impl Enrichment {
     /// of (nothing is copied into a row of owned strings first).
     pub fn event_row(&self, raw: &RawEvent, ua: &UserAgent, identity: &Identity) -> EncodedEvent {
         let created_ms = event_time_ms(raw);
-        let page = parse_page(&raw.path);
-        let own_origin = if page.origin.is_empty() {
-            raw.origin.as_str()
-        } else {
-            page.origin.as_str()
-        };
-        let class = classify_referrer(&raw.referrer, own_origin, &page);
+        let visit = self.visits.get(&raw.path, &raw.referrer, &raw.origin);
         let location = match (&self.geo, raw.ip.parse::<IpAddr>()) {
             (Some(geo), Ok(ip)) => geo.lookup(ip).unwrap_or_default(),
             _ => Location::default(),
@@ -101,16 +99,16 @@ impl Enrichment {
             session_id: &identity.session_id,
             created_at: (created_ms / 1000) as u32,
             received_at: (raw.received_at_ms / 1000).max(0) as u32,
-            path: &page.path,
-            origin: &page.origin,
+            path: &visit.path,
+            origin: &visit.origin,
             referrer: &raw.referrer,
-            referrer_name: &class.name,
-            referrer_type: class.kind,
-            utm_source: page.utm("utm_source"),
-            utm_medium: page.utm("utm_medium"),
-            utm_campaign: page.utm("utm_campaign"),
-            utm_term: page.utm("utm_term"),
-            utm_content: page.utm("utm_content"),
+            referrer_name: &visit.referrer_name,
+            referrer_type: visit.referrer_type,
+            utm_source: &visit.utm_source,
+            utm_medium: &visit.utm_medium,
+            utm_campaign: &visit.utm_campaign,
+            utm_term: &visit.utm_term,
+            utm_content: &visit.utm_content,
             country: &location.country,
             region: &location.region,
             city: &location.city,

@@ -35,14 +35,7 @@ pub fn parse_page(raw: &str) -> Page {
     if let Ok(url) = url::Url::parse(raw)
         && url.has_host()
     {
-        return Page {
-            origin: url.origin().ascii_serialization(),
-            path: truncate(url.path(), MAX_PATH_LEN).to_owned(),
-            query: url
-                .query_pairs()
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect(),
-        };
+        return page_of(&url);
     }
     let without_fragment = raw.split('#').next().unwrap_or("");
     let (path, query) = without_fragment
@@ -52,6 +45,18 @@ pub fn parse_page(raw: &str) -> Page {
         origin: String::new(),
         path: truncate(path, MAX_PATH_LEN).to_owned(),
         query: url::form_urlencoded::parse(query.as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect(),
+    }
+}
+
+/// The page of a parsed absolute URL.
+fn page_of(url: &url::Url) -> Page {
+    Page {
+        origin: url.origin().ascii_serialization(),
+        path: truncate(url.path(), MAX_PATH_LEN).to_owned(),
+        query: url
+            .query_pairs()
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect(),
     }
@@ -160,14 +165,7 @@ mod tests {
         let url = url::Url::parse(raw.trim())
             .ok()
             .filter(url::Url::has_host)?;
-        Some(Page {
-            origin: url.origin().ascii_serialization(),
-            path: truncate(url.path(), MAX_PATH_LEN).to_owned(),
-            query: url
-                .query_pairs()
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect(),
-        })
+        Some(page_of(&url))
     }
 
     #[test]

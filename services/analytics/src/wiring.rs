@@ -117,5 +117,9 @@ pub fn load_enrichment(config: &Config) -> analytics_enrich::Enrichment {
             }
         }
     };
-    analytics_enrich::Enrichment { ua, geo }
+    analytics_enrich::Enrichment {
+        ua,
+        geo,
+        visits: Default::default(),
+    }
 }

@@ -17,7 +17,7 @@ use analytics_streams::{
 };
 use redis::Value;
 use serde_json::Value as Json;
-use xxhash_rust::xxh3::Xxh3;
+use xxhash_rust::xxh3::{Xxh3, xxh3_128};
 
 use crate::keys::Keys;
 use crate::restore::bucket_of;
@@ -475,12 +475,16 @@ fn dedupe_key(raw: &RawEvent) -> DedupeKey {
         h.update(raw.id.as_bytes());
         return DedupeKey::Id(finish(&h));
     }
-    h.update(b"content\0");
-    // Each text after its length, so no two events' fields run together.
-    fn text(h: &mut Xxh3, t: &str) {
-        h.update(&(t.len() as u64).to_le_bytes());
-        h.update(t.as_bytes());
-    }
+    // The content in one buffer, hashed at once (many small updates of a
+    // streaming hash cost more than the copy); each text after its length,
+    // so no two events' fields run together.
+    let mut content = Vec::with_capacity(
+        160 + raw.user_agent.len() + raw.path.len() + raw.properties.text().len(),
+    );
+    let mut text = |t: &str| {
+        content.extend_from_slice(&(t.len() as u64).to_le_bytes());
+        content.extend_from_slice(t.as_bytes());
+    };
     for part in [
         raw.ip.as_str(),
         &raw.user_agent,
@@ -493,27 +497,30 @@ fn dedupe_key(raw: &RawEvent) -> DedupeKey {
         // Compact and key-sorted as the edge wrote it: equal properties
         // hash equally without being written out again.
         raw.properties.text(),
+        raw.property.as_deref().unwrap_or_default(),
+        raw.alias.as_deref().unwrap_or_default(),
     ] {
-        text(&mut h, part);
-    }
-    for part in [raw.property.as_deref(), raw.alias.as_deref()] {
-        h.update(&[u8::from(part.is_some())]);
-        text(&mut h, part.unwrap_or_default());
+        text(part);
     }
     if !raw.traits.is_empty() {
         // A map of JSON values always serializes.
-        text(
-            &mut h,
-            &serde_json::to_string(&raw.traits).unwrap_or_default(),
-        );
+        text(&serde_json::to_string(&raw.traits).unwrap_or_default());
     }
+    let present = [
+        raw.property.is_some(),
+        raw.alias.is_some(),
+        raw.value.is_some(),
+        raw.client_time_ms.is_some(),
+    ];
+    content.extend(present.map(u8::from));
     for number in [
         raw.value.map(f64::to_bits),
         raw.client_time_ms.map(|t| t as u64),
     ] {
-        h.update(&[u8::from(number.is_some())]);
-        h.update(&number.unwrap_or_default().to_le_bytes());
+        content.extend_from_slice(&number.unwrap_or_default().to_le_bytes());
     }
+    h.update(b"content\0");
+    h.update(&xxh3_128(&content).to_le_bytes());
     let second = raw.received_at_ms / 1000;
     let key = |s: i64| {
         let mut h = h.clone();
