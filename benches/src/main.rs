@@ -685,7 +685,7 @@ async fn stream_documents(conn: &mut redis::aio::MultiplexedConnection, key: &st
             events += if enriched {
                 analytics_store::decode_frames(&payload.into()).len() as u64
             } else {
-                1 + payload.iter().filter(|&&b| b == b'\n').count() as u64
+                analytics_event::raw_documents(&payload).count() as u64
             };
         }
     }

@@ -42,7 +42,9 @@ impl RawDocument<'_> {
     /// The document as an entry of its own (to park it, and replay it).
     pub fn alone(&self) -> Cow<'_, [u8]> {
         match self {
-            RawDocument::Json(bytes) | RawDocument::Cut(bytes) => Cow::Borrowed(bytes),
+            RawDocument::Json(bytes) => Cow::Borrowed(bytes),
+            // Still marked binary, so a replay reads it as what it is.
+            RawDocument::Cut(bytes) => Cow::Owned([&[BINARY_BUNDLE], *bytes].concat()),
             RawDocument::Binary(bytes) => {
                 let mut alone = Vec::with_capacity(bytes.len() + 6);
                 push_raw_event(&mut alone, bytes);
@@ -142,6 +144,11 @@ mod tests {
         assert!(matches!(read[1], RawDocument::Cut(_)));
         assert_eq!(read.len(), 2);
         assert!(read[1].decode().is_err());
+        let parked = read[1].alone();
+        assert!(matches!(
+            raw_documents(&parked).collect::<Vec<_>>()[..],
+            [RawDocument::Cut(_)]
+        ));
         // Lines of JSON are read as before.
         assert_eq!(
             raw_documents(b"{}\n{}").collect::<Vec<_>>(),

@@ -33,6 +33,17 @@ impl EventKind {
         EventKind::Alias,
     ];
 
+    /// The kind's byte in the binary form; fixed, whatever the order above.
+    fn byte(self) -> u8 {
+        match self {
+            EventKind::Track => 0,
+            EventKind::Identify => 1,
+            EventKind::Increment => 2,
+            EventKind::Decrement => 3,
+            EventKind::Alias => 4,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::Track => "track",
@@ -131,7 +142,7 @@ impl RawEvent {
         out.push(BINARY_V1);
         put_str(out, &self.id);
         put_str(out, &self.project_id);
-        out.push(self.kind as u8);
+        out.push(self.kind.byte());
         for s in [
             &self.name,
             &self.device_id,
@@ -185,15 +196,14 @@ impl RawEvent {
             }
         }
         let (id, project_id) = (r.string()?, r.string()?);
-        let kind = match r.byte()? {
-            k if usize::from(k) < EventKind::ALL.len() => EventKind::ALL[usize::from(k)],
-            value => {
-                return Err(BinaryError::Unknown {
-                    what: "event kind",
-                    value,
-                });
-            }
-        };
+        let value = r.byte()?;
+        let kind = EventKind::ALL
+            .into_iter()
+            .find(|k| k.byte() == value)
+            .ok_or(BinaryError::Unknown {
+                what: "event kind",
+                value,
+            })?;
         let event = RawEvent {
             id,
             project_id,
@@ -214,7 +224,17 @@ impl RawEvent {
             sdk_version: r.string()?,
             path: r.string()?,
             referrer: r.string()?,
-            properties: Properties::from_json_text(r.string()?),
+            properties: match r.string()? {
+                text if text.starts_with('{') && text.ends_with('}') => {
+                    Properties::from_json_text(text)
+                }
+                text => {
+                    return Err(BinaryError::Unknown {
+                        what: "properties text starting with",
+                        value: text.bytes().next().unwrap_or(0),
+                    });
+                }
+            },
             traits: match r.str()? {
                 "" => Map::new(),
                 text => serde_json::from_str(text).map_err(|_| BinaryError::Unknown {

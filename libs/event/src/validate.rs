@@ -458,10 +458,13 @@ fn payload(kind: EventKind, body: Payload, at: At) -> Result<Incoming, Validatio
                 if KNOWN.contains(&key.as_ref()) || matches!(read(value), Json::Null) {
                     continue;
                 }
-                // The body parsed, so each of its values does.
-                if let Ok(value) = serde_json::from_str(value.get()) {
-                    incoming.traits.insert(key.into_owned(), value);
-                }
+                // Checked whole here: a value the body's reading skipped
+                // over (a lone surrogate, a number out of range) is refused.
+                let value = serde_json::from_str(value.get()).map_err(|e| ValidationError {
+                    message: format!("malformed JSON: {e}"),
+                    field: Some(at.field(&key)),
+                })?;
+                incoming.traits.insert(key.into_owned(), value);
             }
         }
         EventKind::Increment | EventKind::Decrement => {
@@ -491,6 +494,16 @@ fn payload(kind: EventKind, body: Payload, at: At) -> Result<Incoming, Validatio
     }
     if incoming.name.is_empty() {
         incoming.name = kind.as_str().to_owned();
+    }
+    // A profile operation's properties are parsed into values later, so
+    // they are checked whole now (a tracked event's are stored as text).
+    if kind != EventKind::Track
+        && let Err(e) = serde_json::from_str::<Value>(incoming.properties.text())
+    {
+        return Err(ValidationError {
+            message: format!("malformed JSON: {e}"),
+            field: Some(at.field("properties")),
+        });
     }
     Ok(incoming)
 }

@@ -259,7 +259,7 @@ impl Setup {
 
     /// The documents (events on raw, records on enriched) on each of the
     /// four partitions of `topic`, as JSON text (an entry is a bundle: of
-    /// JSON lines on raw, of binary frames on enriched).
+    /// binary events on raw, of binary frames on enriched).
     pub fn documents(&self, topic: &str) -> Vec<Vec<String>> {
         let client = redis::Client::open(self.redis_url.as_str()).unwrap();
         let mut conn = client.get_connection().unwrap();

@@ -352,3 +352,25 @@ fn an_oversized_batch_event_is_named_after_the_batch_validates() {
     let err = validate(&body, Route::Batch, &limits).unwrap_err();
     assert_eq!(err.field.as_deref(), Some("[1].payload.name"));
 }
+
+#[test]
+fn values_a_profile_operation_parses_later_are_checked_now() {
+    for (body, field) in [
+        (
+            r#"{"profileId":"u","properties":{"p":"\ud800"}}"#,
+            "properties",
+        ),
+        (r#"{"profileId":"u","plan":1e400}"#, "plan"),
+    ] {
+        let error = run(Route::Direct(EventKind::Identify), body).expect_err(body);
+        assert!(error.message.starts_with("malformed JSON"), "{error}");
+        assert_eq!(error.field.as_deref(), Some(field), "{body}");
+    }
+    // A tracked event's properties are stored as text, as sent.
+    let e = &run(
+        Route::Envelope,
+        r#"{"type":"track","payload":{"name":"a","properties":{"n":1e400}}}"#,
+    )
+    .unwrap()[0];
+    assert_eq!(e.properties.text(), r#"{"n":1e400}"#);
+}
