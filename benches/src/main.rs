@@ -661,8 +661,8 @@ async fn best_insert(
     Ok(best.expect("three runs"))
 }
 
-/// Documents on a stream whose entries are bundles: events (JSON lines) on
-/// raw, records (binary frames) on enriched.
+/// Documents on a stream whose entries are bundles: events (binary, or JSON
+/// lines from older edges) on raw, records (binary frames) on enriched.
 async fn stream_documents(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> Result<u64> {
     let enriched = key.contains(":enriched:");
     let mut start = "-".to_owned();

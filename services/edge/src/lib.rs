@@ -3,9 +3,10 @@
 //! Wire format in: `POST /track` with `{"type", "payload"}`, the per-type
 //! routes `/identify`, `/increment`, `/decrement` (bare payload), and
 //! `POST /batch` (array of `{type, payload}`), JSON bodies authenticated by
-//! the `openpanel-client-*` headers. Wire format out: JSON
-//! [`RawEvent`](analytics_event::RawEvent)s on the raw stream partition
-//! `hash(project, device) % N`, bundled up to 50 to an entry, one per line.
+//! the `openpanel-client-*` headers. Wire format out:
+//! [`RawEvent`](analytics_event::RawEvent)s in their binary form on the raw
+//! stream partition `hash(project, device) % N`, bundled up to 50 to an
+//! entry, each after its length.
 //!
 //! Guarantee: `202` only after Redis acknowledged every event of the
 //! request; otherwise an error status and nothing is claimed stored. A
