@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use analytics_enrich::{Enrichment, GeoIp, Identity, UaParser, classify_referrer, parse_page};
 use analytics_event::{Limits, RawEvent, Route, validate};
-use analytics_store::{Record, decode_frames, encode_record};
+use analytics_store::{Frame, Record, decode_frames, encode_frame};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 const BODY: &str = r#"{"type":"track","payload":{"name":"screen_view","deviceId":"bench-device-42",
@@ -67,7 +67,8 @@ fn hot_paths(c: &mut Criterion) {
     c.bench_function("enrich one event into its encoded row", |b| {
         b.iter(|| black_box(enrichment.event_row(black_box(&raw), &ua, &identity)))
     });
-    let record = Record::Events(enrichment.event_row(&raw, &ua, &identity).decode());
+    let frame_of_record = Frame::Event(enrichment.event_row(&raw, &ua, &identity));
+    let record = Record::from(frame_of_record.clone());
     c.bench_function("encode enriched record (JSON)", |b| {
         b.iter(|| black_box(serde_json::to_vec(black_box(&record)).expect("encode")))
     });
@@ -80,12 +81,12 @@ fn hot_paths(c: &mut Criterion) {
         let mut out = Vec::new();
         b.iter(|| {
             out.clear();
-            encode_record(black_box(&record), &mut out);
+            encode_frame(black_box(&frame_of_record), &mut out);
             black_box(out.len())
         })
     });
     let mut frame = Vec::new();
-    encode_record(&record, &mut frame);
+    encode_frame(&frame_of_record, &mut frame);
     let frame = bytes::Bytes::from(frame);
     // What the sink does with a frame: checks the events row and keeps
     // its bytes.

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::rowbinary::{EncodeRow, EncodedEvent, RowBinaryError};
+use crate::rowbinary::{EncodedEvent, RowBinaryError};
 use crate::{AliasRow, EventRow, ProfileRow, Record};
 
 /// First byte of every binary frame (never `{` or whitespace).
@@ -67,17 +67,8 @@ const PROFILES: u8 = 1;
 const ALIASES: u8 = 2;
 const EVENTS_ROWBINARY: u8 = 3;
 
-/// Appends `record` to `out` as one frame.
-pub fn encode_record(record: &Record, out: &mut Vec<u8>) {
-    match record {
-        Record::Events(row) => frame(EVENTS_ROWBINARY, out, |out| row.encode(out)),
-        Record::Profiles(row) => put(PROFILES, row, out),
-        Record::ProfileAliases(row) => put(ALIASES, row, out),
-    }
-}
-
-/// Appends a frame: what [`encode_record`] writes for its record, an
-/// encoded events row copied as it is.
+/// Appends `record` to `out` as one frame (an encoded events row copied as
+/// it is).
 pub fn encode_frame(record: &Frame, out: &mut Vec<u8>) {
     match record {
         Frame::Event(event) => frame(EVENTS_ROWBINARY, out, |out| {
@@ -205,7 +196,7 @@ mod tests {
     fn bundle(records: &[Record]) -> Vec<u8> {
         let mut out = Vec::new();
         for record in records {
-            encode_record(record, &mut out);
+            encode_frame(&record.clone().into(), &mut out);
         }
         out
     }
@@ -264,7 +255,7 @@ mod tests {
         let good = payload.len();
         // A frame with an unknown table: delimited, so only it fails.
         payload.extend_from_slice(&[MARK, 9, 1, 0, 0, 0, 0]);
-        encode_record(&records[2], &mut payload);
+        encode_frame(&records[2].clone().into(), &mut payload);
         let decoded = decode_bundle(&payload);
         assert_eq!(decoded.len(), 3);
         assert!(decoded[0].1.is_ok() && decoded[2].1.is_ok());

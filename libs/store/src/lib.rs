@@ -21,7 +21,7 @@ mod rows;
 
 pub use backfill::{ANALYTICS_EVENTS, IN_SESSION, Rebuilt};
 pub use client::{Store, StoreSettings};
-pub use codec::{CodecError, Frame, decode_bundle, decode_frames, encode_frame, encode_record};
+pub use codec::{CodecError, Frame, decode_bundle, decode_frames, encode_frame};
 pub use combine::CombinedInserts;
 pub use error::StoreError;
 pub use features::{Features, RowKey, deduplication_token};

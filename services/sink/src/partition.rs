@@ -138,7 +138,7 @@ impl<W: Warehouse + Send, L: Ledger> Handler for Partition<W, L> {
 
 #[cfg(test)]
 mod tests {
-    use analytics_store::encode_record;
+    use analytics_store::{Frame, encode_frame};
     use analytics_streams::Entry;
 
     use super::*;
@@ -165,7 +165,7 @@ mod tests {
                 let mut payload = Vec::new();
                 for r in 0..per_entry {
                     let id = format!("e{}", first + e * per_entry + r);
-                    encode_record(&event(&id).into(), &mut payload);
+                    encode_frame(&Frame::Event((&event(&id)).into()), &mut payload);
                 }
                 Entry {
                     id: format!("{}-0", first + e),
