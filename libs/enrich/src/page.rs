@@ -107,7 +107,10 @@ pub(crate) fn plain_host(url: &str) -> Option<PlainUrl<'_>> {
             .rsplit('.')
             .find(|label| !label.is_empty())
             .is_some_and(|label| label.as_bytes()[0].is_ascii_digit())
-        && !host.to_ascii_lowercase().contains("xn--");
+        && !host
+            .as_bytes()
+            .windows(4)
+            .any(|w| w.eq_ignore_ascii_case(b"xn--"));
     plain.then_some(PlainUrl {
         scheme,
         host,

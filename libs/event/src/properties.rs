@@ -82,26 +82,75 @@ impl Properties {
                 stored: self.text().to_owned(),
             };
         }
-        let mut stored = String::with_capacity(self.text().len());
-        stored.push('{');
-        for (key, value) in entries
-            .iter()
-            .filter(|(k, _)| !CONSUMED_PROPERTIES.contains(&k.as_str()))
-        {
-            if stored.len() > 1 {
-                stored.push(',');
-            }
-            // A string always serializes.
-            stored.push_str(&serde_json::to_string(key).unwrap_or_default());
-            stored.push(':');
-            stored.push_str(value.get());
-        }
-        stored.push('}');
+        let stored = object_text(
+            entries
+                .iter()
+                .filter(|(k, _)| !CONSUMED_PROPERTIES.contains(&k.as_str()))
+                .map(|(k, v)| (k.as_str(), v.get())),
+            self.text().len(),
+        );
         Split {
             path,
             referrer,
             stored,
         }
+    }
+}
+
+/// A JSON object's text from its members, in the order given: each key
+/// as a JSON string, each value (JSON text) without blanks between tokens.
+pub(crate) fn object_text<'a>(
+    members: impl IntoIterator<Item = (&'a str, &'a str)>,
+    capacity: usize,
+) -> String {
+    let mut text = String::with_capacity(capacity);
+    text.push('{');
+    for (key, value) in members {
+        if text.len() > 1 {
+            text.push(',');
+        }
+        push_key(&mut text, key);
+        text.push(':');
+        push_compact(&mut text, value);
+    }
+    text.push('}');
+    text
+}
+
+/// Writes `raw` without the blanks between its tokens.
+pub(crate) fn push_compact(out: &mut String, raw: &str) {
+    let blank = |b: u8| matches!(b, b' ' | b'\n' | b'\r' | b'\t');
+    if !raw.bytes().any(blank) {
+        out.push_str(raw);
+        return;
+    }
+    let (mut in_string, mut escaped) = (false, false);
+    for c in raw.chars() {
+        if in_string {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+        } else if c == '"' {
+            in_string = true;
+        } else if c.is_ascii() && blank(c as u8) {
+            continue;
+        }
+        out.push(c);
+    }
+}
+
+/// Writes `key` as a JSON string.
+pub(crate) fn push_key(out: &mut String, key: &str) {
+    if key.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        // A string always serializes.
+        out.push_str(&serde_json::to_string(key).unwrap_or_default());
+    } else {
+        out.push('"');
+        out.push_str(key);
+        out.push('"');
     }
 }
 
@@ -197,6 +246,16 @@ mod tests {
         let none = props(json!({"a": {"__path": "nested"}}));
         assert_eq!(none.split().path, "");
         assert_eq!(none.split().stored, none.text());
+    }
+
+    #[test]
+    fn blanks_between_tokens_go_and_blanks_in_strings_stay() {
+        let mut out = String::new();
+        push_compact(&mut out, "{ \"a b\" : [ 1 ,\n\t\"c\\\" d\" ] }");
+        assert_eq!(out, r#"{"a b":[1,"c\" d"]}"#);
+        let mut out = String::new();
+        push_compact(&mut out, r#"{"x":"é"}"#);
+        assert_eq!(out, r#"{"x":"é"}"#);
     }
 
     #[test]

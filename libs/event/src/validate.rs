@@ -9,9 +9,10 @@ use std::borrow::Cow;
 use serde_json::{Map, Value};
 
 use crate::Properties;
+use crate::properties::{CONSUMED_PROPERTIES, object_text};
 use crate::raw::EventKind;
 use crate::time::parse_timestamp;
-use json::{Envelope, Json, Members, Payload, push_compact, push_key, read};
+use json::{Envelope, Json, Members, Payload, read};
 
 mod json;
 
@@ -396,8 +397,8 @@ const READ_PROPERTIES: [&str; 6] = [
     "__sentAt",
     "__id",
     "__deviceId",
-    "__path",
-    "__referrer",
+    CONSUMED_PROPERTIES[0],
+    CONSUMED_PROPERTIES[1],
 ];
 
 fn payload(kind: EventKind, body: Payload, at: At) -> Result<Incoming, ValidationError> {
@@ -514,26 +515,15 @@ fn stored_properties(properties: Members) -> Properties {
     let mut members = properties.0;
     // Stable, so of a repeated key the last stays last.
     members.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut text = String::with_capacity(
-        2 + members
-            .iter()
-            .map(|(k, v)| k.len() + v.get().len() + 4)
-            .sum::<usize>(),
-    );
-    text.push('{');
-    for (i, (key, value)) in members.iter().enumerate() {
+    let capacity = 2 + members
+        .iter()
+        .map(|(k, v)| k.len() + v.get().len() + 4)
+        .sum::<usize>();
+    let kept = members.iter().enumerate().filter(|(i, (key, _))| {
         let superseded = members.get(i + 1).is_some_and(|next| next.0 == *key);
-        if superseded || READ_PROPERTIES.contains(&key.as_ref()) {
-            continue;
-        }
-        if text.len() > 1 {
-            text.push(',');
-        }
-        push_key(&mut text, key);
-        text.push(':');
-        push_compact(&mut text, value.get());
-    }
-    text.push('}');
+        !superseded && !READ_PROPERTIES.contains(&key.as_ref())
+    });
+    let text = object_text(kept.map(|(_, (k, v))| (k.as_ref(), v.get())), capacity);
     Properties::from_json_text(text)
 }
 

@@ -161,56 +161,10 @@ impl<'de> Deserialize<'de> for Envelope<'de> {
     }
 }
 
-/// Writes `raw` without the blanks between its tokens.
-pub(super) fn push_compact(out: &mut String, raw: &str) {
-    let blank = |b: u8| matches!(b, b' ' | b'\n' | b'\r' | b'\t');
-    if !raw.bytes().any(blank) {
-        out.push_str(raw);
-        return;
-    }
-    let (mut in_string, mut escaped) = (false, false);
-    for c in raw.chars() {
-        if in_string {
-            match (escaped, c) {
-                (true, _) => escaped = false,
-                (false, '\\') => escaped = true,
-                (false, '"') => in_string = false,
-                _ => {}
-            }
-        } else if c == '"' {
-            in_string = true;
-        } else if c.is_ascii() && blank(c as u8) {
-            continue;
-        }
-        out.push(c);
-    }
-}
-
-/// Writes `key` as a JSON string.
-pub(super) fn push_key(out: &mut String, key: &str) {
-    if key.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
-        // A string always serializes.
-        out.push_str(&serde_json::to_string(key).unwrap_or_default());
-    } else {
-        out.push('"');
-        out.push_str(key);
-        out.push('"');
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn blanks_between_tokens_go_and_blanks_in_strings_stay() {
-        let mut out = String::new();
-        push_compact(&mut out, "{ \"a b\" : [ 1 ,\n\t\"c\\\" d\" ] }");
-        assert_eq!(out, r#"{"a b":[1,"c\" d"]}"#);
-        let mut out = String::new();
-        push_compact(&mut out, r#"{"x":"é"}"#);
-        assert_eq!(out, r#"{"x":"é"}"#);
-    }
+    use crate::properties::push_key;
 
     #[test]
     fn keys_are_borrowed_unless_escaped_and_written_back_as_json() {
