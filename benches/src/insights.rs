@@ -1,8 +1,8 @@
 //! Latency of the insights API over a stored dataset: `analytics up` on its
-//! own database, `events` (and through the materialized views, the
-//! aggregates) filled straight from ClickHouse's `numbers()`, then each
-//! question asked in turn, one request at a time, and a dashboard's
-//! overview asked all at once.
+//! own database, `events` filled straight from ClickHouse's `numbers()`
+//! (through whatever views the schema has), then each question asked in
+//! turn, one request at a time, and a dashboard's overview asked all at
+//! once.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

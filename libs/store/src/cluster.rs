@@ -165,12 +165,6 @@ impl Store {
     }
 }
 
-/// The replicated table behind a distributed one, for statements that
-/// must reach every shard (partition drops, truncation).
-pub fn local_table(table: &str, database: &str, cluster: &str) -> String {
-    format!("{database}.{table}_local ON CLUSTER {cluster}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

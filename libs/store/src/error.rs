@@ -15,8 +15,6 @@ pub enum StoreError {
     },
     #[error("{0}")]
     Cluster(String),
-    #[error("migration names {0}, which is no aggregate table to rebuild")]
-    UnknownAggregate(&'static str),
     /// The outcome of a combined insert (see `CombinedInserts`), shared by
     /// every batch in it.
     #[error("combined insert: {0}")]
@@ -56,7 +54,7 @@ impl StoreError {
             StoreError::ClickHouse(e) | StoreError::Migration { source: e, .. } => e,
             StoreError::Combined(e) => return e.is_unavailable(),
             StoreError::Interrupted => return true,
-            StoreError::Cluster(_) | StoreError::UnknownAggregate(_) => return false,
+            StoreError::Cluster(_) => return false,
         };
         matches!(
             error,

@@ -7,11 +7,11 @@
 //! and every statement here runs on 18.16 as well as on current servers.
 //! Values reach SQL only through the crate's `?` binding.
 
-mod backfill;
 mod client;
 mod cluster;
 mod codec;
 mod combine;
+mod conditions;
 mod error;
 mod features;
 mod migrate;
@@ -19,10 +19,10 @@ mod record;
 mod rowbinary;
 mod rows;
 
-pub use backfill::{ANALYTICS_EVENTS, IN_SESSION, Rebuilt};
 pub use client::{Store, StoreSettings};
 pub use codec::{CodecError, Frame, decode_bundle, decode_frames, encode_frame};
 pub use combine::CombinedInserts;
+pub use conditions::{ANALYTICS_EVENTS, IN_SESSION};
 pub use error::StoreError;
 pub use features::{Features, RowKey, deduplication_token};
 pub use migrate::{MIGRATIONS, Migration};

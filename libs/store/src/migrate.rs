@@ -9,25 +9,21 @@ use serde::Serialize;
 
 use crate::{Store, StoreError};
 
-/// One migration file: its number, name and statements, and the
-/// aggregate tables it makes again, rebuilt from `events` once its
-/// statements ran.
+/// One migration file: its number, name and statements.
 #[derive(Debug, Clone, Copy)]
 pub struct Migration {
     pub version: u32,
     pub name: &'static str,
     pub sql: &'static str,
-    pub rebuilds: &'static [&'static str],
 }
 
 macro_rules! migrations {
-    ($($version:literal => $name:literal $(rebuilds $table:literal)?),* $(,)?) => {
+    ($($version:literal => $name:literal),* $(,)?) => {
         /// Every migration, in the order they apply.
         pub const MIGRATIONS: &[Migration] = &[$(Migration {
             version: $version,
             name: $name,
             sql: include_str!(concat!("../../../schemas/clickhouse/", $name, ".sql")),
-            rebuilds: &[$($table)?],
         }),*];
     };
 }
@@ -40,8 +36,9 @@ migrations! {
     5 => "0005_hourly_aggregates",
     6 => "0006_drop_top_hourly",
     7 => "0007_integer_keys",
-    8 => "0008_hourly_keys" rebuilds "events_hourly",
+    8 => "0008_hourly_keys",
     9 => "0009_drop_sessions",
+    10 => "0010_drop_hourly_aggregates",
 }
 
 #[derive(Row, Serialize)]
@@ -140,14 +137,6 @@ impl Store {
                         source,
                     })?;
             }
-            if let Some(cluster) = &self.cluster
-                && !migration.rebuilds.is_empty()
-            {
-                self.wait_for_shards(cluster).await?;
-            }
-            for table in migration.rebuilds {
-                self.rebuild_table(table).await?;
-            }
             let mut insert = self.db.insert::<Applied>("schema_migrations").await?;
             insert
                 .write(&Applied {
@@ -218,15 +207,6 @@ mod tests {
     }
 
     #[test]
-    fn rebuilt_tables_are_aggregates() {
-        for migration in MIGRATIONS {
-            for table in migration.rebuilds {
-                assert!(crate::backfill::aggregate(table).is_some(), "{table}");
-            }
-        }
-    }
-
-    #[test]
     fn added_columns_are_recognised() {
         assert_eq!(
             added_column("ALTER TABLE events ADD COLUMN k UInt64 MATERIALIZED cityHash64(x)"),
@@ -245,7 +225,6 @@ mod tests {
         let m = Migration {
             version: 9,
             name: "x",
-            rebuilds: &[],
             sql: "-- c\nCREATE TABLE a (\n x UInt8\n) ENGINE = Log;\n\nCREATE TABLE b (y UInt8) ENGINE = Log;\n",
         };
         assert_eq!(

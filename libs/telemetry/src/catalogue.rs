@@ -158,11 +158,6 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "Insights request latency, by endpoint.",
     ),
     (
-        "analytics_insights_aggregate_queries_total",
-        Kind::Counter,
-        "Insights queries answered from the hourly aggregate tables.",
-    ),
-    (
         "analytics_insights_export_stalls_total",
         Kind::Counter,
         "NDJSON exports dropped because their client took no data for insights.export_send_timeout_ms.",

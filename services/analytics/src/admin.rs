@@ -12,21 +12,13 @@ use hyper_util::rt::TokioIo;
 use serde_json::json;
 
 use crate::cli::{ClientCommand, DlqCommand, ProjectCommand, ShareCommand};
-use crate::wiring::{migrate_clickhouse, open_meta, redis_client, store};
+use crate::wiring::{migrate_clickhouse, open_meta, redis_client};
 
 /// Applies the metadata and ClickHouse migrations.
 pub async fn migrate(config: &Config) -> Result<()> {
     open_meta(config).await?;
     let applied = migrate_clickhouse(config).await?;
     println!("{}", json!({"applied": applied}));
-    Ok(())
-}
-
-/// Rebuilds the aggregate tables from `events`.
-pub async fn backfill(config: &Config) -> Result<()> {
-    migrate_clickhouse(config).await?;
-    let rebuilt = store(config).backfill().await?;
-    println!("{}", json!({"rebuilt": rebuilt}));
     Ok(())
 }
 

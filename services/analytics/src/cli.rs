@@ -16,8 +16,6 @@ pub enum Command {
     Sink,
     /// Apply ClickHouse and metadata migrations.
     Migrate,
-    /// Rebuild the aggregate tables from `events` (run with no sink writing).
-    Backfill,
     /// Manage projects.
     #[command(subcommand)]
     Project(ProjectCommand),

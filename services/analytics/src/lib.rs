@@ -24,7 +24,6 @@ pub use consumers::ConsumerHealth;
 pub async fn run(command: Command, config: Arc<Config>) -> Result<()> {
     match command {
         Command::Migrate => admin::migrate(&config).await,
-        Command::Backfill => admin::backfill(&config).await,
         Command::Project(command) => admin::project(&config, command).await,
         Command::Client(command) => admin::client(&config, command).await,
         Command::Share(command) => admin::share(&config, command).await,

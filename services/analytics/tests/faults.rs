@@ -3,9 +3,9 @@
 //! steady load, while things break: consumers killed with SIGKILL and
 //! restarted, ClickHouse stopped for ten seconds or more, Redis restarted,
 //! the edge killed. Afterwards every event that got a 202 is in `events`
-//! exactly once, the aggregates agree with a recount, and no dead letter is
-//! left; every device's events are one session (as in a single process:
-//! the whole run is shorter than the session timeout) and every profile
+//! exactly once and no dead letter is left; every device's events are one
+//! session (as in a single process: the whole run is shorter than the
+//! session timeout) and every profile
 //! counts exactly its accepted increments. One test runs the shipped
 //! defaults and kills a sink that holds a full batch; its twin lowers the
 //! claim and flush times to fit more takeovers into its schedule; a third
@@ -181,9 +181,8 @@ impl Farm {
     }
 
     /// Waits until every accepted event is stored, then checks that each
-    /// is stored once, that the aggregates agree with a recount (after the
-    /// documented backfill) and that no dead letter is left.
-    fn verify(mut self, load: &Load, lag: (Arc<AtomicBool>, std::thread::JoinHandle<u64>)) {
+    /// is stored once and that no dead letter is left.
+    fn verify(self, load: &Load, lag: (Arc<AtomicBool>, std::thread::JoinHandle<u64>)) {
         let accepted = load.accepted.lock().unwrap().clone();
         let sent_done = Instant::now();
         let setup = &self.setup;
@@ -265,22 +264,6 @@ impl Farm {
             );
         }
 
-        // A ClickHouse stop in the middle of an insert can leave the aggregate
-        // tables short of rows `events` has (a view's insert is not atomic with
-        // its table's); the documented repair is a backfill, after which the
-        // aggregates agree with a recount of `events`.
-        for s in &mut self.procs[2..] {
-            stop(s);
-        }
-        setup.admin(&["backfill"]);
-        // Profile operations are stored for audit, not counted as analytics.
-        assert_eq!(
-            setup.query("SELECT countMerge(events) FROM events_hourly"),
-            setup.query(
-                "SELECT count() FROM events \
-                 WHERE name NOT IN ('identify', 'increment', 'decrement', 'alias')"
-            )
-        );
         let mut redis = redis::Client::open(setup.redis_url.as_str())
             .unwrap()
             .get_connection()

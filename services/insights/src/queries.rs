@@ -1,6 +1,6 @@
 //! The questions the insights API answers, each as bound SQL over the raw
-//! `events` table (its hourly aggregates where they answer exactly, and
-//! `profiles`), rows read as typed structs, answers as typed structs.
+//! `events` table (and `profiles`), rows read as typed structs, answers as
+//! typed structs.
 //! Distinct devices and sessions are counted, and sessions grouped, by the
 //! 64-bit `device_key` and `session_key` columns (migration 0007).
 //!
@@ -20,7 +20,7 @@ use crate::error::QueryError;
 use crate::params::{Filter, Interval, Range};
 use crate::runner::Runner;
 use crate::sql::{
-    ANALYTICS_EVENTS, IN_SESSION, Sql, condition, events_where, hourly_where, in_range, local_time,
+    ANALYTICS_EVENTS, IN_SESSION, Sql, condition, events_where, in_range, local_time,
 };
 
 /// The headline counts of a range, or of one bucket of a series.
@@ -39,11 +39,6 @@ fn counts() -> String {
          countIf(name = 'screen_view') AS total_screen_views, count() AS total_events"
     )
 }
-
-/// The same counts from `events_hourly`.
-const HOURLY_COUNTS: &str = "uniqExactMerge(visitors) AS unique_visitors, \
-     uniqExactIfMerge(sessions) AS total_sessions, \
-     sumMerge(screen_views) AS total_screen_views, countMerge(events) AS total_events";
 
 /// The sessions of a range: how many, their summed length in seconds, and
 /// how many saw one screen.
@@ -97,17 +92,11 @@ pub struct Comparison {
     pub previous: Metrics,
 }
 
-/// The counts of a range, from the hourly aggregates when `hourly`.
-fn counts_sql(project: &str, range: &Range, filters: &[Filter], hourly: bool) -> Sql {
-    if hourly {
-        let mut sql = Sql::new(&format!("SELECT {HOURLY_COUNTS} FROM events_hourly"));
-        sql.append(&hourly_where(project, range));
-        sql
-    } else {
-        let mut sql = Sql::new(&format!("SELECT {} FROM events", counts()));
-        sql.append(&events_where(project, range, filters));
-        sql
-    }
+/// The counts of a range.
+fn counts_sql(project: &str, range: &Range, filters: &[Filter]) -> Sql {
+    let mut sql = Sql::new(&format!("SELECT {} FROM events", counts()));
+    sql.append(&events_where(project, range, filters));
+    sql
 }
 
 fn sessions_sql(project: &str, range: &Range, filters: &[Filter]) -> Sql {
@@ -122,8 +111,7 @@ fn sessions_sql(project: &str, range: &Range, filters: &[Filter]) -> Sql {
 }
 
 /// The headline numbers of `range` and of `previous`. The two ranges are
-/// asked at once, and in each, the counts and the sessions; one query
-/// tells for both ranges whether the aggregates can give the counts.
+/// asked at once, and in each, the counts and the sessions.
 pub async fn metrics(
     runner: &Runner,
     project: &str,
@@ -131,21 +119,13 @@ pub async fn metrics(
     previous: &Range,
     filters: &[Filter],
 ) -> Result<Comparison, QueryError> {
-    let counts = async {
-        let [current, earlier] = runner.aggregates_answer([range, previous], filters).await?;
-        let current = counts_sql(project, range, filters, current);
-        let earlier = counts_sql(project, previous, filters, earlier);
-        tokio::try_join!(
-            runner.fetch_one::<Counts>(&current),
-            runner.fetch_one::<Counts>(&earlier),
-        )
-    };
-    let current_sessions = sessions_sql(project, range, filters);
-    let earlier_sessions = sessions_sql(project, previous, filters);
-    let ((current, earlier), current_sessions, earlier_sessions) = tokio::try_join!(
-        counts,
-        runner.fetch_one::<SessionTotals>(&current_sessions),
-        runner.fetch_one::<SessionTotals>(&earlier_sessions),
+    let counts = [range, previous].map(|r| counts_sql(project, r, filters));
+    let sessions = [range, previous].map(|r| sessions_sql(project, r, filters));
+    let (current, earlier, current_sessions, earlier_sessions) = tokio::try_join!(
+        runner.fetch_one::<Counts>(&counts[0]),
+        runner.fetch_one::<Counts>(&counts[1]),
+        runner.fetch_one::<SessionTotals>(&sessions[0]),
+        runner.fetch_one::<SessionTotals>(&sessions[1]),
     )?;
     Ok(Comparison {
         current: Metrics::of(current, current_sessions),
@@ -174,27 +154,12 @@ pub struct Series {
     pub series: Vec<Bucket>,
 }
 
-fn timeseries_sql(
-    project: &str,
-    range: &Range,
-    filters: &[Filter],
-    interval: Interval,
-    hourly: bool,
-) -> Sql {
-    let (column, counts, table) = if hourly {
-        ("hour", HOURLY_COUNTS.to_owned(), "events_hourly")
-    } else {
-        ("created_at", counts(), "events")
-    };
+fn timeseries_sql(project: &str, range: &Range, filters: &[Filter], interval: Interval) -> Sql {
     let mut sql = Sql::new("SELECT ");
-    sql.append(&interval.bucket(column, &range.timezone))
-        .push(&format!(" AS date, {counts} FROM {table}"));
-    if hourly {
-        sql.append(&hourly_where(project, range));
-    } else {
-        sql.append(&events_where(project, range, filters));
-    }
-    sql.push(" GROUP BY date ORDER BY date");
+    sql.append(&interval.bucket("created_at", &range.timezone))
+        .push(&format!(" AS date, {} FROM events", counts()))
+        .append(&events_where(project, range, filters))
+        .push(" GROUP BY date ORDER BY date");
     sql
 }
 
@@ -205,8 +170,7 @@ pub async fn timeseries(
     filters: &[Filter],
     interval: Interval,
 ) -> Result<Series, QueryError> {
-    let [hourly] = runner.aggregates_answer([range], filters).await?;
-    let sql = timeseries_sql(project, range, filters, interval, hourly);
+    let sql = timeseries_sql(project, range, filters, interval);
     let mut found: HashMap<String, Bucket> = runner
         .fetch_all::<Bucket>(&sql)
         .await?
@@ -812,20 +776,18 @@ mod tests {
             "filters",
         )
         .unwrap();
-        for hourly in [false, true] {
-            let sql = counts_sql("p", &r, &f, hourly);
-            check_columns::<Counts>(&sql.text).unwrap();
+        let sql = counts_sql("p", &r, &f);
+        check_columns::<Counts>(&sql.text).unwrap();
+        assert_bound(&sql);
+        for interval in [
+            Interval::Hour,
+            Interval::Day,
+            Interval::Week,
+            Interval::Month,
+        ] {
+            let sql = timeseries_sql("p", &r, &f, interval);
+            check_columns::<Bucket>(&sql.text).unwrap();
             assert_bound(&sql);
-            for interval in [
-                Interval::Hour,
-                Interval::Day,
-                Interval::Week,
-                Interval::Month,
-            ] {
-                let sql = timeseries_sql("p", &r, &f, interval, hourly);
-                check_columns::<Bucket>(&sql.text).unwrap();
-                assert_bound(&sql);
-            }
         }
         for (_, dimension) in DIMENSIONS {
             let sql = top_sql("p", &r, &f, *dimension, 10);

@@ -11,13 +11,12 @@
 use std::time::Duration;
 
 use analytics_store::Store;
-use clickhouse::{Row, RowOwned};
+use clickhouse::RowOwned;
 use serde::de::{DeserializeOwned, Visitor};
 use serde_json::Value;
 
 use crate::error::QueryError;
-use crate::params::{Filter, Range};
-use crate::sql::{Sql, local_time};
+use crate::sql::Sql;
 
 #[derive(Clone)]
 pub struct Runner {
@@ -87,59 +86,6 @@ impl Runner {
             .map(|line| serde_json::from_slice(line).map_err(QueryError::Json))
             .collect()
     }
-
-    /// For each range, whether the hourly aggregates can answer for it
-    /// exactly: no per-event filters, and both ends of the range on UTC
-    /// hour boundaries (true for whole days in zones with whole-hour
-    /// offsets). One query for all the ranges.
-    pub async fn aggregates_answer<const N: usize>(
-        &self,
-        ranges: [&Range; N],
-        filters: &[Filter],
-    ) -> Result<[bool; N], QueryError> {
-        if !filters.is_empty() {
-            return Ok([false; N]);
-        }
-        let row: Aligned = self.fetch_one(&aligned_sql(&ranges)).await?;
-        let aligned: [bool; N] = row
-            .aligned
-            .iter()
-            .map(|a| *a == 1)
-            .collect::<Vec<bool>>()
-            .try_into()
-            .map_err(|_| QueryError::Row("one alignment per range"))?;
-        let answered = aligned.iter().filter(|a| **a).count();
-        metrics::counter!("analytics_insights_aggregate_queries_total").increment(answered as u64);
-        Ok(aligned)
-    }
-}
-
-/// Whether each range starts and ends on UTC hours.
-#[derive(Debug, Default, Row, serde::Deserialize)]
-struct Aligned {
-    aligned: Vec<u8>,
-}
-
-fn aligned_sql(ranges: &[&Range]) -> Sql {
-    let mut sql = Sql::new("SELECT [");
-    for (i, range) in ranges.iter().enumerate() {
-        if i > 0 {
-            sql.push(", ");
-        }
-        let start = local_time(range.start_sql(), &range.timezone);
-        let end = local_time(range.end_sql(), &range.timezone);
-        sql.push("toStartOfHour(")
-            .append(&start)
-            .push(", 'UTC') = ")
-            .append(&start)
-            .push(" AND toStartOfHour(")
-            .append(&end)
-            .push(" + 1, 'UTC') = ")
-            .append(&end)
-            .push(" + 1");
-    }
-    sql.push("] AS aligned");
-    sql
 }
 
 /// An error unless the SELECT list of `sql` names the fields of `T`, in order.
@@ -288,23 +234,5 @@ mod tests {
             assert!(matches!(error, QueryError::Columns { .. }), "{sql}");
             assert_eq!(error.status(), hyper::StatusCode::INTERNAL_SERVER_ERROR);
         }
-    }
-
-    #[test]
-    fn alignment_of_several_ranges_is_one_query() {
-        let params = |start: &str, end: &str| {
-            [("startDate", start), ("endDate", end)]
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        };
-        let a = crate::params::range(&params("2026-01-05", "2026-01-06"), 400).unwrap();
-        let b = a.previous().unwrap();
-        let sql = aligned_sql(&[&a, &b]);
-        assert_eq!(sql.text.matches('?').count(), sql.binds.len());
-        assert_eq!(sql.binds.len(), 16);
-        check_columns::<Aligned>(&sql.text).unwrap();
-        // The compatibility test picks the check out of the query log by its alias.
-        assert!(sql.text.ends_with(" AS aligned"));
     }
 }

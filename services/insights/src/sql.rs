@@ -98,13 +98,6 @@ pub fn local_time(time: String, timezone: &str) -> Sql {
     sql
 }
 
-/// The conditions of a query on an hourly aggregate table.
-pub fn hourly_where(project: &str, range: &Range) -> Sql {
-    let mut sql = Sql::new(" WHERE project_id = ? AND ");
-    sql.str(project).append(&column_in_range("hour", range));
-    sql
-}
-
 /// The conditions every analytics query starts from: one project, the
 /// range, analytics events only, and the user's filters.
 pub fn events_where(project: &str, range: &Range, filters: &[Filter]) -> Sql {
