@@ -77,7 +77,7 @@ enum Cmd {
         #[arg(long, default_value = "http://127.0.0.1:8123")]
         clickhouse_url: String,
         /// Rows per batch (the sink's default `max_rows`).
-        #[arg(long, default_value_t = 10_000)]
+        #[arg(long, default_value_t = 50_000)]
         rows: usize,
         /// Rows stored beforehand around the batch.
         #[arg(long, default_value_t = 500_000)]

@@ -322,8 +322,11 @@ mod defaults {
     pub fn export_send_timeout_ms() -> u64 {
         15_000
     }
+    /// Large enough that under load `max_age_ms` decides the flush: ClickHouse
+    /// pays per insert (a part of files, written and merged again) more than
+    /// per row.
     pub fn max_rows() -> usize {
-        10_000
+        50_000
     }
     pub fn max_age_ms() -> u64 {
         1_000
@@ -626,7 +629,7 @@ mod tests {
             c.metadata_url()
                 .starts_with("sqlite://./data/metadata.sqlite")
         );
-        assert_eq!(c.sink.max_rows, 10_000);
+        assert_eq!(c.sink.max_rows, 50_000);
         assert_eq!(c.sink.max_age_ms, 1_000);
         assert_eq!(c.edge.max_connections, 10_000);
     }

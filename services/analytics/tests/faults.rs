@@ -402,7 +402,7 @@ fn most_buffered(port: u16) -> f64 {
         .fold(0.0, f64::max)
 }
 
-/// The shipped defaults (`sink.max_rows` 10,000, `sink.max_age_ms` 1 s,
+/// The shipped defaults (`sink.max_rows` 50,000, `sink.max_age_ms` 1 s,
 /// `enricher.read_count` 2,000, `claim_idle_ms` 30 s): consumers killed at
 /// random, then, while ClickHouse is stopped for about 13 s, a sink that
 /// holds a full batch of a backlog is killed; its restart redelivers that

@@ -484,18 +484,23 @@ fn revoked_client_is_refused_within(setup: Setup, ttl: Duration) {
 }
 
 /// A sink died after inserting most of a full batch (the shipped
-/// `sink.max_rows`, 10,000 rows with UUID-sized ids: far more id text
+/// `sink.max_rows`, 50,000 rows with UUID-sized ids: far more id text
 /// than ClickHouse's 256 KiB `max_query_size`) and before acknowledging
 /// it. Restarted under its name, it reads the batch again, checks it
 /// against ClickHouse and stores each row once.
 #[test]
 #[ignore = "needs the servers scripts/test.sh starts"]
-fn a_redelivered_batch_of_ten_thousand_rows_is_stored_once() {
+fn a_redelivered_full_batch_is_stored_once() {
+    let full = analytics_config::Config::load(None, [])
+        .unwrap()
+        .sink
+        .max_rows;
+    assert_eq!(full % 50, 0, "whole entries of 50 rows");
     let setup = Setup::new(BIN, "redeliver");
     setup.admin(&["migrate"]);
     let creds = setup.create_client("Redeliver");
     let now = (analytics_now_ms() / 1000) as u32;
-    let rows: Vec<analytics_store::EventRow> = (0..10_000u32)
+    let rows: Vec<analytics_store::EventRow> = (0..full as u32)
         .map(|i| analytics_store::EventRow {
             id: format!("0194c3a2-7b1e-7c3d-9e4f-{i:012}"),
             project_id: creds.project_id.clone(),
@@ -536,15 +541,16 @@ fn a_redelivered_batch_of_ten_thousand_rows_is_stored_once() {
         .arg("sink")
         .arg("s1")
         .arg("COUNT")
-        .arg(1_000)
+        .arg(full / 50)
         .arg("STREAMS")
         .arg(&key)
         .arg(">")
         .query(&mut conn)
         .unwrap();
-    // …and its insert of the first 7,000 rows, before it died.
+    // …and its insert of the first 70% of the rows, before it died.
+    let inserted = full * 7 / 10;
     let store = store(&setup);
-    block_on(store.insert("events", &rows[..7_000])).unwrap();
+    block_on(store.insert("events", &rows[..inserted])).unwrap();
     let pending = |conn: &mut redis::Connection| -> u64 {
         let summary: (u64, redis::Value, redis::Value, redis::Value) = redis::cmd("XPENDING")
             .arg(&key)
@@ -553,15 +559,15 @@ fn a_redelivered_batch_of_ten_thousand_rows_is_stored_once() {
             .unwrap();
         summary.0
     };
-    assert_eq!(pending(&mut conn), 200);
+    assert_eq!(pending(&mut conn), (full / 50) as u64);
 
     let sink = setup.member("s1");
     let _sink = sink.spawn(&["sink"]);
     wait_until(Duration::from_secs(60), || pending(&mut conn) == 0);
-    assert_eq!(stored(&setup, &creds), "10000\t10000");
+    assert_eq!(stored(&setup, &creds), format!("{full}\t{full}"));
     assert_eq!(
         metric(&sink, "analytics_sink_duplicates_skipped_total"),
-        7_000.0
+        inserted as f64
     );
     assert_eq!(metric(&sink, "analytics_sink_insert_errors_total"), 0.0);
 }

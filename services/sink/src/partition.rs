@@ -17,6 +17,11 @@ use crate::buffer::Buffer;
 use crate::flush::{FlushSettings, Ledger, Warehouse, flush};
 use crate::tables::Tables;
 
+/// The most entries one read asks for, whatever room the batch has left
+/// (entries of a few rows each would otherwise make replies of tens of
+/// thousands of entries).
+const MAX_READ_ENTRIES: usize = 5_000;
+
 /// The partition's stream and dead-letter stream, for this consumer.
 pub(crate) struct StreamLedger {
     pub conn: Conn,
@@ -112,7 +117,7 @@ impl<W: Warehouse + Send, L: Ledger> Handler for Partition<W, L> {
     /// Entries to read so that the buffer reaches about `sink.max_rows`.
     fn read_entries(&self) -> usize {
         let wanted = self.config.sink.max_rows.saturating_sub(self.buffer.rows());
-        self.size.entries_for(wanted).min(5_000)
+        self.size.entries_for(wanted).min(MAX_READ_ENTRIES)
     }
 
     async fn handle(
@@ -206,7 +211,10 @@ mod tests {
         p.handle(read(0, 3, 2), &shutdown).await.unwrap();
         assert!(p.store.event_ids().is_empty());
         // Two records per entry: the next read asks for entries to match.
-        assert_eq!(p.read_entries(), (p.config.sink.max_rows - 6) / 2);
+        assert_eq!(
+            p.read_entries(),
+            ((p.config.sink.max_rows - 6) / 2).min(MAX_READ_ENTRIES)
+        );
         shutdown.cancel();
         p.finish(&shutdown).await;
         assert_eq!(p.store.event_ids(), ["e0", "e1", "e2", "e3", "e4", "e5"]);
