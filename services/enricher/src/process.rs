@@ -85,7 +85,7 @@ impl Shared {
 
 /// One raw entry on its way through the batch.
 struct Item {
-    entry_id: String,
+    entry_id: Arc<str>,
     raw: RawEvent,
     ua: Arc<UserAgent>,
     identity: Identity,
@@ -166,6 +166,8 @@ pub async fn process(
     let mut parked = Vec::new();
     for entry in batch.entries {
         let (items_before, letters_before) = (items.len(), letters.len());
+        // One id shared by the entry's events, not a copy per event.
+        let entry_id: Arc<str> = Arc::from(entry.id.as_str());
         for document in raw_documents(&entry.payload) {
             outcome.events += 1;
             match document.decode() {
@@ -177,7 +179,7 @@ pub async fn process(
                         continue;
                     }
                     items.push(Item {
-                        entry_id: entry.id.clone(),
+                        entry_id: entry_id.clone(),
                         identity: Identity {
                             device_id: raw.device_id.clone(),
                             profile_id: raw.profile_id.clone(),
@@ -585,7 +587,7 @@ async fn commit(
     let (bundles, record_count) = bundle_records(records, MAX_BUNDLE_EVENTS, MAX_BUNDLE_BYTES);
     let bundles: Vec<Vec<u8>> = bundles.iter().map(|b| compress(b)).collect();
     let mut ids: Vec<&str> = Vec::with_capacity(items.len() + dropped.len());
-    for id in items.iter().map(|item| item.entry_id.as_str()) {
+    for id in items.iter().map(|item| &*item.entry_id) {
         if ids.last() != Some(&id) {
             ids.push(id);
         }

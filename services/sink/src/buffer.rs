@@ -1,6 +1,7 @@
 //! Rows waiting for the next flush, with the stream entries they came from.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Instant;
 
 use analytics_store::{AliasRow, EncodedEvent, ProfileRow};
@@ -62,8 +63,10 @@ impl Buffer {
             }
             // Events keep slices of the entry's bytes, not copies.
             let payload = bytes::Bytes::from(entry.payload);
+            // One id shared by the entry's rows, not a copy per row.
+            let shared: Arc<str> = Arc::from(entry.id.as_str());
             for (bytes, frame) in decode_frames(&payload) {
-                let origin = entry.id.clone();
+                let origin = shared.clone();
                 match frame {
                     Ok(Frame::Event(row)) => self.events.push(origin, row),
                     Ok(Frame::Profile(row)) => self.profiles.push(origin, row),
@@ -71,7 +74,7 @@ impl Buffer {
                     Err(e) => self.letters.push(DeadLetter {
                         reason: format!("cannot decode enriched record: {e}"),
                         entry: Entry {
-                            id: origin,
+                            id: origin.to_string(),
                             payload: bytes.to_vec(),
                         },
                     }),
@@ -87,7 +90,7 @@ impl Buffer {
 /// apart, so the rows go to ClickHouse as one slice, without copies).
 pub(crate) struct Rows<T> {
     pub rows: Vec<T>,
-    pub origins: Vec<String>,
+    pub origins: Vec<Arc<str>>,
 }
 
 impl<T> Default for Rows<T> {
@@ -108,7 +111,7 @@ impl<T> Rows<T> {
         self.rows.is_empty()
     }
 
-    pub fn push(&mut self, origin: String, row: T) {
+    pub fn push(&mut self, origin: Arc<str>, row: T) {
         self.origins.push(origin);
         self.rows.push(row);
     }

@@ -303,7 +303,7 @@ async fn insert_all<W: Warehouse, T: Table>(
                     Err(e) if e.is_row_refusal() => letters.push(DeadLetter {
                         reason: format!("refused by ClickHouse: {e}"),
                         entry: Entry {
-                            id: entry,
+                            id: entry.to_string(),
                             payload: serde_json::to_vec(&row.record()).unwrap_or_default(),
                         },
                     }),

@@ -24,7 +24,9 @@ fn batch(n: usize) -> Buffer {
     };
     for i in 1..=n {
         let entry = format!("{i}-0");
-        buffer.events.push(entry.clone(), encoded(&format!("e{i}")));
+        buffer
+            .events
+            .push(entry.as_str().into(), encoded(&format!("e{i}")));
         buffer.ids.push(entry);
     }
     buffer.profiles.push(
