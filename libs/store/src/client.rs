@@ -130,7 +130,7 @@ impl Store {
     ///
     /// The batch's ids go to the server as rows of a temporary table of a
     /// session of their own (RowBinary, like any insert), not as query text:
-    /// a full batch of 10,000 UUIDs is about 390 KB of quoted ids, past
+    /// a full batch of 50,000 UUIDs is about 1.9 MB of quoted ids, far past
     /// ClickHouse's 256 KiB `max_query_size`, and literal lists that long
     /// are slow to parse. The lookup is then one query whose sets come from
     /// that table (`GLOBAL IN`, so it also holds on a cluster), bounded by

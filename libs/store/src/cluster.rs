@@ -3,9 +3,9 @@
 //! Every table `t` becomes a replicated table `t_local` on every shard
 //! (`ON CLUSTER`, `Replicated*MergeTree` keyed by the servers' `{shard}` and
 //! `{replica}` macros) behind a `Distributed` table named `t`, so inserts and
-//! queries keep using `t`. Materialized views run on every shard, from the
-//! shard's `events_local` into the shard's aggregate tables; queries merge
-//! the partial states across shards. One set of schema files serves both
+//! queries keep using `t`. A materialized view would run on every shard,
+//! from the shard's `events_local` into the shard's own table (the schema
+//! has none since migration 0010). One set of schema files serves both
 //! layouts, and the rewrite is checked statement by statement.
 
 use std::time::{Duration, Instant};
@@ -111,8 +111,8 @@ impl Store {
     /// and views in the database as this one (a table made again is
     /// missing its columns until it is there). `ON CLUSTER` statements run
     /// on each server from a queue; a server that lags must not receive
-    /// rows before its materialized views exist, or its aggregates would
-    /// miss them.
+    /// rows before its tables have their columns (nor, with a view, before
+    /// the view exists, or its table would miss them).
     pub(crate) async fn wait_for_shards(&self, cluster: &str) -> Result<(), StoreError> {
         let hosts: Vec<(String, u16)> = self
             .server

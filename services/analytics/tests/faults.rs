@@ -7,9 +7,9 @@
 //! session (as in a single process: the whole run is shorter than the
 //! session timeout) and every profile
 //! counts exactly its accepted increments. One test runs the shipped
-//! defaults and kills a sink that holds a full batch; its twin lowers the
-//! claim and flush times to fit more takeovers into its schedule; a third
-//! moves partitions between enrichers (one joins, one stalls past its
+//! defaults and kills a sink that holds a batch of a backlog; its twin
+//! lowers the claim and flush times to fit more takeovers into its
+//! schedule; a third moves partitions between enrichers (one joins, one stalls past its
 //! lease and wakes up, one leaves) under the shipped defaults.
 
 use std::collections::BTreeSet;
@@ -405,8 +405,9 @@ fn most_buffered(port: u16) -> f64 {
 /// The shipped defaults (`sink.max_rows` 50,000, `sink.max_age_ms` 1 s,
 /// `enricher.read_count` 2,000, `claim_idle_ms` 30 s): consumers killed at
 /// random, then, while ClickHouse is stopped for about 13 s, a sink that
-/// holds a full batch of a backlog is killed; its restart redelivers that
-/// batch, which is checked against ClickHouse before inserting.
+/// holds a batch of a backlog (8,000 rows or more) is killed; its restart
+/// redelivers that batch, which is checked against ClickHouse before
+/// inserting.
 #[test]
 #[ignore = "needs the servers scripts/test.sh starts"]
 fn nothing_is_lost_or_doubled_under_the_shipped_defaults() {
@@ -429,7 +430,9 @@ fn nothing_is_lost_or_doubled_under_the_shipped_defaults() {
     stop(&mut farm.clickhouse);
     let ch_stopped = Instant::now();
     // s1 goes away while a backlog grows, then comes back to it: each of
-    // its partition tasks reads a full batch that it cannot insert.
+    // its partition tasks reads a batch of at least 8,000 rows that it
+    // cannot insert (a fifth of the shipped `max_rows`: the backlog this
+    // test's load builds in its outage; `stages` redelivers a full batch).
     kill(&mut farm.procs[2]);
     let setup = farm.setup.clone();
     wait_until(Duration::from_secs(60), || {

@@ -210,11 +210,11 @@ mod tests {
         let shutdown = CancellationToken::new();
         p.handle(read(0, 3, 2), &shutdown).await.unwrap();
         assert!(p.store.event_ids().is_empty());
-        // Two records per entry: the next read asks for entries to match.
-        assert_eq!(
-            p.read_entries(),
-            ((p.config.sink.max_rows - 6) / 2).min(MAX_READ_ENTRIES)
-        );
+        // Two records per entry: the next read asks for entries to match,
+        // at most MAX_READ_ENTRIES of them.
+        let room = p.config.sink.max_rows - 6;
+        assert_eq!(p.size.entries_for(room), room / 2);
+        assert_eq!(p.read_entries(), (room / 2).min(MAX_READ_ENTRIES));
         shutdown.cancel();
         p.finish(&shutdown).await;
         assert_eq!(p.store.event_ids(), ["e0", "e1", "e2", "e3", "e4", "e5"]);

@@ -2,8 +2,8 @@
 
 Reads a JSON job on stdin: {"database", "migrations": [sql], "tables":
 {name: TabSeparated rows}, "queries": [sql], "after": [sql]}. Applies the migrations in a
-fresh database, loads the rows (the materialized views fill the aggregate
-tables as on a server), runs each query and prints a JSON list of
+fresh database, loads the rows (through any materialized views, as on a
+server), runs each query and prints a JSON list of
 {"ok": TabSeparated text} or {"error": message}, one per query, then runs
 the "after" statements the same way.
 """
