@@ -107,10 +107,7 @@ pub(crate) fn plain_host(url: &str) -> Option<PlainUrl<'_>> {
             .rsplit('.')
             .find(|label| !label.is_empty())
             .is_some_and(|label| label.as_bytes()[0].is_ascii_digit())
-        && !host
-            .as_bytes()
-            .windows(4)
-            .any(|w| w.eq_ignore_ascii_case(b"xn--"));
+        && !contains_ignoring_case(host, b"xn--");
     plain.then_some(PlainUrl {
         scheme,
         host,
@@ -126,9 +123,8 @@ fn plain_page(raw: &str) -> Option<Page> {
     let rest = url.rest.split('#').next().unwrap_or("");
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
     let kept = |b: u8| b.is_ascii_alphanumeric() || b"-._~/!$&()*+,;=:@%".contains(&b);
-    let path_kept = path.bytes().all(kept)
-        && !path.contains("/.")
-        && !path.to_ascii_lowercase().contains("%2e");
+    let path_kept =
+        path.bytes().all(kept) && !path.contains("/.") && !contains_ignoring_case(path, b"%2e");
     // The query may also hold `?` and `/`; a parser escapes quotes in it.
     if !path_kept || !query.bytes().all(|b| kept(b) || b == b'?') {
         return None;
@@ -145,6 +141,13 @@ fn plain_page(raw: &str) -> Option<Page> {
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect(),
     })
+}
+
+/// Whether `s` holds `needle`, ASCII case aside (no lowercase copy made).
+fn contains_ignoring_case(s: &str, needle: &[u8]) -> bool {
+    s.as_bytes()
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 fn truncate(s: &str, max: usize) -> &str {
