@@ -27,7 +27,7 @@ fn data_file(env: &str, default: &str) -> Option<PathBuf> {
         .filter(|p| p.exists())
 }
 
-fn raw() -> RawEvent {
+fn raw() -> RawEvent<'static> {
     serde_json::from_str(&serde_json::json!({
         "id": "01a21d1c-eef1-747c-a429-61e6a127b829", "project_id": "bcca2cb5-679b-4752-a72f-7c254ccf26ca",
         "kind": "track", "name": "screen_view", "device_id": "bench-device-42",
@@ -59,7 +59,7 @@ fn hot_paths(c: &mut Criterion) {
     let enrichment = Enrichment::default();
     let raw = raw();
     let identity = Identity {
-        device_id: raw.device_id.clone(),
+        device_id: raw.device_id.to_string(),
         profile_id: String::new(),
         session_id: "0123456789abcdef0123456789abcdef".into(),
     };

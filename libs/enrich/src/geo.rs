@@ -7,7 +7,6 @@
 //! come as separate IPv4 and IPv6 files; several files can be given and the
 //! first that knows an address answers.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
 
@@ -15,12 +14,12 @@ use serde::Deserialize;
 
 use crate::EnrichError;
 
-/// Where an address is.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Location {
-    pub country: String,
-    pub region: String,
-    pub city: String,
+/// Where an address is; its names borrow from the database.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Location<'a> {
+    pub country: &'a str,
+    pub region: &'a str,
+    pub city: &'a str,
     pub latitude: f64,
     pub longitude: f64,
 }
@@ -30,25 +29,33 @@ pub struct GeoIp {
     readers: Vec<maxminddb::Reader<Vec<u8>>>,
 }
 
+/// A place of the GeoIP2 layout: its code and its English name (the
+/// names in other languages are skipped, not read).
 #[derive(Deserialize)]
-struct Names {
-    #[serde(default)]
-    names: BTreeMap<String, String>,
-    #[serde(default)]
-    iso_code: Option<String>,
+struct Place<'a> {
+    #[serde(borrow, default)]
+    names: English<'a>,
+    #[serde(borrow, default)]
+    iso_code: Option<&'a str>,
 }
 
-impl Names {
-    fn english(&self) -> String {
-        self.names.get("en").cloned().unwrap_or_default()
+#[derive(Default, Deserialize)]
+struct English<'a> {
+    #[serde(borrow, default)]
+    en: Option<&'a str>,
+}
+
+impl<'a> Place<'a> {
+    fn english(&self) -> &'a str {
+        self.names.en.unwrap_or_default()
     }
 }
 
 #[derive(Deserialize)]
 #[serde(untagged)]
-enum CityField {
-    Flat(String),
-    Nested(Names),
+enum CityField<'a> {
+    Flat(&'a str),
+    Nested(#[serde(borrow)] Place<'a>),
 }
 
 #[derive(Deserialize)]
@@ -89,25 +96,28 @@ impl<'de> Deserialize<'de> for Degrees {
 
 /// The union of both layouts; each file fills its own half.
 #[derive(Deserialize)]
-struct Record {
+struct Record<'a> {
     // GeoIP2 / GeoLite2-City
-    country: Option<Names>,
-    subdivisions: Option<Vec<Names>>,
+    #[serde(borrow)]
+    country: Option<Place<'a>>,
+    #[serde(borrow)]
+    subdivisions: Option<Vec<Place<'a>>>,
     location: Option<Coordinates>,
-    city: Option<CityField>,
+    #[serde(borrow)]
+    city: Option<CityField<'a>>,
     // ip-location-db
-    country_code: Option<String>,
-    state1: Option<String>,
+    country_code: Option<&'a str>,
+    state1: Option<&'a str>,
     latitude: Option<Degrees>,
     longitude: Option<Degrees>,
 }
 
-impl From<Record> for Location {
-    fn from(r: Record) -> Location {
+impl<'a> From<Record<'a>> for Location<'a> {
+    fn from(r: Record<'a>) -> Location<'a> {
         let city = match r.city {
             Some(CityField::Flat(name)) => name,
-            Some(CityField::Nested(names)) => names.english(),
-            None => String::new(),
+            Some(CityField::Nested(place)) => place.english(),
+            None => "",
         };
         let coordinates = r.location.unwrap_or(Coordinates {
             latitude: r.latitude,
@@ -121,8 +131,7 @@ impl From<Record> for Location {
                 .unwrap_or_default(),
             region: r
                 .subdivisions
-                .and_then(|s| s.into_iter().next())
-                .map(|s| s.english())
+                .and_then(|s| s.first().map(Place::english))
                 .or(r.state1)
                 .unwrap_or_default(),
             city,
@@ -172,7 +181,7 @@ impl GeoIp {
     }
 
     /// The location of `ip`, or `None` for private addresses and unknown ones.
-    pub fn lookup(&self, ip: IpAddr) -> Option<Location> {
+    pub fn lookup(&self, ip: IpAddr) -> Option<Location<'_>> {
         if !is_public(ip) {
             return None;
         }
@@ -239,9 +248,9 @@ mod tests {
         assert_eq!(
             loc,
             Location {
-                country: "KR".into(),
-                region: "Seoul".into(),
-                city: "Seoul".into(),
+                country: "KR",
+                region: "Seoul",
+                city: "Seoul",
                 latitude: 37.5665,
                 longitude: 126.978
             }
@@ -270,7 +279,7 @@ mod tests {
         let geo = GeoIp::open(&[&missing, &v4]).unwrap();
         let loc = geo.lookup("5.6.200.1".parse().unwrap()).unwrap();
         assert_eq!(
-            (loc.country.as_str(), loc.region.as_str(), loc.city.as_str()),
+            (loc.country, loc.region, loc.city),
             ("DE", "Berlin", "Berlin")
         );
         assert!((loc.latitude - 52.52).abs() < 1e-4 && (loc.longitude - 13.405).abs() < 1e-4);

@@ -4,18 +4,18 @@ use analytics_store::EventRow;
 use serde_json::json;
 
 /// An event as the enricher reads it: the SDK's page keys in their fields.
-fn raw(kind: EventKind, properties: Value) -> RawEvent {
+fn raw(kind: EventKind, properties: Value) -> RawEvent<'static> {
     let mut raw = written_before_hoisting(kind, properties);
     raw.hoist_page();
     raw
 }
 
 /// An event as an edge wrote it before it read the page keys itself.
-fn written_before_hoisting(kind: EventKind, properties: Value) -> RawEvent {
+fn written_before_hoisting(kind: EventKind, properties: Value) -> RawEvent<'static> {
     RawEvent {
         client_sent_at_ms: None,
         id_from_client: false,
-        previous_device_id: String::new(),
+        previous_device_id: "".into(),
         id: "ev1".into(),
         project_id: "p1".into(),
         kind,
@@ -26,16 +26,16 @@ fn written_before_hoisting(kind: EventKind, properties: Value) -> RawEvent {
         },
         device_id: "d1".into(),
         profile_id: "u1".into(),
-        session_id: String::new(),
+        session_id: "".into(),
         client_time_ms: None,
         received_at_ms: 1_767_607_200_500,
         ip: "1.2.3.4".into(),
         user_agent: "ua".into(),
-        origin: String::new(),
+        origin: "".into(),
         sdk_name: "node".into(),
         sdk_version: "1.3.1".into(),
-        path: String::new(),
-        referrer: String::new(),
+        path: "".into(),
+        referrer: "".into(),
         properties: Properties::from_map(properties.as_object().unwrap()),
         traits: Map::new(),
         property: None,
@@ -46,8 +46,8 @@ fn written_before_hoisting(kind: EventKind, properties: Value) -> RawEvent {
 
 fn row(raw: &RawEvent) -> EventRow {
     let identity = Identity {
-        device_id: raw.device_id.clone(),
-        profile_id: raw.profile_id.clone(),
+        device_id: raw.device_id.to_string(),
+        profile_id: raw.profile_id.to_string(),
         session_id: "s1".into(),
     };
     Enrichment::default()
@@ -216,10 +216,7 @@ fn events_written_before_the_edge_read_the_page_read_as_it_writes_them_now() {
         json!({"__path": "/a", "__referrer": "https://r.example/", "z": [1, {"b": null, "a": "é\"\n"}],
                "a": 1.5, "m": {"y": true, "x": "1"}}),
     );
-    assert_eq!(
-        (r.path.as_str(), r.referrer.as_str()),
-        ("/a", "https://r.example/")
-    );
+    assert_eq!((&*r.path, &*r.referrer), ("/a", "https://r.example/"));
     assert_eq!(
         row(&r).properties,
         r#"{"a":1.5,"m":{"x":"1","y":true},"z":[1,{"a":"é\"\n","b":null}]}"#

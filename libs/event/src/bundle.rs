@@ -30,8 +30,9 @@ pub enum RawDocument<'a> {
     Cut(&'a [u8]),
 }
 
-impl RawDocument<'_> {
-    pub fn decode(&self) -> Result<RawEvent, String> {
+impl<'a> RawDocument<'a> {
+    /// The event, its strings borrowed from the entry where it is binary.
+    pub fn decode(&self) -> Result<RawEvent<'a>, String> {
         match self {
             RawDocument::Json(bytes) => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
             RawDocument::Binary(bytes) => RawEvent::decode(bytes).map_err(|e| e.to_string()),
@@ -40,7 +41,7 @@ impl RawDocument<'_> {
     }
 
     /// The document as an entry of its own (to park it, and replay it).
-    pub fn alone(&self) -> Cow<'_, [u8]> {
+    pub fn alone(&self) -> Cow<'a, [u8]> {
         match self {
             RawDocument::Json(bytes) => Cow::Borrowed(bytes),
             // Still marked binary, so a replay reads it as what it is.

@@ -21,7 +21,7 @@ fn sigterm_loses_and_duplicates_nothing() {
     let creds = setup.bootstrap();
     let load = Load::default();
     let sender = generator(setup.port, &creds, "sd", "rolling", &load);
-    std::thread::sleep(Duration::from_millis(1_500));
+    wait_for_accepted(&load, 200, "before SIGTERM");
     let mut first = first;
     let pid = first.0.id().to_string();
     assert!(
@@ -45,15 +45,10 @@ fn sigterm_loses_and_duplicates_nothing() {
     assert!(status.success(), "exit after SIGTERM: {status}");
     let before_restart = load.accepted.lock().unwrap().len();
     let _second = setup.spawn(&["up"]);
-    std::thread::sleep(Duration::from_millis(1_500));
+    wait_for_accepted(&load, before_restart + 200, "after the restart");
     load.stop.store(true, Ordering::Relaxed);
     sender.join().unwrap();
     let accepted = load.accepted.lock().unwrap().clone();
-    assert!(
-        before_restart > 50 && accepted.len() > before_restart + 50,
-        "too little traffic: {before_restart} then {}",
-        accepted.len()
-    );
     let n = accepted.len();
     wait_until(Duration::from_secs(60), || {
         setup
@@ -73,6 +68,25 @@ fn sigterm_loses_and_duplicates_nothing() {
         .map(str::to_owned)
         .collect();
     assert_eq!(stored, accepted);
+}
+
+/// Waits until the generator has `count` events accepted, so each
+/// process of the restart is seen taking traffic however slow the machine
+/// (a fixed pause saw one accepted event when the machine was busy).
+fn wait_for_accepted(load: &Load, count: usize, when: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let accepted = load.accepted.lock().unwrap().len();
+        if accepted >= count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{when}: {accepted} of {count} events accepted within 60 s, {} retries",
+            load.retries.load(Ordering::Relaxed)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// When a consumer stage of `up` fails (here: its stream key holds a

@@ -1,5 +1,6 @@
 //! The ingestion routes: read, validate, stamp and write events.
 
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -291,9 +292,9 @@ struct Accepted<'a> {
 /// what its ids are made of except the salt (address and user agent), and
 /// yesterday's id, whose session may still be open after midnight, lives
 /// on the same partition as today's.
-fn partition_key(raw: &RawEvent) -> std::borrow::Cow<'_, str> {
+fn partition_key<'a>(raw: &'a RawEvent<'_>) -> Cow<'a, str> {
     if raw.previous_device_id.is_empty() {
-        raw.device_id.as_str().into()
+        Cow::Borrowed(&raw.device_id)
     } else {
         format!("{}\0{}", raw.ip, raw.user_agent).into()
     }
@@ -312,34 +313,41 @@ struct Stamp {
 }
 
 impl Stamp {
-    fn event(&self, caller: &Caller, event: Incoming) -> RawEvent {
+    /// The raw event of `event`: what the request shares (its stamp, the
+    /// caller's project and origin) is borrowed, not copied per event.
+    fn event<'a>(&'a self, caller: &'a Caller, event: Incoming) -> RawEvent<'a> {
         // `cookieless` is set whenever one of the request's events lacks a device id.
-        let (device_id, previous_device_id) = match event.device_id {
-            Some(id) => (id, String::new()),
-            None => self.cookieless.clone().unwrap_or_default(),
-        };
+        let (device_id, previous_device_id): (Cow<'a, str>, Cow<'a, str>) =
+            match (event.device_id, &self.cookieless) {
+                (Some(id), _) => (id.into(), "".into()),
+                (None, Some((today, yesterday))) => {
+                    (today.as_str().into(), yesterday.as_str().into())
+                }
+                (None, None) => ("".into(), "".into()),
+            };
         RawEvent {
             id_from_client: event.event_id.is_some(),
             id: event
                 .event_id
-                .unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
+                .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
+                .into(),
             previous_device_id,
             client_sent_at_ms: event.client_sent_at_ms,
-            project_id: caller.client.project.id.clone(),
+            project_id: caller.client.project.id.as_str().into(),
             kind: event.kind,
-            name: event.name,
+            name: event.name.into(),
             device_id,
-            profile_id: event.profile_id.unwrap_or_default(),
-            session_id: event.session_id.unwrap_or_default(),
+            profile_id: event.profile_id.unwrap_or_default().into(),
+            session_id: event.session_id.unwrap_or_default().into(),
             client_time_ms: event.client_time_ms,
             received_at_ms: self.received_at_ms,
-            ip: self.ip.clone(),
-            user_agent: self.user_agent.clone(),
-            origin: caller.origin.clone().unwrap_or_else(|| self.origin.clone()),
-            sdk_name: self.sdk_name.clone(),
-            sdk_version: self.sdk_version.clone(),
-            path: event.path,
-            referrer: event.referrer,
+            ip: self.ip.as_str().into(),
+            user_agent: self.user_agent.as_str().into(),
+            origin: caller.origin.as_deref().unwrap_or(&self.origin).into(),
+            sdk_name: self.sdk_name.as_str().into(),
+            sdk_version: self.sdk_version.as_str().into(),
+            path: event.path.into(),
+            referrer: event.referrer.into(),
             properties: event.properties,
             traits: event.traits,
             property: event.property,

@@ -84,9 +84,10 @@ impl Shared {
 }
 
 /// One raw entry on its way through the batch.
-struct Item {
+struct Item<'a> {
     entry_id: Arc<str>,
-    raw: RawEvent,
+    /// Borrows from its entry's payload, which outlives the batch's work.
+    raw: RawEvent<'a>,
     ua: Arc<UserAgent>,
     identity: Identity,
     records: Vec<Frame>,
@@ -161,10 +162,12 @@ pub async fn process(
     let mut letters = Vec::new();
     let mut items = Vec::with_capacity(batch.entries.len());
     let mut dropped: Vec<String> = batch.vanished;
+    // The events borrow their strings from the payloads kept here.
+    let entries = batch.entries;
     // Bad documents of entries whose other events are committed below: they
     // are copied to the dead letters first, the commit acknowledges the entry.
     let mut parked = Vec::new();
-    for entry in batch.entries {
+    for entry in &entries {
         let (items_before, letters_before) = (items.len(), letters.len());
         // One id shared by the entry's events, not a copy per event.
         let entry_id: Arc<str> = Arc::from(entry.id.as_str());
@@ -181,9 +184,9 @@ pub async fn process(
                     items.push(Item {
                         entry_id: entry_id.clone(),
                         identity: Identity {
-                            device_id: raw.device_id.clone(),
-                            profile_id: raw.profile_id.clone(),
-                            session_id: raw.session_id.clone(),
+                            device_id: raw.device_id.to_string(),
+                            profile_id: raw.profile_id.to_string(),
+                            session_id: raw.session_id.to_string(),
                         },
                         raw,
                         ua,
@@ -205,7 +208,7 @@ pub async fn process(
             parked.extend(letters.drain(letters_before..));
         } else if letters.len() == letters_before {
             // Only bots (or no event at all): acknowledged without records.
-            dropped.push(entry.id);
+            dropped.push(entry.id.clone());
         }
     }
     dead_letter(conn, &keys.raw, &keys.dead, GROUP, &parked, Letters::Copied).await?;
@@ -242,7 +245,7 @@ async fn resolve_identities(
     keys: &Keys,
     conn: &mut Conn,
     state: &mut PartitionState,
-    items: &mut [Item],
+    items: &mut [Item<'_>],
     now: i64,
 ) -> Result<(), ProcessError> {
     let mut commands = SlotCommands::new(conn);
@@ -297,7 +300,7 @@ async fn resolve_identities(
                 .sessions
                 .is_open(device_key(&raw.project_id, &raw.previous_device_id), now)
         {
-            item.identity.device_id = raw.previous_device_id.clone();
+            item.identity.device_id = raw.previous_device_id.to_string();
         }
     }
     Ok(())
@@ -310,7 +313,7 @@ async fn apply_state(
     keys: &Keys,
     conn: &mut Conn,
     state: &mut PartitionState,
-    items: &mut [Item],
+    items: &mut [Item<'_>],
     now: i64,
 ) -> Result<(), ProcessError> {
     for item in items.iter_mut() {
@@ -329,7 +332,7 @@ async fn apply_state(
     let mut profile_calls = Vec::new();
     for (index, item) in items.iter().enumerate() {
         let (raw, identity) = (&item.raw, &item.identity);
-        let project = raw.project_id.as_str();
+        let project: &str = &raw.project_id;
         if !identity.profile_id.is_empty() && !item.ua.is_bot() {
             let device = device_key(project, &identity.device_id);
             let profile = identity.profile_id.as_str();
@@ -388,7 +391,7 @@ async fn apply_state(
         let raw = &item.raw;
         if let (EventKind::Alias, Some(alias)) = (raw.kind, &raw.alias) {
             item.records.push(Frame::Alias(AliasRow {
-                project_id: raw.project_id.clone(),
+                project_id: raw.project_id.to_string(),
                 alias: alias.clone(),
                 profile_id: item.identity.profile_id.clone(),
                 created_at: (raw.received_at_ms / 1000).max(0) as u32,
@@ -488,7 +491,7 @@ fn dedupe_key(raw: &RawEvent) -> DedupeKey {
         content.extend_from_slice(t.as_bytes());
     };
     for part in [
-        raw.ip.as_str(),
+        &*raw.ip,
         &raw.user_agent,
         raw.kind.as_str(),
         &raw.name,
@@ -543,7 +546,7 @@ async fn commit(
     shared: &Shared,
     owned: Owned<'_>,
     conn: &mut Conn,
-    items: &[Item],
+    items: &[Item<'_>],
     dropped: &[String],
     now: i64,
 ) -> Result<(u64, u64, u64, u64), ProcessError> {
@@ -645,7 +648,7 @@ mod tests {
     use super::*;
     use analytics_event::Properties;
 
-    fn raw() -> RawEvent {
+    fn raw() -> RawEvent<'static> {
         serde_json::from_value(serde_json::json!({
             "id": "e1", "project_id": "p", "kind": "track", "name": "a", "device_id": "d",
             "received_at_ms": 1_767_607_200_500i64, "ip": "1.2.3.4", "user_agent": "ua"
@@ -719,8 +722,8 @@ mod tests {
             },
             // The same letters split between two fields another way.
             |r| {
-                r.name = format!("{}{}", r.name, r.device_id);
-                r.device_id = String::new();
+                r.name = format!("{}{}", r.name, r.device_id).into();
+                r.device_id = "".into();
             },
         ];
         let key = content(&a).0;
