@@ -1,7 +1,9 @@
 //! The ceilings of this machine, measured in the same run as the pipeline
 //! so results can be given as ratios: an HTTP server that does nothing, raw
 //! pipelined `XADD`s, and raw ClickHouse inserts of the same row type, into
-//! the whole schema and into `events` alone (the bare storage ceiling).
+//! the whole schema and into `events` alone. The bare storage ceiling is
+//! the rows the pipeline stored in the end-to-end run, inserted again into
+//! `events` alone.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -135,33 +137,14 @@ pub struct InsertCost {
     pub clickhouse_cpu_us_per_row: f64,
 }
 
-/// Inserts `rows` event rows in batches of `batch` into a scratch database
-/// with or without the schema's materialized views.
-pub async fn clickhouse_insert(
-    clickhouse_url: &str,
-    database: &str,
-    rows: usize,
-    batch: usize,
-    views: Views,
-    servers: &Servers,
-) -> anyhow::Result<InsertCost> {
-    let store = scratch_store(clickhouse_url, database).await?;
-    if let Views::Dropped = views {
-        let list = format!(
-            "SELECT name FROM system.tables WHERE database = '{database}' AND engine = 'MaterializedView'"
-        );
-        for view in crate::clickhouse_query(clickhouse_url, "default", &list)?.lines() {
-            crate::clickhouse_query(
-                clickhouse_url,
-                "default",
-                &format!("DROP TABLE {database}.{view}"),
-            )?;
-        }
-    }
+/// One 10,000-row block of a constant, sparsely filled event (few columns
+/// set, one event time): the cheapest rows the table can be given, kept to
+/// compare with earlier runs, whose bare ceiling inserted these.
+pub fn constant_rows(batch: usize) -> anyhow::Result<Vec<EventRow>> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs() as u32;
-    let template: Vec<EventRow> = (0..batch)
+    Ok((0..batch)
         .map(|i| EventRow {
             id: format!("00000000-0000-7000-8000-{i:012}"),
             project_id: "baseline".into(),
@@ -181,14 +164,69 @@ pub async fn clickhouse_insert(
             properties: r#"{"plan":"pro","value":42}"#.into(),
             ..EventRow::default()
         })
-        .collect();
+        .collect())
+}
+
+/// The first `limit` rows the pipeline stored in `database`, in the order
+/// they arrived: the generator's events as enriched and stored, which the
+/// bare storage ceiling inserts again.
+pub async fn stored_rows(
+    clickhouse_url: &str,
+    database: &str,
+    limit: usize,
+) -> anyhow::Result<Vec<EventRow>> {
+    let store = Store::new(&StoreSettings {
+        url: clickhouse_url.into(),
+        database: database.into(),
+        user: "default".into(),
+        password: String::new(),
+        cluster: None,
+    });
+    let rows = store
+        .client()
+        .query("SELECT ?fields FROM events ORDER BY received_at, id LIMIT ?")
+        .bind(limit as u64)
+        .fetch_all::<EventRow>()
+        .await?;
+    anyhow::ensure!(!rows.is_empty(), "{database} holds no events to reinsert");
+    Ok(rows)
+}
+
+/// Inserts `total` rows into a scratch database with or without the
+/// schema's materialized views, in blocks of `batch` taken from `rows` in
+/// turn (from the start again when they run out).
+pub async fn clickhouse_insert(
+    clickhouse_url: &str,
+    database: &str,
+    rows: &[EventRow],
+    total: usize,
+    batch: usize,
+    views: Views,
+    servers: &Servers,
+) -> anyhow::Result<InsertCost> {
+    let store = scratch_store(clickhouse_url, database).await?;
+    if let Views::Dropped = views {
+        let list = format!(
+            "SELECT name FROM system.tables WHERE database = '{database}' AND engine = 'MaterializedView'"
+        );
+        for view in crate::clickhouse_query(clickhouse_url, "default", &list)?.lines() {
+            crate::clickhouse_query(
+                clickhouse_url,
+                "default",
+                &format!("DROP TABLE {database}.{view}"),
+            )?;
+        }
+    }
     settle_merges(clickhouse_url).await;
     let cpu_before = servers.clickhouse_seconds();
     let start = Instant::now();
     let mut inserted = 0;
-    while inserted < rows {
-        store.insert("events", &template).await?;
-        inserted += template.len();
+    for block in rows.chunks(batch).cycle() {
+        if inserted >= total {
+            break;
+        }
+        store.insert("events", block).await?;
+        inserted += block.len();
     }
     let seconds = start.elapsed().as_secs_f64();
     settle_merges(clickhouse_url).await;
