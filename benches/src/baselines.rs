@@ -20,10 +20,10 @@ use serde::Serialize;
 use crate::cpu::{Servers, settle_merges};
 use crate::events::{Rng, event};
 
-/// Starts a hyper server that reads each body and answers 202, on a free
-/// loopback port; it runs until the process ends.
-pub async fn plain_http_server() -> anyhow::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// Starts a hyper server that reads each body and answers 202, on `addr`
+/// (port 0: a free one); it runs until the process ends.
+pub async fn plain_http_server(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {

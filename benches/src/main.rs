@@ -72,6 +72,12 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Serve the do-nothing HTTP baseline (reads each body, answers 202)
+    /// until killed; prints the address it listens on.
+    PlainServer {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+    },
     /// Time the sink's check of a redelivered batch against the insert of
     /// the same batch, in a scratch database that is dropped afterwards.
     Redelivery {
@@ -146,6 +152,12 @@ fn main() -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&measured)?);
                 Ok(())
             }
+            Cmd::PlainServer { listen } => {
+                let addr = baselines::plain_http_server(listen).await?;
+                println!("{addr}");
+                std::future::pending::<()>().await;
+                Ok(())
+            }
             Cmd::Redelivery {
                 clickhouse_url,
                 rows,
@@ -204,6 +216,44 @@ fn main() -> Result<()> {
             }
         }
     })
+}
+
+/// The do-nothing HTTP baseline in a process of its own, as the edge is:
+/// served inside the generator's process, a request and its answer can
+/// pass between client and server on one thread, which no real server
+/// gets. Killed when dropped.
+struct PlainServer {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl PlainServer {
+    fn start() -> Result<PlainServer> {
+        use std::io::BufRead;
+        let mut child = Command::new(std::env::current_exe()?)
+            .arg("plain-server")
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("cannot start the plain server")?;
+        let mut line = String::new();
+        let stdout = child
+            .stdout
+            .take()
+            .context("no stdout of the plain server")?;
+        std::io::BufReader::new(stdout).read_line(&mut line)?;
+        let addr = line
+            .trim()
+            .parse()
+            .with_context(|| format!("the plain server printed {line:?}, not its address"))?;
+        Ok(PlainServer { child, addr })
+    }
+}
+
+impl Drop for PlainServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// One `analytics up` under measurement, with its own keys and database,
@@ -786,10 +836,10 @@ async fn suite(args: SuiteArgs) -> Result<()> {
     let command: Vec<String> = std::env::args().collect();
     let secs = args.seconds;
     let mut report = json!({"machine": machine(), "command": command.join(" ")});
-    eprintln!("baseline: plain hyper server");
-    let plain_addr = baselines::plain_http_server().await?;
-    let mut plain_plan = load::Plan {
-        addr: plain_addr,
+    eprintln!("baseline: plain hyper server (a process of its own)");
+    let plain_server = PlainServer::start()?;
+    let plain_single = load::Plan {
+        addr: plain_server.addr,
         path: "/track".into(),
         headers: Vec::new(),
         connections: args.connections,
@@ -800,10 +850,13 @@ async fn suite(args: SuiteArgs) -> Result<()> {
         devices: 10_000,
         seed: args.seed,
     };
-    let plain = load::run(plain_plan.clone()).await?;
-    let plain_single = plain_plan.clone();
-    plain_plan.batch = 100;
-    plain_plan.path = "/batch".into();
+    let plain = load::run(plain_single.clone()).await?;
+    eprintln!("baseline: plain hyper server inside the generator's process");
+    let plain_in_process = load::run(load::Plan {
+        addr: baselines::plain_http_server(SocketAddr::from(([127, 0, 0, 1], 0))).await?,
+        ..plain_single.clone()
+    })
+    .await?;
     let scratch = format!("bench_xadd_{}", std::process::id());
     eprintln!("baseline: pipelined XADD");
     let xadd = baselines::xadd(
@@ -861,6 +914,7 @@ async fn suite(args: SuiteArgs) -> Result<()> {
         ..plain_single
     })
     .await?;
+    drop(plain_server);
     eprintln!("edge (alone): batches of 100");
     let batch = load::run(plan(&args, &pipeline, 100, None, secs, 1)).await?;
     in_redis += drain_raw(&pipeline, batch.events_accepted).await?;
@@ -952,7 +1006,7 @@ async fn suite(args: SuiteArgs) -> Result<()> {
     report["insights"] = insights.clone();
     report["insights_before"] = insights_before.clone();
     report["overload"] = overload.clone();
-    report["baselines"] = json!({"plain_http": plain, "plain_http_at_edge_half_rate": plain_half, "xadd": xadd, "clickhouse_insert": ch, "bare_storage": bare, "bare_storage_constant_rows": bare_constant});
+    report["baselines"] = json!({"plain_http": plain, "plain_http_in_process": plain_in_process, "plain_http_at_edge_half_rate": plain_half, "xadd": xadd, "clickhouse_insert": ch, "bare_storage": bare, "bare_storage_constant_rows": bare_constant});
     report["edge"] = json!({
         "process": "analytics edge, alone",
         "single": single,
@@ -972,7 +1026,11 @@ async fn suite(args: SuiteArgs) -> Result<()> {
         report["command"].as_str().unwrap_or("")
     );
     md += &format!(
-        "| plain hyper server (baseline) | {:.0} req/s | | |\n",
+        "| plain hyper server inside the generator's process (the baseline of earlier runs) | {:.0} req/s | | |\n",
+        plain_in_process.requests_per_second
+    );
+    md += &format!(
+        "| plain hyper server, a process of its own as the edge is (baseline) | {:.0} req/s | | |\n",
         plain.requests_per_second
     );
     md += &format!(
