@@ -22,7 +22,7 @@ mod rows;
 pub use client::{Store, StoreSettings};
 pub use codec::{CodecError, Frame, decode_bundle, decode_frames, encode_frame};
 pub use combine::CombinedInserts;
-pub use conditions::{ANALYTICS_EVENTS, IN_SESSION};
+pub use conditions::{ANALYTICS_EVENTS, IN_SESSION, SCREEN_VIEWS};
 pub use error::StoreError;
 pub use features::{Features, RowKey, deduplication_token};
 pub use migrate::{MIGRATIONS, Migration};

@@ -39,6 +39,7 @@ migrations! {
     8 => "0008_hourly_keys",
     9 => "0009_drop_sessions",
     10 => "0010_drop_hourly_aggregates",
+    11 => "0011_event_kind",
 }
 
 #[derive(Row, Serialize)]

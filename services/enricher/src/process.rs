@@ -160,10 +160,16 @@ pub async fn process(
         ..Outcome::default()
     };
     let mut letters = Vec::new();
-    let mut items = Vec::with_capacity(batch.entries.len());
     let mut dropped: Vec<String> = batch.vanished;
     // The events borrow their strings from the payloads kept here.
     let entries = batch.entries;
+    // Counting the frames first is cheap (each is length-prefixed), and an
+    // item is large: growing the vector would copy every item again.
+    let documents = entries
+        .iter()
+        .map(|entry| raw_documents(&entry.payload).count())
+        .sum();
+    let mut items = Vec::with_capacity(documents);
     // Bad documents of entries whose other events are committed below: they
     // are copied to the dead letters first, the commit acknowledges the entry.
     let mut parked = Vec::new();

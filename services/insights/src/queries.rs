@@ -20,23 +20,25 @@ use crate::error::QueryError;
 use crate::params::{Filter, Interval, Range};
 use crate::runner::Runner;
 use crate::sql::{
-    ANALYTICS_EVENTS, IN_SESSION, Sql, condition, events_where, in_range, local_time,
+    ANALYTICS_EVENTS, IN_SESSION, SCREEN_VIEWS, Sql, condition, events_where, in_range, local_time,
 };
 
-/// The headline counts of a range, or of one bucket of a series.
+/// The headline counts of a range but its sessions, which the query of
+/// their lengths counts anyway (one exact distinct count of session keys
+/// fewer per range: about half of this query's time at 5M events).
 #[derive(Debug, Clone, Default, PartialEq, Row, Deserialize, Serialize)]
 pub struct Counts {
     pub unique_visitors: u64,
-    pub total_sessions: u64,
     pub total_screen_views: u64,
     pub total_events: u64,
 }
 
-fn counts() -> String {
+/// The counts of one bucket of a series.
+fn bucket_counts() -> String {
     format!(
         "uniqExact(device_key) AS unique_visitors, \
          uniqExactIf(session_key, {IN_SESSION}) AS total_sessions, \
-         countIf(name = 'screen_view') AS total_screen_views, count() AS total_events"
+         countIf({SCREEN_VIEWS}) AS total_screen_views, count() AS total_events"
     )
 }
 
@@ -78,7 +80,7 @@ impl Metrics {
             bounce_rate: round2(100.0 * ratio(sessions.bounces as f64)),
             views_per_session: round2(ratio(counts.total_screen_views as f64)),
             unique_visitors: counts.unique_visitors,
-            total_sessions: counts.total_sessions,
+            total_sessions: sessions.sessions,
             total_screen_views: counts.total_screen_views,
             total_events: counts.total_events,
         }
@@ -94,17 +96,20 @@ pub struct Comparison {
 
 /// The counts of a range.
 fn counts_sql(project: &str, range: &Range, filters: &[Filter]) -> Sql {
-    let mut sql = Sql::new(&format!("SELECT {} FROM events", counts()));
+    let mut sql = Sql::new(&format!(
+        "SELECT uniqExact(device_key) AS unique_visitors, \
+         countIf({SCREEN_VIEWS}) AS total_screen_views, count() AS total_events FROM events"
+    ));
     sql.append(&events_where(project, range, filters));
     sql
 }
 
 fn sessions_sql(project: &str, range: &Range, filters: &[Filter]) -> Sql {
-    let mut sql = Sql::new(
+    let mut sql = Sql::new(&format!(
         "SELECT count() AS sessions, sum(duration) AS duration, countIf(views = 1) AS bounces \
          FROM (SELECT session_key, toUInt64(max(created_at) - min(created_at)) AS duration, \
-         countIf(name = 'screen_view') AS views FROM events",
-    );
+         countIf({SCREEN_VIEWS}) AS views FROM events"
+    ));
     sql.append(&events_where(project, range, filters))
         .push(&format!(" AND {IN_SESSION} GROUP BY session_key)"));
     sql
@@ -157,7 +162,7 @@ pub struct Series {
 fn timeseries_sql(project: &str, range: &Range, filters: &[Filter], interval: Interval) -> Sql {
     let mut sql = Sql::new("SELECT ");
     sql.append(&interval.bucket("created_at", &range.timezone))
-        .push(&format!(" AS date, {} FROM events", counts()))
+        .push(&format!(" AS date, {} FROM events", bucket_counts()))
         .append(&events_where(project, range, filters))
         .push(" GROUP BY date ORDER BY date");
     sql
@@ -247,7 +252,7 @@ fn top_sql(
                  uniqExactIf(session_key, {IN_SESSION}) AS sessions FROM events"
             ));
             sql.append(&events_where(project, range, filters))
-                .push(" AND name = 'screen_view' GROUP BY value");
+                .push(&format!(" AND {SCREEN_VIEWS} GROUP BY value"));
             sql
         }
         Dimension::EntryPages | Dimension::ExitPages => {
@@ -260,9 +265,10 @@ fn top_sql(
                 "SELECT value, count() AS views, uniqExact(device) AS unique_visitors, count() AS sessions \
                  FROM (SELECT session_key, any(device_key) AS device, {pick}(path, created_at) AS value FROM events"
             ));
-            sql.append(&events_where(project, range, filters)).push(
-                &format!(" AND name = 'screen_view' AND {IN_SESSION} GROUP BY session_key) GROUP BY value"),
-            );
+            sql.append(&events_where(project, range, filters))
+                .push(&format!(
+                    " AND {SCREEN_VIEWS} AND {IN_SESSION} GROUP BY session_key) GROUP BY value"
+                ));
             sql
         }
     };
@@ -866,11 +872,9 @@ mod tests {
                 "Asia/Kolkata",
             ]
         );
-        assert!(
-            sql.text.contains(
-                "WHERE project_id = ? AND created_at <= toDateTime(?, ?) AND name NOT IN"
-            )
-        );
+        assert!(sql.text.contains(&format!(
+            "WHERE project_id = ? AND created_at <= toDateTime(?, ?) AND {ANALYTICS_EVENTS}"
+        )));
         assert!(
             sql.text
                 .contains("HAVING cohort >= toMonday(toDateTime(?, ?), ?)) AS per_device")
@@ -883,7 +887,6 @@ mod tests {
     fn answers_keep_their_json() {
         let counts = Counts {
             unique_visitors: 3,
-            total_sessions: 2,
             total_screen_views: 5,
             total_events: 9,
         };
@@ -895,7 +898,7 @@ mod tests {
         let m = Metrics::of(counts.clone(), sessions);
         assert_eq!(
             serde_json::to_value(&m).unwrap(),
-            json!({"unique_visitors": 3, "total_sessions": 2, "total_screen_views": 5, "total_events": 9,
+            json!({"unique_visitors": 3, "total_sessions": 3, "total_screen_views": 5, "total_events": 9,
                    "avg_session_duration": 33.33, "bounce_rate": 33.33, "views_per_session": 1.67})
         );
         let none = Metrics::of(Counts::default(), SessionTotals::default());

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::params::{Filter, Operator, Range, Target};
 
-pub use analytics_store::{ANALYTICS_EVENTS, IN_SESSION};
+pub use analytics_store::{ANALYTICS_EVENTS, IN_SESSION, SCREEN_VIEWS};
 
 #[derive(Debug, Clone)]
 pub enum Bound {

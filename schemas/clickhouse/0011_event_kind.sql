@@ -1,0 +1,11 @@
+-- What kind of event a row is, as one byte the server computes from the
+-- name as rows arrive: 1 a screen view, 2 a profile operation (stored for
+-- audit, left out of analytics), 0 anything else. On 18.16 `name` is a
+-- plain String, and every analytics question compared it per row: with
+-- `name NOT IN (…)` and `name = 'screen_view'` on this byte instead, a top
+-- list over 5M events took 179 ms instead of 217, the headline counts 246
+-- instead of 318. Rows stored before this migration compute it on read
+-- until their parts are merged. DEFAULT, not MATERIALIZED, and writers
+-- leave it out, as with the keys of 0007. The names here are those of
+-- ANALYTICS_EVENTS and SCREEN_VIEWS in libs/store/src/conditions.rs.
+ALTER TABLE events ADD COLUMN kind UInt8 DEFAULT multiIf(name = 'screen_view', 1, name IN ('identify', 'increment', 'decrement', 'alias'), 2, 0);
