@@ -104,15 +104,20 @@ pub async fn xadd(
     })
 }
 
-/// The analytics schema in a scratch database of the benchmark's server.
-async fn scratch_store(clickhouse_url: &str, database: &str) -> anyhow::Result<Store> {
-    let store = Store::new(&StoreSettings {
+/// A database of the benchmark's server, as the default user.
+fn store(clickhouse_url: &str, database: &str) -> Store {
+    Store::new(&StoreSettings {
         url: clickhouse_url.into(),
         database: database.into(),
         user: "default".into(),
         password: String::new(),
         cluster: None,
-    });
+    })
+}
+
+/// The analytics schema in a scratch database of the benchmark's server.
+async fn scratch_store(clickhouse_url: &str, database: &str) -> anyhow::Result<Store> {
+    let store = store(clickhouse_url, database);
     store.migrate().await?;
     Ok(store)
 }
@@ -175,14 +180,7 @@ pub async fn stored_rows(
     database: &str,
     limit: usize,
 ) -> anyhow::Result<Vec<EventRow>> {
-    let store = Store::new(&StoreSettings {
-        url: clickhouse_url.into(),
-        database: database.into(),
-        user: "default".into(),
-        password: String::new(),
-        cluster: None,
-    });
-    let rows = store
+    let rows = store(clickhouse_url, database)
         .client()
         .query("SELECT ?fields FROM events ORDER BY received_at, id LIMIT ?")
         .bind(limit as u64)
