@@ -81,6 +81,10 @@ pub struct InsightsConfig {
     /// Longest a query may run (ClickHouse `max_execution_time`); then 504.
     #[serde(default = "defaults::query_timeout_ms")]
     pub query_timeout_ms: u64,
+    /// ClickHouse queries of questions at once from this server; beyond,
+    /// they wait their turn (within `query_timeout_ms`, then 503).
+    #[serde(default = "defaults::max_queries")]
+    pub max_queries: u32,
     /// NDJSON exports streaming at once on this server; beyond, 503.
     #[serde(default = "defaults::max_exports")]
     pub max_exports: u32,
@@ -308,6 +312,11 @@ mod defaults {
     pub fn query_timeout_ms() -> u64 {
         30_000
     }
+    /// A ClickHouse query of a question spreads over the server's cores
+    /// by itself: two at once keep them busy, more only contend.
+    pub fn max_queries() -> u32 {
+        2
+    }
     pub fn max_exports() -> u32 {
         8
     }
@@ -513,6 +522,9 @@ impl Config {
         }
         if self.insights.query_timeout_ms < 1000 {
             return invalid("insights.query_timeout_ms", "must be at least 1000");
+        }
+        if self.insights.max_queries == 0 {
+            return invalid("insights.max_queries", "must be at least 1");
         }
         if self.insights.max_exports == 0 || self.insights.max_exports_per_client == 0 {
             return invalid(

@@ -55,6 +55,9 @@ pub enum QueryError {
         selected: Vec<String>,
         fields: &'static [&'static str],
     },
+    /// Every slot for a query stayed taken for the query's whole time limit.
+    #[error("no query slot came free within {0:?}")]
+    Busy(std::time::Duration),
     /// A JSON row without what the query selects.
     #[error("a row lacks {0}")]
     Row(&'static str),
@@ -95,7 +98,7 @@ impl QueryError {
     pub fn status(&self) -> StatusCode {
         match self {
             QueryError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            QueryError::MemoryLimit(_) | QueryError::Unavailable(_) => {
+            QueryError::MemoryLimit(_) | QueryError::Unavailable(_) | QueryError::Busy(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             QueryError::UnknownTimeZone(_) => StatusCode::BAD_REQUEST,
@@ -117,7 +120,10 @@ impl QueryError {
                 clickhouse::error::Error::BadResponse(text) => exception_code(text),
                 _ => None,
             },
-            QueryError::Columns { .. } | QueryError::Row(_) | QueryError::Json(_) => None,
+            QueryError::Busy(_)
+            | QueryError::Columns { .. }
+            | QueryError::Row(_)
+            | QueryError::Json(_) => None,
         }
     }
 }
@@ -137,6 +143,9 @@ impl From<QueryError> for ApiError {
             }
             QueryError::Unavailable(_) => ApiError::Unavailable {
                 reason: "the analytics store is unavailable, retry later",
+            },
+            QueryError::Busy(_) => ApiError::Unavailable {
+                reason: "the analytics store is busy with other questions, retry later",
             },
             other => ApiError::Internal(Box::new(other)),
         }

@@ -41,6 +41,7 @@ use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Semaphore;
 
 use analytics_config::Config;
 use analytics_http::{ApiError, Body, credentials, json};
@@ -219,6 +220,9 @@ impl Insights {
                 store: deps.store,
                 timeout: Duration::from_millis(config.insights.query_timeout_ms),
                 max_memory_bytes: None,
+                gate: Some(Arc::new(Semaphore::new(
+                    config.insights.max_queries as usize,
+                ))),
             },
             limiter: RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst)),
             max_range_days: i64::from(config.insights.max_range_days),

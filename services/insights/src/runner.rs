@@ -8,12 +8,14 @@
 //! type, in order; a misspelt or misplaced alias is an error, never a
 //! silent zero.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use analytics_store::Store;
 use clickhouse::RowOwned;
 use serde::de::{DeserializeOwned, Visitor};
 use serde_json::Value;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::error::QueryError;
 use crate::sql::Sql;
@@ -24,6 +26,12 @@ pub struct Runner {
     pub timeout: Duration,
     /// ClickHouse `max_memory_usage`; the server's own when `None`.
     pub max_memory_bytes: Option<u64>,
+    /// Slots for queries at once (`None`: no limit). Each query already
+    /// spreads over all of the server's cores; more of them at once only
+    /// share those cores, with their hash tables crowding each other out
+    /// of the caches, so the questions of a dashboard asked together are
+    /// answered sooner a few at a time.
+    pub gate: Option<Arc<Semaphore>>,
 }
 
 impl Runner {
@@ -41,12 +49,26 @@ impl Runner {
         }
     }
 
+    /// A slot for one query, waited for within the query's time limit.
+    async fn slot(&self) -> Result<Option<SemaphorePermit<'_>>, QueryError> {
+        let Some(gate) = &self.gate else {
+            return Ok(None);
+        };
+        match tokio::time::timeout(self.timeout, gate.acquire()).await {
+            Ok(Ok(permit)) => Ok(Some(permit)),
+            // The gate is never closed; should it be, the query runs.
+            Ok(Err(_)) => Ok(None),
+            Err(_) => Err(QueryError::Busy(self.timeout)),
+        }
+    }
+
     /// Every row of a query, as `T`.
     pub async fn fetch_all<T>(&self, sql: &Sql) -> Result<Vec<T>, QueryError>
     where
         T: RowOwned + DeserializeOwned,
     {
         check_columns::<T>(&sql.text)?;
+        let _slot = self.slot().await?;
         Ok(self.typed(sql).fetch_all::<T>().await?)
     }
 
@@ -58,6 +80,7 @@ impl Runner {
         T: RowOwned + DeserializeOwned + Default,
     {
         check_columns::<T>(&sql.text)?;
+        let _slot = self.slot().await?;
         Ok(self
             .typed(sql)
             .fetch_optional::<T>()
@@ -76,6 +99,7 @@ impl Runner {
     /// Every row of a query as a JSON object, for answers that pass rows
     /// on as ClickHouse writes them (the events list).
     pub async fn json_rows(&self, sql: &Sql) -> Result<Vec<Value>, QueryError> {
+        let _slot = self.slot().await?;
         let mut cursor = self.query(sql).fetch_bytes("JSONEachRow")?;
         let mut text = Vec::new();
         while let Some(chunk) = cursor.next().await? {

@@ -133,8 +133,11 @@ pub async fn ndjson(
     range: &Range,
     filters: &[Filter],
 ) -> Result<Response<Body>, ApiError> {
+    // Exports have limits of their own (`max_exports`); a long one must
+    // not hold a slot of the questions.
     let runner = Runner {
         max_memory_bytes: Some(settings.max_memory_bytes),
+        gate: None,
         ..runner.clone()
     };
     let hours: Vec<(u64, u64)> = runner
