@@ -218,10 +218,10 @@ fn main() -> Result<()> {
     })
 }
 
-/// The do-nothing HTTP baseline in a process of its own, as the edge is:
-/// served inside the generator's process, a request and its answer can
-/// pass between client and server on one thread, which no real server
-/// gets. Killed when dropped.
+/// The do-nothing HTTP baseline in a process of its own, as the edge is,
+/// so both are scheduled alike (inside the generator's process, client
+/// and server share one runtime, which no real server does). Killed when
+/// dropped.
 struct PlainServer {
     child: Child,
     addr: SocketAddr,
