@@ -142,9 +142,10 @@ pub struct InsertCost {
     pub clickhouse_cpu_us_per_row: f64,
 }
 
-/// One 10,000-row block of a constant, sparsely filled event (few columns
-/// set, one event time): the cheapest rows the table can be given, kept to
-/// compare with earlier runs, whose bare ceiling inserted these.
+/// `batch` rows of a constant, sparsely filled event (few columns set, one
+/// event time): the cheapest rows the table can be given, kept to compare
+/// with earlier runs, whose bare ceiling inserted a block of 10,000 of them
+/// over and over.
 pub fn constant_rows(batch: usize) -> anyhow::Result<Vec<EventRow>> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?

@@ -676,6 +676,11 @@ fn partition_state(addr: SocketAddr) -> Result<Value> {
     Ok(state)
 }
 
+/// Rows per storage baseline run (of the best of three).
+const STORAGE_BASELINE_ROWS: usize = 500_000;
+/// Rows per insert of a storage baseline.
+const STORAGE_BASELINE_BLOCK: usize = 10_000;
+
 /// The cheapest of three runs of an insert baseline (500,000 rows in
 /// 10,000-row blocks), each into a scratch database of its own.
 /// ClickHouse's CPU is read for the whole server, so whatever else it does
@@ -684,9 +689,6 @@ fn partition_state(addr: SocketAddr) -> Result<Value> {
 /// are dropped when the suite ends: deleting a database's thousands of
 /// files makes the file system slow to create new ones for a while (ext4
 /// skips recently freed inodes), which the next run would measure.
-/// Rows per storage baseline run (of the best of three).
-const STORAGE_BASELINE_ROWS: usize = 500_000;
-
 async fn best_insert(
     args: &SuiteArgs,
     servers: &Servers,
@@ -702,7 +704,7 @@ async fn best_insert(
             &db,
             rows,
             STORAGE_BASELINE_ROWS,
-            10_000,
+            STORAGE_BASELINE_BLOCK,
             views,
             servers,
         )
@@ -868,7 +870,7 @@ async fn suite(args: SuiteArgs) -> Result<()> {
     )
     .await?;
     let servers = Servers::find(&args.redis_url, &args.clickhouse_url);
-    let constant = baselines::constant_rows(10_000)?;
+    let constant = baselines::constant_rows(STORAGE_BASELINE_BLOCK)?;
     eprintln!("baseline: constant rows into events without views");
     let bare_constant = best_insert(
         &args,
