@@ -259,4 +259,49 @@ mod tests {
             assert_eq!(error.status(), hyper::StatusCode::INTERNAL_SERVER_ERROR);
         }
     }
+
+    /// A runner whose store nobody answers at: a query that gets past the
+    /// gate fails as unavailable, one the gate holds back as busy.
+    fn unreachable(timeout: Duration, slots: usize) -> Runner {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        Runner {
+            store: Store::new(&analytics_store::StoreSettings {
+                url: format!("http://127.0.0.1:{port}"),
+                database: "analytics".into(),
+                user: "default".into(),
+                password: String::new(),
+                cluster: None,
+            }),
+            timeout,
+            max_memory_bytes: None,
+            gate: Some(Arc::new(Semaphore::new(slots))),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_query_waits_for_a_slot_within_its_time_limit_then_is_busy() {
+        let sql = Sql::new("SELECT value, views FROM t");
+        let runner = unreachable(Duration::from_millis(200), 1);
+        let gate = runner.gate.clone().unwrap();
+        let taken = gate.acquire().await.unwrap();
+        let started = std::time::Instant::now();
+        let error = runner.json_rows(&sql).await.unwrap_err();
+        assert!(matches!(error, QueryError::Busy(_)), "{error}");
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        assert_eq!(error.status(), hyper::StatusCode::SERVICE_UNAVAILABLE);
+
+        // A slot freed while the query waits lets it through (to a store
+        // that is not there).
+        let waiting = tokio::spawn({
+            let runner = runner.clone();
+            async move { runner.json_rows(&sql).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(taken);
+        let error = waiting.await.unwrap().unwrap_err();
+        assert!(matches!(error, QueryError::Unavailable(_)), "{error}");
+        assert_eq!(gate.available_permits(), 1, "the slot is given back");
+    }
 }
