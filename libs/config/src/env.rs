@@ -78,6 +78,7 @@ setters! {
     "ANALYTICS_INSIGHTS_RATE_LIMIT_PER_SECOND" => |c, k, v| c.insights.rate_limit_per_second = parse(k, v)?;
     "ANALYTICS_INSIGHTS_QUERY_TIMEOUT_MS" => |c, k, v| c.insights.query_timeout_ms = parse(k, v)?;
     "ANALYTICS_INSIGHTS_MAX_QUERIES" => |c, k, v| c.insights.max_queries = parse(k, v)?;
+    "ANALYTICS_INSIGHTS_SUMMARY" => |c, k, v| c.insights.summary = parse(k, v)?;
     "ANALYTICS_INSIGHTS_MAX_EXPORTS" => |c, k, v| c.insights.max_exports = parse(k, v)?;
     "ANALYTICS_INSIGHTS_MAX_EXPORTS_PER_CLIENT" => |c, k, v| c.insights.max_exports_per_client = parse(k, v)?;
     "ANALYTICS_INSIGHTS_EXPORT_MAX_MEMORY_BYTES" => |c, k, v| c.insights.export_max_memory_bytes = parse(k, v)?;

@@ -85,6 +85,10 @@ pub struct InsightsConfig {
     /// they wait their turn (within `query_timeout_ms`, then 503).
     #[serde(default = "defaults::max_queries")]
     pub max_queries: u32,
+    /// Whether questions may read the hourly session summary
+    /// (`session_hours`) where it answers exactly what `events` would.
+    #[serde(default = "defaults::summary")]
+    pub summary: bool,
     /// NDJSON exports streaming at once on this server; beyond, 503.
     #[serde(default = "defaults::max_exports")]
     pub max_exports: u32,
@@ -316,6 +320,9 @@ mod defaults {
     /// by itself: two at once keep them busy, more only contend.
     pub fn max_queries() -> u32 {
         2
+    }
+    pub fn summary() -> bool {
+        true
     }
     pub fn max_exports() -> u32 {
         8

@@ -40,6 +40,7 @@ migrations! {
     9 => "0009_drop_sessions",
     10 => "0010_drop_hourly_aggregates",
     11 => "0011_event_kind",
+    12 => "0012_session_hours",
 }
 
 #[derive(Row, Serialize)]

@@ -163,6 +163,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "NDJSON exports dropped because their client took no data for insights.export_send_timeout_ms.",
     ),
     (
+        "analytics_insights_summary_checks_total",
+        Kind::Counter,
+        "Counts of a range in session_hours against events, by result (agrees: answered from session_hours; differs: from events, and logged).",
+    ),
+    (
         "analytics_streams_length_entries",
         Kind::Gauge,
         "Entries in a stream partition.",

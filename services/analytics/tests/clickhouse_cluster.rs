@@ -106,7 +106,7 @@ fn a_two_shard_cluster_answers_like_a_single_server() {
     );
     assert_eq!(
         cluster.setup.admin(&["migrate"])["applied"],
-        serde_json::json!([8, 9, 10, 11])
+        serde_json::json!([8, 9, 10, 11, 12])
     );
     for url in &nodes {
         let left = clickhouse(

@@ -34,6 +34,7 @@ mod runner;
 mod share;
 mod sql;
 mod stream;
+mod summary;
 mod zone;
 
 use std::collections::HashMap;
@@ -223,6 +224,10 @@ impl Insights {
                 gate: Some(Arc::new(Semaphore::new(
                     config.insights.max_queries as usize,
                 ))),
+                summary: config
+                    .insights
+                    .summary
+                    .then(|| Arc::new(summary::Verdicts::default())),
             },
             limiter: RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst)),
             max_range_days: i64::from(config.insights.max_range_days),

@@ -22,6 +22,7 @@ use crate::runner::Runner;
 use crate::sql::{
     ANALYTICS_EVENTS, IN_SESSION, SCREEN_VIEWS, Sql, condition, events_where, in_range, local_time,
 };
+use crate::summary::{self, Source};
 
 /// The headline counts of a range but its sessions, which the query of
 /// their lengths counts anyway (one exact distinct count of session keys
@@ -34,11 +35,13 @@ pub struct Counts {
 }
 
 /// The counts of one bucket of a series.
-fn bucket_counts() -> String {
+fn bucket_counts(source: Source) -> String {
     format!(
         "uniqExact(device_key) AS unique_visitors, \
          uniqExactIf(session_key, {IN_SESSION}) AS total_sessions, \
-         countIf({SCREEN_VIEWS}) AS total_screen_views, count() AS total_events"
+         {} AS total_screen_views, {} AS total_events",
+        source.screen_views(),
+        source.events()
     )
 }
 
@@ -95,22 +98,26 @@ pub struct Comparison {
 }
 
 /// The counts of a range.
-fn counts_sql(project: &str, range: &Range, filters: &[Filter]) -> Sql {
+fn counts_sql(source: Source, project: &str, range: &Range, filters: &[Filter]) -> Sql {
     let mut sql = Sql::new(&format!(
         "SELECT uniqExact(device_key) AS unique_visitors, \
-         countIf({SCREEN_VIEWS}) AS total_screen_views, count() AS total_events FROM events"
+         {} AS total_screen_views, {} AS total_events",
+        source.screen_views(),
+        source.events()
     ));
-    sql.append(&events_where(project, range, filters));
+    sql.append(&source.selection(project, range, filters));
     sql
 }
 
-fn sessions_sql(project: &str, range: &Range, filters: &[Filter]) -> Sql {
+fn sessions_sql(source: Source, project: &str, range: &Range, filters: &[Filter]) -> Sql {
+    let (first, last) = source.first_and_last();
     let mut sql = Sql::new(&format!(
         "SELECT count() AS sessions, sum(duration) AS duration, countIf(views = 1) AS bounces \
-         FROM (SELECT session_key, toUInt64(max(created_at) - min(created_at)) AS duration, \
-         countIf({SCREEN_VIEWS}) AS views FROM events"
+         FROM (SELECT session_key, toUInt64({last} - {first}) AS duration, \
+         {} AS views",
+        source.screen_views()
     ));
-    sql.append(&events_where(project, range, filters))
+    sql.append(&source.selection(project, range, filters))
         .push(&format!(" AND {IN_SESSION} GROUP BY session_key)"));
     sql
 }
@@ -124,8 +131,14 @@ pub async fn metrics(
     previous: &Range,
     filters: &[Filter],
 ) -> Result<Comparison, QueryError> {
-    let counts = [range, previous].map(|r| counts_sql(project, r, filters));
-    let sessions = [range, previous].map(|r| sessions_sql(project, r, filters));
+    let (now, before) = tokio::try_join!(
+        runner.source(project, range, filters),
+        runner.source(project, previous, filters),
+    )?;
+    let counts = [(now, range), (before, previous)]
+        .map(|(source, r)| counts_sql(source, project, r, filters));
+    let sessions = [(now, range), (before, previous)]
+        .map(|(source, r)| sessions_sql(source, project, r, filters));
     let (current, earlier, current_sessions, earlier_sessions) = tokio::try_join!(
         runner.fetch_one::<Counts>(&counts[0]),
         runner.fetch_one::<Counts>(&counts[1]),
@@ -159,11 +172,17 @@ pub struct Series {
     pub series: Vec<Bucket>,
 }
 
-fn timeseries_sql(project: &str, range: &Range, filters: &[Filter], interval: Interval) -> Sql {
+fn timeseries_sql(
+    source: Source,
+    project: &str,
+    range: &Range,
+    filters: &[Filter],
+    interval: Interval,
+) -> Sql {
     let mut sql = Sql::new("SELECT ");
-    sql.append(&interval.bucket("created_at", &range.timezone))
-        .push(&format!(" AS date, {} FROM events", bucket_counts()))
-        .append(&events_where(project, range, filters))
+    sql.append(&interval.bucket(source.time(), &range.timezone))
+        .push(&format!(" AS date, {}", bucket_counts(source)))
+        .append(&source.selection(project, range, filters))
         .push(" GROUP BY date ORDER BY date");
     sql
 }
@@ -175,7 +194,8 @@ pub async fn timeseries(
     filters: &[Filter],
     interval: Interval,
 ) -> Result<Series, QueryError> {
-    let sql = timeseries_sql(project, range, filters, interval);
+    let source = runner.source(project, range, filters).await?;
+    let sql = timeseries_sql(source, project, range, filters, interval);
     let mut found: HashMap<String, Bucket> = runner
         .fetch_all::<Bucket>(&sql)
         .await?
@@ -239,6 +259,7 @@ pub struct TopList {
 }
 
 fn top_sql(
+    source: Source,
     project: &str,
     range: &Range,
     filters: &[Filter],
@@ -248,11 +269,12 @@ fn top_sql(
     let mut sql = match dimension {
         Dimension::Column(column) => {
             let mut sql = Sql::new(&format!(
-                "SELECT {column} AS value, count() AS views, uniqExact(device_key) AS unique_visitors, \
-                 uniqExactIf(session_key, {IN_SESSION}) AS sessions FROM events"
+                "SELECT {column} AS value, {} AS views, uniqExact(device_key) AS unique_visitors, \
+                 uniqExactIf(session_key, {IN_SESSION}) AS sessions",
+                source.screen_views()
             ));
-            sql.append(&events_where(project, range, filters))
-                .push(&format!(" AND {SCREEN_VIEWS} GROUP BY value"));
+            sql.append(&source.selection(project, range, filters))
+                .push(&format!(" AND {} GROUP BY value", source.viewed()));
             sql
         }
         Dimension::EntryPages | Dimension::ExitPages => {
@@ -285,8 +307,14 @@ pub async fn top(
     dimension: Dimension,
     limit: u64,
 ) -> Result<Vec<TopRow>, QueryError> {
+    let source = match dimension {
+        Dimension::Column(column) if summary::COLUMNS.contains(&column) => {
+            runner.source(project, range, filters).await?
+        }
+        _ => Source::Events,
+    };
     runner
-        .fetch_all::<TopRow>(&top_sql(project, range, filters, dimension, limit))
+        .fetch_all::<TopRow>(&top_sql(source, project, range, filters, dimension, limit))
         .await
 }
 
@@ -782,27 +810,29 @@ mod tests {
             "filters",
         )
         .unwrap();
-        let sql = counts_sql("p", &r, &f);
-        check_columns::<Counts>(&sql.text).unwrap();
-        assert_bound(&sql);
-        for interval in [
-            Interval::Hour,
-            Interval::Day,
-            Interval::Week,
-            Interval::Month,
-        ] {
-            let sql = timeseries_sql("p", &r, &f, interval);
-            check_columns::<Bucket>(&sql.text).unwrap();
+        for source in [Source::Events, Source::SessionHours] {
+            let sql = counts_sql(source, "p", &r, &f);
+            check_columns::<Counts>(&sql.text).unwrap();
+            assert_bound(&sql);
+            for interval in [
+                Interval::Hour,
+                Interval::Day,
+                Interval::Week,
+                Interval::Month,
+            ] {
+                let sql = timeseries_sql(source, "p", &r, &f, interval);
+                check_columns::<Bucket>(&sql.text).unwrap();
+                assert_bound(&sql);
+            }
+            for (_, dimension) in DIMENSIONS {
+                let sql = top_sql(source, "p", &r, &f, *dimension, 10);
+                check_columns::<TopRow>(&sql.text).unwrap();
+                assert_bound(&sql);
+            }
+            let sql = sessions_sql(source, "p", &r, &f);
+            check_columns::<SessionTotals>(&sql.text).unwrap();
             assert_bound(&sql);
         }
-        for (_, dimension) in DIMENSIONS {
-            let sql = top_sql("p", &r, &f, *dimension, 10);
-            check_columns::<TopRow>(&sql.text).unwrap();
-            assert_bound(&sql);
-        }
-        let sql = sessions_sql("p", &r, &f);
-        check_columns::<SessionTotals>(&sql.text).unwrap();
-        assert_bound(&sql);
         let steps = [
             Step {
                 name: "a".into(),

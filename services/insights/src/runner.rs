@@ -18,7 +18,9 @@ use serde_json::Value;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::error::QueryError;
+use crate::params::{Filter, Range};
 use crate::sql::Sql;
+use crate::summary::{Source, Verdicts};
 
 #[derive(Clone)]
 pub struct Runner {
@@ -32,6 +34,8 @@ pub struct Runner {
     /// of the caches, so the questions of a dashboard asked together are
     /// answered sooner a few at a time.
     pub gate: Option<Arc<Semaphore>>,
+    /// Whether questions may read `session_hours` (`None`: `events` only).
+    pub summary: Option<Arc<Verdicts>>,
 }
 
 impl Runner {
@@ -46,6 +50,19 @@ impl Runner {
         match self.max_memory_bytes {
             Some(bytes) => query.with_setting("max_memory_usage", bytes.to_string()),
             None => query,
+        }
+    }
+
+    /// The table to answer a question over `range` with `filters` from.
+    pub async fn source(
+        &self,
+        project: &str,
+        range: &Range,
+        filters: &[Filter],
+    ) -> Result<Source, QueryError> {
+        match &self.summary {
+            Some(verdicts) => verdicts.source(self, project, range, filters).await,
+            None => Ok(Source::Events),
         }
     }
 
@@ -277,6 +294,7 @@ mod tests {
             timeout,
             max_memory_bytes: None,
             gate: Some(Arc::new(Semaphore::new(slots))),
+            summary: None,
         }
     }
 

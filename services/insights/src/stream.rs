@@ -138,6 +138,7 @@ pub async fn ndjson(
     let runner = Runner {
         max_memory_bytes: Some(settings.max_memory_bytes),
         gate: None,
+        summary: None,
         ..runner.clone()
     };
     let hours: Vec<(u64, u64)> = runner
