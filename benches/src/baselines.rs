@@ -18,7 +18,7 @@ use hyper_util::rt::TokioIo;
 use serde::Serialize;
 
 use crate::cpu::{Servers, settle_merges};
-use crate::events::{Rng, event};
+use crate::events::{Rng, device, event};
 
 /// Starts a hyper server that reads each body and answers 202, on `addr`
 /// (port 0: a free one); it runs until the process ends.
@@ -69,7 +69,10 @@ pub async fn xadd(
         tasks.push(tokio::spawn(async move {
             let mut rng = Rng::new(c as u64 + 1);
             let payloads: Vec<String> = (0..pipeline)
-                .map(|_| event(&mut rng, 10_000, 1, crate::load::unix_ms()).to_string())
+                .map(|_| {
+                    let device = device(&mut rng, 10_000);
+                    event(&mut rng, device, 1, crate::load::unix_ms()).to_string()
+                })
                 .collect();
             let mut sent = 0u64;
             while start.elapsed() < duration {

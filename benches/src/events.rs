@@ -1,5 +1,7 @@
-//! Realistic, reproducible events: varied names, pages, referrers, user
-//! agents and client IPs from a seeded generator.
+//! Realistic, reproducible events from a seeded generator: varied names,
+//! pages and referrers, sent by devices that each keep one browser and one
+//! network address, as the tracker on a visitor's page does (one request
+//! carries the events of one device).
 
 use serde_json::{Value, json};
 
@@ -50,7 +52,7 @@ const REFERRERS: &[&str] = &[
     "https://www.facebook.com/",
     "https://news.ycombinator.com/item?id=1",
 ];
-pub const USER_AGENTS: &[&str] = &[
+const USER_AGENTS: &[&str] = &[
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36",
     "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4.1 Safari/605.1.15",
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4.1 Mobile/15E148 Safari/604.1",
@@ -64,15 +66,21 @@ pub const USER_AGENTS: &[&str] = &[
 /// lag is measured against the newest one visible in ClickHouse.
 pub const SENT_MS: &str = "sent_ms";
 
-/// One event body (the OpenPanel envelope) sent at `sent_ms`, padded to
-/// `size_factor` times the usual property payload.
-pub fn event(rng: &mut Rng, devices: u64, size_factor: usize, sent_ms: u64) -> Value {
-    let device = rng.next() % devices;
+/// One of `devices` devices, chosen at random.
+pub fn device(rng: &mut Rng, devices: u64) -> u64 {
+    rng.next() % devices.max(1)
+}
+
+/// One event body (the OpenPanel envelope) of `device` sent at `sent_ms`,
+/// padded to `size_factor` times the usual property payload.
+pub fn event(rng: &mut Rng, device: u64, size_factor: usize, sent_ms: u64) -> Value {
     let mut properties = json!({
         "__path": rng.pick(PAGES),
         "__referrer": rng.pick(REFERRERS),
         "plan": if rng.next().is_multiple_of(3) { "pro" } else { "free" },
-        "value": rng.next() % 10_000,
+        // Wide enough that two events of one request are never identical
+        // (the enricher would rightly drop the second as a retry).
+        "value": rng.next() >> 32,
         SENT_MS: sent_ms,
     });
     if size_factor > 1 {
@@ -85,9 +93,15 @@ pub fn event(rng: &mut Rng, devices: u64, size_factor: usize, sent_ms: u64) -> V
     }})
 }
 
-/// A client IP for the trusted `x-forwarded-for` header.
-pub fn ip(rng: &mut Rng) -> String {
-    let n = rng.next();
+/// The browser `device` sends its events from.
+pub fn user_agent(device: u64) -> &'static str {
+    USER_AGENTS[(device % USER_AGENTS.len() as u64) as usize]
+}
+
+/// The client IP `device` sends from, for the trusted `x-forwarded-for`
+/// header: spread over the address space, the same on every request.
+pub fn ip(device: u64) -> String {
+    let n = Rng::new(device.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15)).next();
     format!(
         "{}.{}.{}.{}",
         1 + n % 223,

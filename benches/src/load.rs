@@ -14,7 +14,7 @@ use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::events::{Rng, USER_AGENTS, event, ip};
+use crate::events::{Rng, device, event, ip, user_agent};
 
 /// What to send.
 #[derive(Clone)]
@@ -63,14 +63,15 @@ struct Tally {
     failed: u64,
 }
 
-fn body(rng: &mut Rng, plan: &Plan) -> Bytes {
+/// The body of one request of `device`: its events waiting to be sent.
+fn body(rng: &mut Rng, plan: &Plan, device: u64) -> Bytes {
     let now = unix_ms();
     let value = if plan.batch <= 1 {
-        event(rng, plan.devices, plan.size_factor, now)
+        event(rng, device, plan.size_factor, now)
     } else {
         Value::Array(
             (0..plan.batch)
-                .map(|_| event(rng, plan.devices, plan.size_factor, now))
+                .map(|_| event(rng, device, plan.size_factor, now))
                 .collect(),
         )
     };
@@ -108,15 +109,16 @@ async fn connection(plan: Arc<Plan>, index: usize, start: Instant) -> anyhow::Re
             tokio::time::sleep_until(next_send.into()).await;
             next_send += interval;
         }
+        let device = device(&mut rng, plan.devices);
         let mut request = Request::post(plan.path.as_str())
             .header("host", plan.addr.to_string())
             .header("content-type", "application/json")
-            .header("user-agent", USER_AGENTS[index % USER_AGENTS.len()])
-            .header("x-forwarded-for", ip(&mut rng));
+            .header("user-agent", user_agent(device))
+            .header("x-forwarded-for", ip(device));
         for (k, v) in &plan.headers {
             request = request.header(k, v);
         }
-        let request = request.body(Full::new(body(&mut rng, &plan)))?;
+        let request = request.body(Full::new(body(&mut rng, &plan, device)))?;
         if sender.ready().await.is_err() {
             tally.failed += 1;
             break;
