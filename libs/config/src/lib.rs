@@ -344,8 +344,13 @@ mod defaults {
     pub fn max_rows() -> usize {
         50_000
     }
+    /// Bounds how far behind the newest visible event is: about this age,
+    /// plus the insert (which grows with the rows of a flush) and the way
+    /// through the enricher. At 1 s, 90,000 events/s on 2 cores were 2.3 s
+    /// behind at worst; at 500 ms, 1.45 s, for about 5% more ClickHouse CPU
+    /// per event (twice the parts, each half the size).
     pub fn max_age_ms() -> u64 {
-        1_000
+        500
     }
     pub fn max_backoff_ms() -> u64 {
         5_000
@@ -649,7 +654,7 @@ mod tests {
                 .starts_with("sqlite://./data/metadata.sqlite")
         );
         assert_eq!(c.sink.max_rows, 50_000);
-        assert_eq!(c.sink.max_age_ms, 1_000);
+        assert_eq!(c.sink.max_age_ms, 500);
         assert_eq!(c.edge.max_connections, 10_000);
     }
 

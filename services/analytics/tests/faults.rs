@@ -402,7 +402,7 @@ fn most_buffered(port: u16) -> f64 {
         .fold(0.0, f64::max)
 }
 
-/// The shipped defaults (`sink.max_rows` 50,000, `sink.max_age_ms` 1 s,
+/// The shipped defaults (`sink.max_rows` 50,000, `sink.max_age_ms` 500 ms,
 /// `enricher.read_count` 2,000, `claim_idle_ms` 30 s): consumers killed at
 /// random, then, while ClickHouse is stopped for about 13 s, a sink that
 /// holds a batch of a backlog (8,000 rows or more) is killed; its restart
@@ -475,7 +475,7 @@ fn nothing_is_lost_or_doubled_under_the_shipped_defaults() {
 }
 
 /// The same breakage on a tighter clock: claims after 3 s instead of 30,
-/// flushes every 300 ms instead of every second and retries at most 500 ms
+/// flushes every 300 ms instead of every 500 and retries at most 500 ms
 /// apart, so that takeovers of killed consumers' entries (not only their
 /// restarts) happen within the schedule. The test above runs the defaults.
 #[test]
