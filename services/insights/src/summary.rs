@@ -289,66 +289,67 @@ mod tests {
         }
     }
 
+    fn first_two_days_of_march(zone: &str) -> Range {
+        range(
+            datetime!(2026-03-01 00:00:00),
+            datetime!(2026-03-02 23:59:59),
+            zone,
+        )
+    }
+
+    /// Whether the summary serves `start..=end` in `zone`, unfiltered.
+    fn covered(start: time::PrimitiveDateTime, end: time::PrimitiveDateTime, zone: &str) -> bool {
+        covers(&range(start, end, zone), &[])
+    }
+
+    fn march_covered(zone: &str) -> bool {
+        covered(
+            datetime!(2026-03-01 00:00:00),
+            datetime!(2026-03-31 23:59:59),
+            zone,
+        )
+    }
+
     #[test]
     fn whole_days_in_whole_hour_zones_are_covered() {
         for zone in ["UTC", "Asia/Seoul", "America/New_York", "Europe/Berlin"] {
-            let days = range(
-                datetime!(2026-03-01 00:00:00),
-                datetime!(2026-03-31 23:59:59),
-                zone,
-            );
-            assert!(covers(&days, &[]), "{zone}");
+            assert!(march_covered(zone), "{zone}");
         }
     }
 
     #[test]
     fn part_hours_and_part_hour_zones_are_not() {
-        let part_hour = range(
-            datetime!(2026-03-01 00:30:00),
-            datetime!(2026-03-01 23:59:59),
-            "UTC",
-        );
-        assert!(!covers(&part_hour, &[]));
-        let to_the_minute = range(
+        let day = datetime!(2026-03-01 23:59:59);
+        assert!(!covered(datetime!(2026-03-01 00:30:00), day, "UTC"));
+        assert!(!covered(
             datetime!(2026-03-01 00:00:00),
             datetime!(2026-03-01 10:15:59),
-            "UTC",
-        );
-        assert!(!covers(&to_the_minute, &[]));
+            "UTC"
+        ));
         for zone in ["Asia/Kolkata", "America/St_Johns", "Asia/Kathmandu"] {
-            let days = range(
-                datetime!(2026-03-01 00:00:00),
-                datetime!(2026-03-31 23:59:59),
-                zone,
-            );
-            assert!(!covers(&days, &[]), "{zone}");
+            assert!(!march_covered(zone), "{zone}");
         }
     }
 
     #[test]
     fn a_zone_that_left_a_part_hour_offset_is_covered_only_after() {
         // Pyongyang was UTC+8:30 until 2018-05-04 23:30 local time.
-        let before = range(
+        let zone = "Asia/Pyongyang";
+        assert!(!covered(
             datetime!(2018-05-01 00:00:00),
             datetime!(2018-05-31 23:59:59),
-            "Asia/Pyongyang",
-        );
-        assert!(!covers(&before, &[]));
-        let after = range(
+            zone
+        ));
+        assert!(covered(
             datetime!(2018-06-01 00:00:00),
             datetime!(2018-06-30 23:59:59),
-            "Asia/Pyongyang",
-        );
-        assert!(covers(&after, &[]));
+            zone
+        ));
     }
 
     #[test]
     fn only_filters_on_its_columns_are_covered() {
-        let days = range(
-            datetime!(2026-03-01 00:00:00),
-            datetime!(2026-03-02 23:59:59),
-            "UTC",
-        );
+        let days = first_two_days_of_march("UTC");
         let on = |text: &str| filters(Some(text), "filters").unwrap();
         assert!(covers(
             &days,
@@ -365,11 +366,7 @@ mod tests {
 
     #[test]
     fn the_agreement_binds_every_value_and_reads_as_its_row() {
-        let days = range(
-            datetime!(2026-03-01 00:00:00),
-            datetime!(2026-03-02 23:59:59),
-            "Asia/Seoul",
-        );
+        let days = first_two_days_of_march("Asia/Seoul");
         let sql = agreement_sql("p", &days);
         assert_eq!(sql.text.matches('?').count(), sql.binds.len());
         crate::runner::check_columns::<Agreement>(&sql.text).unwrap();
