@@ -45,6 +45,7 @@ setters! {
     "ANALYTICS_TRUSTED_PROXIES" => |c, k, v| c.trusted_proxies = v.split(',').map(str::trim).filter(|n| !n.is_empty()).map(|n| parse(k, n)).collect::<Result<_, _>>()?;
     "ANALYTICS_PATH_PREFIX" => |c, k, v| c.path_prefix = v.trim().to_owned();
     "ANALYTICS_CONSUMER_NAME" => |c, k, v| c.consumer_name = optional(v);
+    "ANALYTICS_HTTP_THREADS" => |c, k, v| c.http_threads = optional(v).map(|n| parse(k, &n)).transpose()?;
     "ANALYTICS_GEOIP_DB" => |c, k, v| c.geoip_db = v.split(',').map(str::trim).filter(|p| !p.is_empty()).map(Into::into).collect();
     "ANALYTICS_UA_REGEXES" => |c, k, v| c.ua_regexes = optional(v).map(Into::into);
     "ANALYTICS_REDIS_URL" => |c, k, v| c.redis.url = v.trim().to_owned();

@@ -37,8 +37,17 @@ fn main() -> Result<()> {
     analytics_telemetry::init_logging(
         &std::env::var("ANALYTICS_LOG").unwrap_or_else(|_| "info,sqlx=warn".into()),
     );
-    tokio::runtime::Builder::new_multi_thread()
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if matches!(cli.command, Command::Up | Command::Edge | Command::Insights) {
+        runtime.worker_threads(config.http_threads.unwrap_or_else(default_http_threads));
+    }
+    runtime
         .enable_all()
         .build()?
         .block_on(analytics::run(cli.command, config))
+}
+
+/// One fewer than the cores, at least one (see `http_threads`).
+fn default_http_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
 }
