@@ -53,8 +53,8 @@ pub struct Config {
     /// have threads of their own); one fewer than the machine's cores, at
     /// least one, when unset. The cores left over are for what serving
     /// leans on: the kernel's network work, Redis, the consumers. On 2
-    /// cores one thread served a single-event request in 18–21 CPU-µs
-    /// against 23–25 with two: a request's tasks (its connection, the group
+    /// cores one thread served a single-event request in 18–22 CPU-µs
+    /// against 23–26 with two: a request's tasks (its connection, the group
     /// commit, the Redis connection) then wake each other on one thread.
     #[serde(default)]
     pub http_threads: Option<usize>,
