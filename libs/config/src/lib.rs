@@ -508,11 +508,11 @@ impl Config {
         if self.redis.key_prefix.is_empty() || self.redis.key_prefix.contains(['{', '}']) {
             return invalid("redis.key_prefix", "must be non-empty and without braces");
         }
-        if self.sink.max_rows == 0 {
-            return invalid("sink.max_rows", "must be at least 1");
-        }
         if self.http_threads == Some(0) {
             return invalid("http_threads", "must be at least 1");
+        }
+        if self.sink.max_rows == 0 {
+            return invalid("sink.max_rows", "must be at least 1");
         }
         if self.sink.max_age_ms == 0 {
             return invalid("sink.max_age_ms", "must be at least 1");
