@@ -128,11 +128,21 @@ impl Edge {
         B: hyper::body::Body<Data = bytes::Bytes> + Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let caller = self.auth.authenticate(credentials(req.headers())).await?;
+        let ip = client_ip(
+            self.config.client_ip_header.as_deref(),
+            &self.config.trusted_proxies,
+            req.headers(),
+            peer.ip(),
+        );
+        // Lookups of client ids the edge does not know are charged to the
+        // sender, as the rate limits see it. Only the lookup runs in that
+        // scope: the request's whole future would be copied into it.
+        let authenticate = self.auth.authenticate(credentials(req.headers()));
+        let caller = analytics_meta::charged_to(ip, authenticate).await?;
         if !caller.client.kind.can_write() {
             return Err(ApiError::Forbidden("this client may not send events"));
         }
-        let ip = self.client_ip(req.headers(), peer);
+        let ip = ip.to_string();
         if let Err(exceeded) = self
             .limits
             .check(&caller.client.project, &caller.client.id, &ip)
@@ -231,16 +241,6 @@ impl Edge {
             }),
         }?;
         Ok(json_bytes(StatusCode::ACCEPTED, body))
-    }
-
-    fn client_ip(&self, headers: &HeaderMap, peer: SocketAddr) -> String {
-        client_ip(
-            self.config.client_ip_header.as_deref(),
-            &self.config.trusted_proxies,
-            headers,
-            peer.ip(),
-        )
-        .to_string()
     }
 
     /// The request's cookieless device ids under today's and yesterday's

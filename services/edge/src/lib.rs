@@ -103,17 +103,7 @@ impl Edge {
         let route = ingest::route_of(&path)?;
         Some(match *req.method() {
             Method::OPTIONS => ingest::preflight(req.headers()),
-            Method::POST => {
-                // Lookups of client ids the edge does not know are charged
-                // to the sender, as the rate limits see it.
-                let ip = ingest::client_ip(
-                    self.config.client_ip_header.as_deref(),
-                    &self.config.trusted_proxies,
-                    req.headers(),
-                    peer.ip(),
-                );
-                analytics_meta::charged_to(ip, self.ingest(route, req, peer)).await
-            }
+            Method::POST => self.ingest(route, req, peer).await,
             _ => ingest::with_cors(
                 req.headers().get("origin"),
                 ApiError::MethodNotAllowed.into_response(),

@@ -4,8 +4,10 @@
 //! queue; the collector packs whatever has queued up into bundles (up to
 //! [`MAX_BUNDLE_EVENTS`] events of one partition per stream entry) and
 //! writes them in a single pipeline of `XADD`s, so concurrent requests
-//! share one round trip and Redis stores one entry per bundle. A request is
-//! answered only after Redis replied to the pipeline holding its events.
+//! share one round trip and Redis stores one entry per bundle. Before it
+//! cuts a pipeline, the collector lets the requests its thread already has
+//! in hand add their events (see [`gather`]). A request is answered only
+//! after Redis replied to the pipeline holding its events.
 //! When the queue is full, or a partition is longer than its cap, the
 //! request is refused with 503 instead of buffering in memory.
 
@@ -28,6 +30,8 @@ use tokio_util::sync::CancellationToken;
 const MAX_PIPELINE_EVENTS: usize = 2_000;
 /// Pipelines in flight at once on the shared connection.
 const MAX_IN_FLIGHT: usize = 4;
+/// Scheduler rounds a pipeline waits for while each brings more events.
+const MAX_GATHER_ROUNDS: usize = 8;
 
 /// Why entries were not written.
 #[derive(Debug, thiserror::Error)]
@@ -194,6 +198,7 @@ async fn collect(
 ) {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     while let Some(first) = rx.recv().await {
+        gather(&rx).await;
         let mut jobs = vec![first];
         let mut count = jobs[0].entries.len();
         while count < MAX_PIPELINE_EVENTS {
@@ -242,6 +247,28 @@ async fn collect(
     }
     // Wait for pipelines still in flight before reporting the writer done.
     let _ = in_flight.acquire_many(MAX_IN_FLIGHT as u32).await;
+}
+
+/// Waits while the queue keeps growing: each round yields to the tasks
+/// that are ready on this thread (requests already read, whose events are
+/// on their way) and ends the wait when a round added nothing, after
+/// [`MAX_GATHER_ROUNDS`], or once [`MAX_PIPELINE_EVENTS`] requests (at
+/// least a pipeline's worth of events) are queued.
+///
+/// Every pipeline costs a write, a read and a wake-up on both sides, and
+/// under load Redis answers quickly enough that, cut at once, a pipeline
+/// held a handful of requests. A quiet edge pays one round (a pass over
+/// an empty run queue), a busy one sends fewer, larger pipelines.
+async fn gather(rx: &mpsc::Receiver<Job>) {
+    let mut queued = rx.len();
+    for _ in 0..MAX_GATHER_ROUNDS {
+        tokio::task::yield_now().await;
+        let now = rx.len();
+        if now == queued || now >= MAX_PIPELINE_EVENTS {
+            return;
+        }
+        queued = now;
+    }
 }
 
 /// Re-reads the partitions' real lengths (consumers trim them) every 200 ms.
