@@ -9,6 +9,7 @@ mod catalogue;
 pub use catalogue::{Kind, METRICS};
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
@@ -38,6 +39,23 @@ pub fn metrics_handle() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// How often recorded histogram samples are folded into their buckets.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Folds histogram samples into their buckets every [`UPKEEP_EVERY`], for
+/// as long as the runtime runs. The recorder keeps each sample until then:
+/// without this, a process nobody scrapes holds every sample it recorded,
+/// and the first scrape after a quiet spell pays for all of them at once.
+pub async fn keep_metrics() {
+    let handle = metrics_handle();
+    let mut every = tokio::time::interval(UPKEEP_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        handle.run_upkeep();
+    }
 }
 
 /// Logs to stderr, filtered by `filter` (a `RUST_LOG`-style directive).

@@ -39,6 +39,16 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// Whether this command runs stages that serve `/metrics`.
+    pub fn serves_metrics(&self) -> bool {
+        matches!(
+            self,
+            Command::Up | Command::Edge | Command::Insights | Command::Enrich | Command::Sink
+        )
+    }
+}
+
 #[derive(Subcommand)]
 pub enum DlqCommand {
     /// Print dead letters as JSON lines (oldest first, per partition).

@@ -22,6 +22,9 @@ pub use consumers::ConsumerHealth;
 /// Runs `command` until it is done or, for a server, until SIGTERM or
 /// Ctrl-C.
 pub async fn run(command: Command, config: Arc<Config>) -> Result<()> {
+    if command.serves_metrics() {
+        tokio::spawn(analytics_telemetry::keep_metrics());
+    }
     match command {
         Command::Migrate => admin::migrate(&config).await,
         Command::Project(command) => admin::project(&config, command).await,
