@@ -37,11 +37,12 @@ tokio::task_local! {
     static CLIENT_ADDRESS: IpAddr;
 }
 
-/// Runs `request` with `ip` as the address that its lookups of unknown
-/// client ids are charged to. Requests outside such a scope share one
-/// budget.
-pub async fn charged_to<F: Future>(ip: IpAddr, request: F) -> F::Output {
-    CLIENT_ADDRESS.scope(ip, request).await
+/// Runs `lookup` (an [`Authenticator::authenticate`]) with `ip` as the
+/// address that its lookups of unknown client ids are charged to. Lookups
+/// outside such a scope share one budget. Wrap the lookup alone: the
+/// future is moved into the scope, and a whole request's is large.
+pub async fn charged_to<F: Future>(ip: IpAddr, lookup: F) -> F::Output {
+    CLIENT_ADDRESS.scope(ip, lookup).await
 }
 
 /// Looks clients up in the metadata DB, caching hits and misses for `ttl`

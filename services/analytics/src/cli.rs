@@ -42,10 +42,18 @@ pub enum Command {
 impl Command {
     /// Whether this command runs stages that serve `/metrics`.
     pub fn serves_metrics(&self) -> bool {
-        matches!(
-            self,
-            Command::Up | Command::Edge | Command::Insights | Command::Enrich | Command::Sink
-        )
+        match self {
+            Command::Up | Command::Edge | Command::Insights | Command::Enrich | Command::Sink => {
+                true
+            }
+            Command::Migrate
+            | Command::Project(_)
+            | Command::Client(_)
+            | Command::Share(_)
+            | Command::Dlq(_)
+            | Command::Config
+            | Command::Probe { .. } => false,
+        }
     }
 }
 

@@ -361,7 +361,7 @@ impl Stamp {
 /// `header`. Each proxy appends the address it received from, so the list is
 /// read from the right and the first address that is not itself a trusted
 /// proxy is the client; entries further left are whatever the client claimed.
-pub fn client_ip(
+fn client_ip(
     header: Option<&str>,
     trusted: &[ProxyNet],
     headers: &HeaderMap,

@@ -198,21 +198,11 @@ async fn collect(
 ) {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     while let Some(first) = rx.recv().await {
-        gather(&rx).await;
-        let mut jobs = vec![first];
-        let mut count = jobs[0].entries.len();
-        while count < MAX_PIPELINE_EVENTS {
-            match rx.try_recv() {
-                Ok(job) => {
-                    count += job.entries.len();
-                    jobs.push(job);
-                }
-                Err(_) => break,
-            }
-        }
+        // What arrives while every pipeline slot is taken joins this one.
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             break;
         };
+        let jobs = gather(first, &mut rx).await;
         let mut conn = conn.clone();
         let keys = keys.clone();
         let written = written.clone();
@@ -249,26 +239,33 @@ async fn collect(
     let _ = in_flight.acquire_many(MAX_IN_FLIGHT as u32).await;
 }
 
-/// Waits while the queue keeps growing: each round yields to the tasks
-/// that are ready on this thread (requests already read, whose events are
-/// on their way) and ends the wait when a round added nothing, after
-/// [`MAX_GATHER_ROUNDS`], or once [`MAX_PIPELINE_EVENTS`] requests (at
-/// least a pipeline's worth of events) are queued.
+/// Takes queued jobs after `first` until they hold [`MAX_PIPELINE_EVENTS`]
+/// events; while the queue keeps growing, first yields to the tasks that
+/// are ready on this thread (requests already read, whose events are on
+/// their way), round after round until one adds nothing, at most
+/// [`MAX_GATHER_ROUNDS`].
 ///
 /// Every pipeline costs a write, a read and a wake-up on both sides, and
 /// under load Redis answers quickly enough that, cut at once, a pipeline
 /// held a handful of requests. A quiet edge pays one round (a pass over
 /// an empty run queue), a busy one sends fewer, larger pipelines.
-async fn gather(rx: &mpsc::Receiver<Job>) {
-    let mut queued = rx.len();
-    for _ in 0..MAX_GATHER_ROUNDS {
-        tokio::task::yield_now().await;
-        let now = rx.len();
-        if now == queued || now >= MAX_PIPELINE_EVENTS {
-            return;
+async fn gather(first: Job, rx: &mut mpsc::Receiver<Job>) -> Vec<Job> {
+    let mut events = first.entries.len();
+    let mut jobs = vec![first];
+    for round in 0..=MAX_GATHER_ROUNDS {
+        let before = jobs.len();
+        while events < MAX_PIPELINE_EVENTS {
+            let Ok(job) = rx.try_recv() else { break };
+            events += job.entries.len();
+            jobs.push(job);
         }
-        queued = now;
+        let added_nothing = round > 0 && jobs.len() == before;
+        if events >= MAX_PIPELINE_EVENTS || added_nothing || round == MAX_GATHER_ROUNDS {
+            break;
+        }
+        tokio::task::yield_now().await;
     }
+    jobs
 }
 
 /// Re-reads the partitions' real lengths (consumers trim them) every 200 ms.
