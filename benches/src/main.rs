@@ -847,31 +847,55 @@ fn median_by<T>(rounds: &[T], key: impl Fn(&T) -> f64) -> &T {
     order[order.len() / 2]
 }
 
-/// One round at half the edge's rate: the plain server, then the edge.
+/// One round: the plain server, then the edge, under the same load.
 #[derive(Clone, Serialize)]
-struct HalfRateRound {
+struct Round {
     plain: load::Outcome,
     edge: load::Outcome,
-    /// Forks Redis made during the edge's run.
+    /// Forks Redis made during the edge's run: a background save or AOF
+    /// rewrite stalls it, and the tail latency of a run with one is mostly that.
     redis_forks: u64,
 }
 
-/// One round of single events: the plain server, then the edge.
-#[derive(Clone, Serialize)]
-struct SingleRound {
-    plain: load::Outcome,
-    edge: load::Outcome,
-}
-
-impl SingleRound {
+impl Round {
     /// The edge's requests/s in percent of the plain server's.
     fn share(&self) -> f64 {
-        if self.plain.requests_per_second > 0.0 {
-            100.0 * self.edge.requests_per_second / self.plain.requests_per_second
-        } else {
-            0.0
-        }
+        percent(
+            self.edge.requests_per_second,
+            self.plain.requests_per_second,
+        )
     }
+}
+
+/// `a` in percent of `b`; 0 when `b` is.
+fn percent(a: f64, b: f64) -> f64 {
+    if b > 0.0 { 100.0 * a / b } else { 0.0 }
+}
+
+/// [`SINGLE_ROUNDS`] rounds of `plain` against the plain server and `edge`
+/// against the edge alone, each edge run drained and checked; adds the
+/// events found on the raw stream to `in_redis`.
+async fn alternate(
+    args: &SuiteArgs,
+    pipeline: &Pipeline,
+    plain: &load::Plan,
+    edge: &load::Plan,
+    in_redis: &mut u64,
+) -> Result<Vec<Round>> {
+    let mut rounds = Vec::with_capacity(SINGLE_ROUNDS);
+    for _ in 0..SINGLE_ROUNDS {
+        let plain = load::run(plain.clone()).await?;
+        let forks_before = redis_forks(&args.redis_url)?;
+        let edge = load::run(edge.clone()).await?;
+        let redis_forks = redis_forks(&args.redis_url)? - forks_before;
+        *in_redis += drain_raw(pipeline, edge.events_accepted).await?;
+        rounds.push(Round {
+            plain,
+            edge,
+            redis_forks,
+        });
+    }
+    Ok(rounds)
 }
 
 async fn suite(args: SuiteArgs) -> Result<()> {
@@ -927,19 +951,15 @@ async fn suite(args: SuiteArgs) -> Result<()> {
     eprintln!(
         "edge (alone) and the plain server in turn: single events, as fast as possible, {SINGLE_ROUNDS} rounds"
     );
-    let mut rounds = Vec::with_capacity(SINGLE_ROUNDS);
     let mut in_redis = 0;
-    for _ in 0..SINGLE_ROUNDS {
-        let plain = load::run(plain_single.clone()).await?;
-        let edge = load::run(plan(&args, &pipeline, 1, None, secs, 1)).await?;
-        in_redis += drain_raw(&pipeline, edge.events_accepted).await?;
-        rounds.push(SingleRound { plain, edge });
-    }
-    let median = median_by(&rounds, SingleRound::share).clone();
+    let single_plan = plan(&args, &pipeline, 1, None, secs, 1);
+    let rounds = alternate(&args, &pipeline, &plain_single, &single_plan, &mut in_redis).await?;
+    let median = median_by(&rounds, Round::share).clone();
     let single_share = median.share();
-    let SingleRound {
+    let Round {
         plain,
         edge: single,
+        ..
     } = median;
     // Latency at a steady rate: long enough that one hiccup of the machine
     // is not the p99 by itself; each round the plain server first, at the
@@ -950,27 +970,21 @@ async fn suite(args: SuiteArgs) -> Result<()> {
     eprintln!(
         "edge (alone) and the plain server in turn: single events at half that rate, {SINGLE_ROUNDS} rounds of {half_secs} s"
     );
-    let mut half_rounds = Vec::with_capacity(SINGLE_ROUNDS);
-    for _ in 0..SINGLE_ROUNDS {
-        let plain = load::run(load::Plan {
-            rate: Some(half_rate),
-            duration: Duration::from_secs(half_secs),
-            ..plain_single.clone()
-        })
-        .await?;
-        let forks_before = redis_forks(&args.redis_url)?;
-        let edge = load::run(plan(&args, &pipeline, 1, Some(half_rate), half_secs, 1)).await?;
-        // A background save or AOF rewrite forks Redis, which stalls it: the
-        // tail latency of a run with one is mostly that.
-        let redis_forks = redis_forks(&args.redis_url)? - forks_before;
-        in_redis += drain_raw(&pipeline, edge.events_accepted).await?;
-        half_rounds.push(HalfRateRound {
-            plain,
-            edge,
-            redis_forks,
-        });
-    }
-    let HalfRateRound {
+    let plain_at_half = load::Plan {
+        rate: Some(half_rate),
+        duration: Duration::from_secs(half_secs),
+        ..plain_single.clone()
+    };
+    let edge_at_half = plan(&args, &pipeline, 1, Some(half_rate), half_secs, 1);
+    let half_rounds = alternate(
+        &args,
+        &pipeline,
+        &plain_at_half,
+        &edge_at_half,
+        &mut in_redis,
+    )
+    .await?;
+    let Round {
         plain: plain_half,
         edge: half,
         redis_forks: forks_during_half,
@@ -979,11 +993,11 @@ async fn suite(args: SuiteArgs) -> Result<()> {
     eprintln!("edge (alone): batches of 100");
     let batch = load::run(plan(&args, &pipeline, 100, None, secs, 1)).await?;
     in_redis += drain_raw(&pipeline, batch.events_accepted).await?;
-    let accepted = rounds.iter().map(|r| r.edge.events_accepted).sum::<u64>()
-        + half_rounds
-            .iter()
-            .map(|r| r.edge.events_accepted)
-            .sum::<u64>()
+    let accepted = rounds
+        .iter()
+        .chain(&half_rounds)
+        .map(|r| r.edge.events_accepted)
+        .sum::<u64>()
         + batch.events_accepted;
     drop(pipeline);
 
@@ -1087,7 +1101,6 @@ async fn suite(args: SuiteArgs) -> Result<()> {
     report["end_to_end"] = e2e.clone();
     report["end_to_end_sustained"] = sustained.clone();
     report["matrix"] = json!(matrix);
-    let ratio = |a: f64, b: f64| if b > 0.0 { 100.0 * a / b } else { 0.0 };
     let mut md = format!(
         "Measured on {} with `{}`.\n\n| measurement | result | against | target |\n|---|---|---|---|\n",
         report["machine"].as_str().unwrap_or(""),
@@ -1148,7 +1161,7 @@ async fn suite(args: SuiteArgs) -> Result<()> {
     md += &format!(
         "| edge, batches of 100 | {:.0} events/s | {:.0}% of raw XADD | ≥ 30% |\n",
         batch.events_per_second,
-        ratio(batch.events_per_second, xadd.per_second)
+        percent(batch.events_per_second, xadd.per_second)
     );
     let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(0.0);
     md += &format!(
@@ -1158,7 +1171,7 @@ async fn suite(args: SuiteArgs) -> Result<()> {
         f(&e2e, "lag_p99_seconds"),
         f(&e2e, "peak_rss_mb"),
         f(&e2e, "cpu_seconds_per_million"),
-        ratio(f(&e2e, "events_per_second"), ch.throughput.per_second)
+        percent(f(&e2e, "events_per_second"), ch.throughput.per_second)
     );
     let cpu = &e2e["cpu_per_stored_event"];
     let bare_us = bare.clickhouse_cpu_us_per_row.max(1e-9);
@@ -1168,7 +1181,7 @@ async fn suite(args: SuiteArgs) -> Result<()> {
         f(cpu, "redis_us"),
         f(cpu, "clickhouse_us"),
         f(cpu, "total_us"),
-        ratio(f(&e2e, "events_per_second"), bare.throughput.per_second),
+        percent(f(&e2e, "events_per_second"), bare.throughput.per_second),
         f(cpu, "total_us") / bare_us,
         f(cpu, "redis_us") / bare_us,
         f(cpu, "clickhouse_us") / bare_us,
