@@ -40,6 +40,12 @@ pub enum Command {
 }
 
 impl Command {
+    /// Whether this command serves the HTTP API (its runtime gets
+    /// `http_threads` threads).
+    pub fn serves_http(&self) -> bool {
+        matches!(self, Command::Up | Command::Edge | Command::Insights)
+    }
+
     /// Whether this command runs stages that serve `/metrics`.
     pub fn serves_metrics(&self) -> bool {
         match self {

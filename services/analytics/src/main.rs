@@ -38,7 +38,7 @@ fn main() -> Result<()> {
         &std::env::var("ANALYTICS_LOG").unwrap_or_else(|_| "info,sqlx=warn".into()),
     );
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if matches!(cli.command, Command::Up | Command::Edge | Command::Insights) {
+    if cli.command.serves_http() {
         runtime.worker_threads(config.http_threads.unwrap_or_else(default_http_threads));
     }
     runtime
