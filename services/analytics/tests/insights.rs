@@ -904,3 +904,36 @@ fn insights_are_rate_limited_per_client() {
     std::thread::sleep(Duration::from_millis(1100));
     assert_eq!(api.get("live").0, 200);
 }
+
+#[test]
+#[ignore = "needs the servers scripts/test.sh starts"]
+fn made_up_client_ids_spend_the_budget_of_the_address_they_come_from() {
+    let setup = Setup::new(BIN, "insights_made_up");
+    setup.admin(&["migrate"]);
+    let project = create_project(&setup, "A");
+    let _api = setup.spawn(&["insights"]);
+    let api = Api::new(&setup, &project, "read");
+    assert_eq!(api.get("live").0, 200);
+    let path = format!("/insights/{project}/live");
+    let ask = |conn: &mut Conn, id: &str| {
+        let headers = [
+            ("openpanel-client-id", id),
+            ("openpanel-client-secret", "sec_x"),
+        ];
+        conn.send("GET", &path, &headers, b"").unwrap().0
+    };
+    let mut flood = Conn::open(setup.port).unwrap();
+    let statuses: Vec<u16> = (0..150)
+        .map(|n| ask(&mut flood, &format!("made-up-{n}")))
+        .collect();
+    assert!(statuses[..40].iter().all(|s| *s == 401), "{statuses:?}");
+    assert!(
+        statuses.iter().filter(|s| **s == 429).count() >= 50,
+        "{statuses:?}"
+    );
+    // Another address has a budget of its own, and the known client,
+    // cached before the flood, still passes from the flooding one.
+    let mut elsewhere = Conn::open_from(std::net::Ipv4Addr::new(127, 0, 0, 2), setup.port).unwrap();
+    assert_eq!(ask(&mut elsewhere, "made-up-elsewhere"), 401);
+    assert_eq!(api.get("live").0, 200);
+}

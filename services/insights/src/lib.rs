@@ -97,8 +97,9 @@ pub struct Insights {
 
 /// How a request to a question was admitted.
 enum Via<'a> {
-    /// Client credentials in the `openpanel-client-*` headers.
-    Client,
+    /// Client credentials in the `openpanel-client-*` headers, and the
+    /// peer address that lookups of unknown client ids are charged to.
+    Client(std::net::IpAddr),
     /// A share link: its id (from the path), token and unlock key from headers.
     Share(&'a str, std::net::IpAddr),
 }
@@ -273,7 +274,7 @@ impl Insights {
         };
         let via = match &share {
             Some(id) => Via::Share(id, peer.ip()),
-            None => Via::Client,
+            None => Via::Client(peer.ip()),
         };
         let started = std::time::Instant::now();
         let (label, response) = match segments(rest) {
@@ -306,12 +307,15 @@ impl Insights {
 
     /// Admits a client: it must read insights, of `project` unless it is a
     /// `root` client; the key its rate limit and exports are counted by.
+    /// Lookups of unknown client ids are charged to `ip`.
     async fn admit_client(
         &self,
         headers: &hyper::HeaderMap,
+        ip: std::net::IpAddr,
         project: Option<&str>,
     ) -> Result<(Arc<analytics_meta::ClientRecord>, String), ApiError> {
-        let caller = self.auth.authenticate(credentials(headers)).await?;
+        let lookup = self.auth.authenticate(credentials(headers));
+        let caller = analytics_meta::charged_to(ip, lookup).await?;
         if !caller.client.kind.can_read() {
             return Err(ApiError::Forbidden("this client may not read insights"));
         }
@@ -338,8 +342,8 @@ impl Insights {
         B: hyper::body::Body<Data = bytes::Bytes> + Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        if let (["projects"], Via::Client) = (parts, &via) {
-            let (client, key) = self.admit_client(req.headers(), None).await?;
+        if let (["projects"], Via::Client(ip)) = (parts, &via) {
+            let (client, key) = self.admit_client(req.headers(), *ip, None).await?;
             if self.limiter.check_key(&key).is_err() {
                 return Err(ApiError::TooManyRequests(
                     "too many insights requests; retry shortly",
@@ -352,7 +356,7 @@ impl Insights {
         }
         let project = *parts.first().ok_or(ApiError::NotFound)?;
         let key = match via {
-            Via::Client => self.admit_client(req.headers(), Some(project)).await?.1,
+            Via::Client(ip) => self.admit_client(req.headers(), ip, Some(project)).await?.1,
             Via::Share(id, ip) => {
                 let share = self.admit_share(id, ip, req.headers()).await?;
                 if share.project_id != project {
