@@ -45,6 +45,19 @@ pub struct Outcome {
     pub requests_per_second: f64,
     pub events_per_second: f64,
     pub latency_ms: Latency,
+    /// Under a fixed rate: how late requests left the generator, and the
+    /// share of them whose connection still awaited its previous answer
+    /// at the intended time (the rest are late by the generator's own
+    /// timers and threads).
+    pub send_delay_ms: Option<SendDelay>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SendDelay {
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+    pub still_waiting_percent: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -58,6 +71,8 @@ pub struct Latency {
 
 struct Tally {
     histogram: Histogram<u64>,
+    delays: Histogram<u64>,
+    still_waiting: u64,
     accepted: u64,
     rejected: u64,
     failed: u64,
@@ -88,6 +103,8 @@ pub fn unix_ms() -> u64 {
 async fn connection(plan: Arc<Plan>, index: usize, start: Instant) -> anyhow::Result<Tally> {
     let mut tally = Tally {
         histogram: Histogram::new_with_bounds(1, 60_000_000, 3)?,
+        delays: Histogram::new_with_bounds(1, 60_000_000, 3)?,
+        still_waiting: 0,
         accepted: 0,
         rejected: 0,
         failed: 0,
@@ -104,6 +121,7 @@ async fn connection(plan: Arc<Plan>, index: usize, start: Instant) -> anyhow::Re
         + interval
             .map(|i| i.mul_f64(index as f64 / plan.connections as f64))
             .unwrap_or_default();
+    let mut answered = start;
     while start.elapsed() < plan.duration {
         if let Some(interval) = interval {
             tokio::time::sleep_until(next_send.into()).await;
@@ -126,7 +144,13 @@ async fn connection(plan: Arc<Plan>, index: usize, start: Instant) -> anyhow::Re
         // Latency counts from the intended send time under a fixed rate, so
         // a slow server cannot hide queueing (no coordinated omission).
         let sent = if interval.is_some() {
-            next_send - interval.unwrap_or_default()
+            let intended = next_send - interval.unwrap_or_default();
+            let delay = Instant::now().saturating_duration_since(intended);
+            let _ = tally.delays.record((delay.as_micros() as u64).max(1));
+            if answered > intended {
+                tally.still_waiting += 1;
+            }
+            intended
         } else {
             Instant::now()
         };
@@ -134,6 +158,7 @@ async fn connection(plan: Arc<Plan>, index: usize, start: Instant) -> anyhow::Re
             Ok(response) => {
                 let status = response.status();
                 let _ = response.into_body().collect().await;
+                answered = Instant::now();
                 let micros = sent.elapsed().as_micros() as u64;
                 let _ = tally.histogram.record(micros.max(1));
                 if status.is_success() {
@@ -159,10 +184,13 @@ pub async fn run(plan: Plan) -> anyhow::Result<Outcome> {
         .map(|i| tokio::spawn(connection(plan.clone(), i, start)))
         .collect();
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    let (mut accepted, mut rejected, mut failed) = (0, 0, 0);
+    let mut delays = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let (mut accepted, mut rejected, mut failed, mut still_waiting) = (0, 0, 0, 0);
     for task in tasks {
         let tally = task.await??;
         histogram.add(&tally.histogram)?;
+        delays.add(&tally.delays)?;
+        still_waiting += tally.still_waiting;
         accepted += tally.accepted;
         rejected += tally.rejected;
         failed += tally.failed;
@@ -186,5 +214,11 @@ pub async fn run(plan: Plan) -> anyhow::Result<Outcome> {
             p999: ms(0.999),
             max: histogram.max() as f64 / 1000.0,
         },
+        send_delay_ms: (!delays.is_empty()).then(|| SendDelay {
+            p50: delays.value_at_quantile(0.5) as f64 / 1000.0,
+            p99: delays.value_at_quantile(0.99) as f64 / 1000.0,
+            max: delays.max() as f64 / 1000.0,
+            still_waiting_percent: still_waiting as f64 * 100.0 / delays.len() as f64,
+        }),
     })
 }

@@ -900,6 +900,20 @@ async fn alternate(
     Ok(rounds)
 }
 
+/// How late a fixed-rate run's requests left the generator, in words. A
+/// connection carries one request at a time, so a request whose
+/// connection still awaits the previous answer leaves late, and its
+/// latency counts from when it should have left.
+fn send_delay(outcome: &load::Outcome) -> String {
+    match &outcome.send_delay_ms {
+        Some(d) => format!(
+            "requests left the generator late by p50 {:.2} ms, p99 {:.2} ms, {:.0}% of them held back by their connection still awaiting the previous answer",
+            d.p50, d.p99, d.still_waiting_percent
+        ),
+        None => "no send delays (not a fixed rate)".into(),
+    }
+}
+
 async fn suite(args: SuiteArgs) -> Result<()> {
     let command: Vec<String> = std::env::args().collect();
     let secs = args.seconds;
@@ -1144,13 +1158,15 @@ async fn suite(args: SuiteArgs) -> Result<()> {
             .join(", ")
     );
     md += &format!(
-        "| edge, single events at 50% rate, the round with the median p99 of {SINGLE_ROUNDS} rounds of {half_secs} s that each run the plain server and then the edge | p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms; Redis forked {} times meanwhile | plain hyper at that rate: p50 {:.2} ms, p99 {:.2} ms (rounds in order, edge p99 / plain p99: {}) | p99 < 10 ms |\n",
+        "| edge, single events at 50% rate, the round with the median p99 of {SINGLE_ROUNDS} rounds of {half_secs} s that each run the plain server and then the edge | p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms; {}; Redis forked {} times meanwhile | plain hyper at that rate: p50 {:.2} ms, p99 {:.2} ms; {} (rounds in order, edge p99 / plain p99: {}) | p99 < 10 ms |\n",
         half.latency_ms.p50,
         half.latency_ms.p99,
         half.latency_ms.p999,
+        send_delay(&half),
         forks_during_half,
         plain_half.latency_ms.p50,
         plain_half.latency_ms.p99,
+        send_delay(&plain_half),
         half_rounds
             .iter()
             .map(|r| format!(
