@@ -97,11 +97,10 @@ pub struct Insights {
 
 /// How a request to a question was admitted.
 enum Via<'a> {
-    /// Client credentials in the `openpanel-client-*` headers, and the
-    /// peer address that lookups of unknown client ids are charged to.
-    Client(std::net::IpAddr),
+    /// Client credentials in the `openpanel-client-*` headers.
+    Client,
     /// A share link: its id (from the path), token and unlock key from headers.
-    Share(&'a str, std::net::IpAddr),
+    Share(&'a str),
 }
 
 /// An endpoint, from the path segments after the project id.
@@ -273,8 +272,8 @@ impl Insights {
             None => (path.strip_prefix("/insights/")?, None),
         };
         let via = match &share {
-            Some(id) => Via::Share(id, peer.ip()),
-            None => Via::Client(peer.ip()),
+            Some(id) => Via::Share(id),
+            None => Via::Client,
         };
         let started = std::time::Instant::now();
         let (label, response) = match segments(rest) {
@@ -289,7 +288,7 @@ impl Insights {
                     .find(|e| **e == endpoint)
                     .copied()
                     .unwrap_or("unknown");
-                let response = match self.handle(&parts, via, req).await {
+                let response = match self.handle(&parts, via, peer.ip(), req).await {
                     Ok(response) => response,
                     Err(error) => error.into_response(),
                 };
@@ -336,14 +335,15 @@ impl Insights {
         &self,
         parts: &[&str],
         via: Via<'_>,
+        peer: std::net::IpAddr,
         req: Request<B>,
     ) -> Result<Response<Body>, ApiError>
     where
         B: hyper::body::Body<Data = bytes::Bytes> + Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        if let (["projects"], Via::Client(ip)) = (parts, &via) {
-            let (client, key) = self.admit_client(req.headers(), *ip, None).await?;
+        if let (["projects"], Via::Client) = (parts, &via) {
+            let (client, key) = self.admit_client(req.headers(), peer, None).await?;
             if self.limiter.check_key(&key).is_err() {
                 return Err(ApiError::TooManyRequests(
                     "too many insights requests; retry shortly",
@@ -356,9 +356,13 @@ impl Insights {
         }
         let project = *parts.first().ok_or(ApiError::NotFound)?;
         let key = match via {
-            Via::Client(ip) => self.admit_client(req.headers(), ip, Some(project)).await?.1,
-            Via::Share(id, ip) => {
-                let share = self.admit_share(id, ip, req.headers()).await?;
+            Via::Client => {
+                self.admit_client(req.headers(), peer, Some(project))
+                    .await?
+                    .1
+            }
+            Via::Share(id) => {
+                let share = self.admit_share(id, peer, req.headers()).await?;
                 if share.project_id != project {
                     return Err(ApiError::Forbidden(
                         "this share link is for another project",
