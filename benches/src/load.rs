@@ -69,6 +69,12 @@ pub struct Latency {
     pub max: f64,
 }
 
+/// Microseconds from 1 µs to a minute, three significant digits: every
+/// histogram of a run, so that the connections' tallies add up.
+fn micros() -> anyhow::Result<Histogram<u64>> {
+    Ok(Histogram::new_with_bounds(1, 60_000_000, 3)?)
+}
+
 struct Tally {
     histogram: Histogram<u64>,
     delays: Histogram<u64>,
@@ -102,8 +108,8 @@ pub fn unix_ms() -> u64 {
 
 async fn connection(plan: Arc<Plan>, index: usize, start: Instant) -> anyhow::Result<Tally> {
     let mut tally = Tally {
-        histogram: Histogram::new_with_bounds(1, 60_000_000, 3)?,
-        delays: Histogram::new_with_bounds(1, 60_000_000, 3)?,
+        histogram: micros()?,
+        delays: micros()?,
         still_waiting: 0,
         accepted: 0,
         rejected: 0,
@@ -183,8 +189,8 @@ pub async fn run(plan: Plan) -> anyhow::Result<Outcome> {
     let tasks: Vec<_> = (0..plan.connections)
         .map(|i| tokio::spawn(connection(plan.clone(), i, start)))
         .collect();
-    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    let mut delays = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut histogram = micros()?;
+    let mut delays = micros()?;
     let (mut accepted, mut rejected, mut failed, mut still_waiting) = (0, 0, 0, 0);
     for task in tasks {
         let tally = task.await??;
@@ -197,7 +203,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Outcome> {
     }
     let seconds = start.elapsed().as_secs_f64();
     let requests = accepted + rejected + failed;
-    let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     Ok(Outcome {
         requests,
         accepted_requests: accepted,
@@ -208,15 +214,15 @@ pub async fn run(plan: Plan) -> anyhow::Result<Outcome> {
         requests_per_second: requests as f64 / seconds,
         events_per_second: (accepted * plan.batch.max(1) as u64) as f64 / seconds,
         latency_ms: Latency {
-            p50: ms(0.5),
-            p90: ms(0.9),
-            p99: ms(0.99),
-            p999: ms(0.999),
+            p50: ms(&histogram, 0.5),
+            p90: ms(&histogram, 0.9),
+            p99: ms(&histogram, 0.99),
+            p999: ms(&histogram, 0.999),
             max: histogram.max() as f64 / 1000.0,
         },
         send_delay_ms: (!delays.is_empty()).then(|| SendDelay {
-            p50: delays.value_at_quantile(0.5) as f64 / 1000.0,
-            p99: delays.value_at_quantile(0.99) as f64 / 1000.0,
+            p50: ms(&delays, 0.5),
+            p99: ms(&delays, 0.99),
             max: delays.max() as f64 / 1000.0,
             still_waiting_percent: still_waiting as f64 * 100.0 / delays.len() as f64,
         }),
