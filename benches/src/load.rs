@@ -1,9 +1,16 @@
 //! Drives an HTTP endpoint over many keep-alive connections (hyper's
 //! client), as fast as possible or at a fixed rate, and records every
 //! answer's status and latency.
+//!
+//! At a fixed rate the requests form one schedule, the k-th due at k/rate
+//! after the start, and whichever connection is free takes the next one:
+//! independent clients do not queue behind each other's answers the way
+//! requests pinned to one connection would. A request no connection is
+//! free for waits, and its latency still counts from when it was due.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -46,9 +53,8 @@ pub struct Outcome {
     pub events_per_second: f64,
     pub latency_ms: Latency,
     /// Under a fixed rate: how late requests left the generator, and the
-    /// share of them whose connection still awaited its previous answer
-    /// at the intended time (the rest are late by the generator's own
-    /// timers and threads).
+    /// share of them that no connection was free for when they were due
+    /// (the rest are late by the generator's own timers and threads).
     pub send_delay_ms: Option<SendDelay>,
 }
 
@@ -57,7 +63,7 @@ pub struct SendDelay {
     pub p50: f64,
     pub p99: f64,
     pub max: f64,
-    pub still_waiting_percent: f64,
+    pub no_free_connection_percent: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -78,10 +84,28 @@ fn micros() -> anyhow::Result<Histogram<u64>> {
 struct Tally {
     histogram: Histogram<u64>,
     delays: Histogram<u64>,
-    still_waiting: u64,
+    no_free_connection: u64,
     accepted: u64,
     rejected: u64,
     failed: u64,
+}
+
+/// The fixed-rate schedule all connections share.
+struct Schedule {
+    start: Instant,
+    end: Duration,
+    nanos_apart: f64,
+    taken: AtomicU64,
+}
+
+impl Schedule {
+    /// When the next request not yet taken by a connection is due, if it
+    /// is due within the run.
+    fn take(&self) -> Option<Instant> {
+        let k = self.taken.fetch_add(1, Ordering::Relaxed);
+        let due = Duration::from_nanos((k as f64 * self.nanos_apart) as u64);
+        (due < self.end).then(|| self.start + due)
+    }
 }
 
 /// The body of one request of `device`: its events waiting to be sent.
@@ -106,11 +130,16 @@ pub fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-async fn connection(plan: Arc<Plan>, index: usize, start: Instant) -> anyhow::Result<Tally> {
+async fn connection(
+    plan: Arc<Plan>,
+    schedule: Option<Arc<Schedule>>,
+    index: usize,
+    start: Instant,
+) -> anyhow::Result<Tally> {
     let mut tally = Tally {
         histogram: micros()?,
         delays: micros()?,
-        still_waiting: 0,
+        no_free_connection: 0,
         accepted: 0,
         rejected: 0,
         failed: 0,
@@ -120,19 +149,7 @@ async fn connection(plan: Arc<Plan>, index: usize, start: Instant) -> anyhow::Re
     stream.set_nodelay(true)?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(conn);
-    let interval = plan
-        .rate
-        .map(|rate| Duration::from_secs_f64(plan.connections as f64 / rate));
-    let mut next_send = start
-        + interval
-            .map(|i| i.mul_f64(index as f64 / plan.connections as f64))
-            .unwrap_or_default();
-    let mut answered = start;
-    while start.elapsed() < plan.duration {
-        if let Some(interval) = interval {
-            tokio::time::sleep_until(next_send.into()).await;
-            next_send += interval;
-        }
+    loop {
         let device = device(&mut rng, plan.devices);
         let mut request = Request::post(plan.path.as_str())
             .header("host", plan.addr.to_string())
@@ -143,28 +160,38 @@ async fn connection(plan: Arc<Plan>, index: usize, start: Instant) -> anyhow::Re
             request = request.header(k, v);
         }
         let request = request.body(Full::new(body(&mut rng, &plan, device)))?;
+        let due = match &schedule {
+            Some(schedule) => match schedule.take() {
+                Some(due) => {
+                    if Instant::now() > due {
+                        tally.no_free_connection += 1;
+                    }
+                    tokio::time::sleep_until(due.into()).await;
+                    Some(due)
+                }
+                None => break,
+            },
+            None if start.elapsed() < plan.duration => None,
+            None => break,
+        };
         if sender.ready().await.is_err() {
             tally.failed += 1;
             break;
         }
-        // Latency counts from the intended send time under a fixed rate, so
-        // a slow server cannot hide queueing (no coordinated omission).
-        let sent = if interval.is_some() {
-            let intended = next_send - interval.unwrap_or_default();
-            let delay = Instant::now().saturating_duration_since(intended);
-            let _ = tally.delays.record((delay.as_micros() as u64).max(1));
-            if answered > intended {
-                tally.still_waiting += 1;
+        // Latency counts from when the request was due under a fixed rate,
+        // so a slow server cannot hide queueing (no coordinated omission).
+        let sent = match due {
+            Some(due) => {
+                let delay = Instant::now().saturating_duration_since(due);
+                let _ = tally.delays.record((delay.as_micros() as u64).max(1));
+                due
             }
-            intended
-        } else {
-            Instant::now()
+            None => Instant::now(),
         };
         match sender.send_request(request).await {
             Ok(response) => {
                 let status = response.status();
                 let _ = response.into_body().collect().await;
-                answered = Instant::now();
                 let micros = sent.elapsed().as_micros() as u64;
                 let _ = tally.histogram.record(micros.max(1));
                 if status.is_success() {
@@ -186,17 +213,25 @@ async fn connection(plan: Arc<Plan>, index: usize, start: Instant) -> anyhow::Re
 pub async fn run(plan: Plan) -> anyhow::Result<Outcome> {
     let plan = Arc::new(plan);
     let start = Instant::now();
+    let schedule = plan.rate.map(|rate| {
+        Arc::new(Schedule {
+            start,
+            end: plan.duration,
+            nanos_apart: 1e9 / rate,
+            taken: AtomicU64::new(0),
+        })
+    });
     let tasks: Vec<_> = (0..plan.connections)
-        .map(|i| tokio::spawn(connection(plan.clone(), i, start)))
+        .map(|i| tokio::spawn(connection(plan.clone(), schedule.clone(), i, start)))
         .collect();
     let mut histogram = micros()?;
     let mut delays = micros()?;
-    let (mut accepted, mut rejected, mut failed, mut still_waiting) = (0, 0, 0, 0);
+    let (mut accepted, mut rejected, mut failed, mut no_free_connection) = (0, 0, 0, 0);
     for task in tasks {
         let tally = task.await??;
         histogram.add(&tally.histogram)?;
         delays.add(&tally.delays)?;
-        still_waiting += tally.still_waiting;
+        no_free_connection += tally.no_free_connection;
         accepted += tally.accepted;
         rejected += tally.rejected;
         failed += tally.failed;
@@ -224,7 +259,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Outcome> {
             p50: ms(&delays, 0.5),
             p99: ms(&delays, 0.99),
             max: delays.max() as f64 / 1000.0,
-            still_waiting_percent: still_waiting as f64 * 100.0 / delays.len() as f64,
+            no_free_connection_percent: no_free_connection as f64 * 100.0 / delays.len() as f64,
         }),
     })
 }
