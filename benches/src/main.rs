@@ -573,6 +573,48 @@ async fn wait_visible(args: &SuiteArgs, p: &Pipeline, expected: u64) -> Result<(
     }
 }
 
+/// How often the end-to-end runs sample the lag.
+const LAG_SAMPLE_EVERY: Duration = Duration::from_millis(250);
+
+/// Lag: how long ago the newest visible event was sent (events carry
+/// their send time in ms; ClickHouse's receive time is whole seconds).
+/// Sampling must add little to the ClickHouse CPU the run measures: only
+/// the event-time column of the last few seconds is scanned for the
+/// newest second, and the send times of that second alone are parsed out
+/// of `properties` (parsing two minutes of them twice a second was half
+/// of ClickHouse's CPU in a 60 s run). Only when nothing arrived within
+/// those seconds does a sample look two minutes back.
+struct LagProbe {
+    clickhouse_url: String,
+    database: String,
+    project: String,
+}
+
+impl LagProbe {
+    /// The send time of the newest visible event, if one arrived within
+    /// two minutes.
+    fn newest_sent_ms(&self) -> Result<Option<u64>> {
+        for window in [5, 120] {
+            // The outer bound keeps an empty inner answer (the epoch)
+            // from scanning the whole table.
+            let sql = format!(
+                "SELECT count(), max(visitParamExtractUInt(properties, '{SENT_MS}')) FROM events \
+                 WHERE project_id = '{project}' AND created_at >= now() - {window} AND created_at = \
+                 (SELECT max(created_at) FROM events WHERE project_id = '{project}' AND created_at >= now() - {window})",
+                project = self.project
+            );
+            let reply = clickhouse_query(&self.clickhouse_url, &self.database, &sql)?;
+            let mut fields = reply.split('\t').map(|f| f.parse::<u64>().ok());
+            if let (Some(Some(visible)), Some(Some(newest))) = (fields.next(), fields.next())
+                && visible > 0
+            {
+                return Ok(Some(newest));
+            }
+        }
+        Ok(None)
+    }
+}
+
 /// Sends batches for `seconds` (as fast as possible, or `rate` requests of
 /// 100 events per second), sampling how far ClickHouse is behind, then
 /// waits for the last accepted event to be visible.
@@ -588,31 +630,20 @@ async fn end_to_end(
     let load = tokio::spawn(load::run(plan(args, p, 100, rate, seconds, size_factor)));
     let mut lags = Vec::new();
     let started = Instant::now();
-    // Lag: how long ago the newest visible event was sent (events carry
-    // their send time in ms; ClickHouse's receive time is whole seconds).
-    // Sampling must add little to the ClickHouse CPU this run measures:
-    // only the event-time column of the last two minutes is scanned (for
-    // the newest second), and the send times of that second alone are
-    // parsed out of `properties` (parsing two minutes of them twice a
-    // second was half of ClickHouse's CPU in a 60 s run).
-    let sql = format!(
-        "SELECT count(), max(visitParamExtractUInt(properties, '{SENT_MS}')) FROM events \
-         WHERE project_id = '{project}' AND created_at >= (SELECT max(created_at) FROM events \
-         WHERE project_id = '{project}' AND created_at >= now() - 120) - 1",
-        project = p.project
-    );
     while !load.is_finished() {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let reply = clickhouse_query(&args.clickhouse_url, &p.database, &sql)?;
-        let mut fields = reply.split('\t').map(|f| f.parse::<u64>().ok());
-        if let (Some(Some(visible)), Some(Some(newest))) = (fields.next(), fields.next())
-            && started.elapsed() > Duration::from_secs(3)
-        {
+        tokio::time::sleep(LAG_SAMPLE_EVERY).await;
+        let probe = LagProbe {
+            clickhouse_url: args.clickhouse_url.clone(),
+            database: p.database.clone(),
+            project: p.project.clone(),
+        };
+        // curl blocks: off the runtime, so the generator's threads keep sending.
+        let newest = tokio::task::spawn_blocking(move || probe.newest_sent_ms()).await??;
+        if started.elapsed() > Duration::from_secs(3) {
             // Nothing visible yet: everything sent so far is behind.
-            lags.push(if visible > 0 {
-                unix_ms().saturating_sub(newest) as f64 / 1000.0
-            } else {
-                started.elapsed().as_secs_f64()
+            lags.push(match newest {
+                Some(newest) => unix_ms().saturating_sub(newest) as f64 / 1000.0,
+                None => started.elapsed().as_secs_f64(),
             });
         }
     }
