@@ -13,6 +13,7 @@ mod baselines;
 mod cpu;
 mod events;
 mod insights;
+mod lag;
 mod load;
 
 use std::net::SocketAddr;
@@ -28,7 +29,7 @@ use serde_json::{Value, json};
 
 use crate::baselines::Views;
 use crate::cpu::{Reading, Servers, process_usage, settle_merges};
-use crate::events::SENT_MS;
+use crate::lag::LagProbe;
 use crate::load::unix_ms;
 
 #[derive(Parser)]
@@ -573,51 +574,9 @@ async fn wait_visible(args: &SuiteArgs, p: &Pipeline, expected: u64) -> Result<(
     }
 }
 
-/// How often the end-to-end runs sample the lag: the full-speed runs,
-/// whose CPU per event is reported, sparingly; the run at 80% of that,
-/// whose lag p99 is the target, often enough that its p99 is not simply
-/// its largest sample.
-const LAG_SAMPLE_EVERY: Duration = Duration::from_millis(250);
-const LAG_SAMPLE_EVERY_SUSTAINED: Duration = Duration::from_millis(100);
-
-/// Lag: how long ago the newest visible event was sent (events carry
-/// their send time in ms; ClickHouse's receive time is whole seconds).
-/// Sampling must add little to the ClickHouse CPU the run measures: only
-/// the event-time column of the last few seconds is scanned for the
-/// newest second, and the send times of that second alone are parsed out
-/// of `properties` (parsing two minutes of them twice a second was half
-/// of ClickHouse's CPU in a 60 s run). Only when nothing arrived within
-/// those seconds does a sample look two minutes back.
-struct LagProbe {
-    clickhouse_url: String,
-    database: String,
-    project: String,
-}
-
-impl LagProbe {
-    /// The send time of the newest visible event, if one arrived within
-    /// two minutes.
-    fn newest_sent_ms(&self) -> Result<Option<u64>> {
-        for window in [5, 120] {
-            // The outer bound keeps an empty inner answer (the epoch)
-            // from scanning the whole table.
-            let sql = format!(
-                "SELECT count(), max(visitParamExtractUInt(properties, '{SENT_MS}')) FROM events \
-                 WHERE project_id = '{project}' AND created_at >= now() - {window} AND created_at = \
-                 (SELECT max(created_at) FROM events WHERE project_id = '{project}' AND created_at >= now() - {window})",
-                project = self.project
-            );
-            let reply = clickhouse_query(&self.clickhouse_url, &self.database, &sql)?;
-            let mut fields = reply.split('\t').map(|f| f.parse::<u64>().ok());
-            if let (Some(Some(visible)), Some(Some(newest))) = (fields.next(), fields.next())
-                && visible > 0
-            {
-                return Ok(Some(newest));
-            }
-        }
-        Ok(None)
-    }
-}
+/// How often the end-to-end runs sample the lag: often enough that the
+/// p99 of a 30 s run is not simply its largest sample.
+const LAG_SAMPLE_EVERY: Duration = Duration::from_millis(100);
 
 /// Sends batches for `seconds` (as fast as possible, or `rate` requests of
 /// 100 events per second), sampling how far ClickHouse is behind, then
@@ -628,24 +587,25 @@ async fn end_to_end(
     seconds: u64,
     size_factor: usize,
     rate: Option<f64>,
-    lag_every: Duration,
 ) -> Result<Value> {
     let servers = Servers::find(&args.redis_url, &args.clickhouse_url);
     let before = Reading::take(Some(p.child.id()), &servers);
     let load = tokio::spawn(load::run(plan(args, p, 100, rate, seconds, size_factor)));
+    let mut probe = LagProbe::connect(
+        &plan(args, p, 1, None, seconds, 1),
+        &args.clickhouse_url,
+        &p.database,
+        &p.project,
+    )
+    .await?;
     let mut lags = Vec::new();
     let started = Instant::now();
     while !load.is_finished() {
-        tokio::time::sleep(lag_every).await;
-        let probe = LagProbe {
-            clickhouse_url: args.clickhouse_url.clone(),
-            database: p.database.clone(),
-            project: p.project.clone(),
-        };
-        // curl blocks: off the runtime, so the generator's threads keep sending.
-        let newest = tokio::task::spawn_blocking(move || probe.newest_sent_ms()).await??;
+        probe.mark().await?;
+        tokio::time::sleep(LAG_SAMPLE_EVERY).await;
+        let newest = probe.newest_stored_ms().await?;
         if started.elapsed() > Duration::from_secs(3) {
-            // Nothing visible yet: everything sent so far is behind.
+            // No marker stored yet: everything sent so far is behind.
             lags.push(match newest {
                 Some(newest) => unix_ms().saturating_sub(newest) as f64 / 1000.0,
                 None => started.elapsed().as_secs_f64(),
@@ -654,7 +614,7 @@ async fn end_to_end(
     }
     let outcome = load.await??;
     let sent_done = Instant::now();
-    wait_visible(args, p, outcome.events_accepted).await?;
+    wait_visible(args, p, outcome.events_accepted + probe.accepted()).await?;
     let drain = sent_done.elapsed().as_secs_f64();
     let (_, peak_mb) = process_usage(p.child.id());
     let state = partition_state(p.addr).unwrap_or_default();
@@ -1062,15 +1022,7 @@ async fn suite(args: SuiteArgs) -> Result<()> {
 
     eprintln!("end to end: {} s", args.e2e_seconds);
     let pipeline = start_pipeline(&args, "e2e", 4).await?;
-    let e2e = end_to_end(
-        &args,
-        &pipeline,
-        args.e2e_seconds,
-        1,
-        None,
-        LAG_SAMPLE_EVERY,
-    )
-    .await?;
+    let e2e = end_to_end(&args, &pipeline, args.e2e_seconds, 1, None).await?;
     let stored = baselines::stored_rows(
         &args.clickhouse_url,
         &pipeline.database,
@@ -1105,7 +1057,6 @@ async fn suite(args: SuiteArgs) -> Result<()> {
         args.e2e_seconds / 2,
         1,
         Some(sustained_rate / 100.0),
-        LAG_SAMPLE_EVERY_SUSTAINED,
     )
     .await?;
     drop(pipeline);
@@ -1115,7 +1066,7 @@ async fn suite(args: SuiteArgs) -> Result<()> {
             eprintln!("end to end: {partitions} partitions, {size}x payload");
             let pipeline =
                 start_pipeline(&args, &format!("m{partitions}x{size}"), partitions).await?;
-            let result = end_to_end(&args, &pipeline, secs, size, None, LAG_SAMPLE_EVERY).await?;
+            let result = end_to_end(&args, &pipeline, secs, size, None).await?;
             matrix.push(json!({"partitions": partitions, "payload": size, "result": result}));
         }
     }
@@ -1274,7 +1225,7 @@ async fn suite(args: SuiteArgs) -> Result<()> {
         f(&sustained, "lag_p99_seconds"),
         f(&sustained, "lag_max_seconds"),
         f(&sustained, "lag_samples"),
-        LAG_SAMPLE_EVERY_SUSTAINED.as_millis(),
+        LAG_SAMPLE_EVERY.as_millis(),
         f(&sustained, "peak_rss_mb"),
     );
     md += &format!(
