@@ -14,14 +14,12 @@ use std::time::Duration;
 use anyhow::Result;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::Request;
 use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
 use serde_json::json;
 
 use crate::clickhouse_query;
-use crate::events::{SENT_MS, ip, user_agent};
-use crate::load::{Plan, unix_ms};
+use crate::events::SENT_MS;
+use crate::load::{self, Plan, unix_ms};
 
 /// The markers' event name.
 pub const MARKER: &str = "bench_lag_marker";
@@ -33,9 +31,8 @@ const LOOK_BACK: Duration = Duration::from_secs(120);
 /// Sends markers to one pipeline and finds the newest one stored.
 pub struct LagProbe {
     sender: SendRequest<Full<Bytes>>,
-    host: String,
-    path: String,
-    headers: Vec<(String, String)>,
+    /// Where markers go: single events to the edge, with its credentials.
+    plan: Plan,
     clickhouse_url: String,
     database: String,
     project: String,
@@ -44,22 +41,17 @@ pub struct LagProbe {
 }
 
 impl LagProbe {
-    /// Opens a connection of its own to the edge `plan` sends to.
+    /// Opens a connection of its own to the edge, to post single events
+    /// as `plan` (with one event per request) does.
     pub async fn connect(
-        plan: &Plan,
+        plan: Plan,
         clickhouse_url: &str,
         database: &str,
         project: &str,
     ) -> Result<LagProbe> {
-        let stream = tokio::net::TcpStream::connect(plan.addr).await?;
-        stream.set_nodelay(true)?;
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(conn);
         Ok(LagProbe {
-            sender,
-            host: plan.addr.to_string(),
-            path: "/track".into(),
-            headers: plan.headers.clone(),
+            sender: load::connect(plan.addr).await?,
+            plan,
             clickhouse_url: clickhouse_url.into(),
             database: database.into(),
             project: project.into(),
@@ -78,15 +70,7 @@ impl LagProbe {
             "deviceId": format!("bench-lag-marker-{device}"),
             "properties": {SENT_MS: unix_ms()},
         }});
-        let mut request = Request::post(self.path.as_str())
-            .header("host", self.host.as_str())
-            .header("content-type", "application/json")
-            .header("user-agent", user_agent(device))
-            .header("x-forwarded-for", ip(device));
-        for (k, v) in &self.headers {
-            request = request.header(k, v);
-        }
-        let request = request.body(Full::new(Bytes::from(body.to_string())))?;
+        let request = load::request(&self.plan, device, Bytes::from(body.to_string()))?;
         self.sender.ready().await?;
         let response = self.sender.send_request(request).await?;
         let accepted = response.status().is_success();

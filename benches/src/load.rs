@@ -17,6 +17,7 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use serde_json::Value;
@@ -130,6 +131,29 @@ pub fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// A keep-alive HTTP/1 connection to `addr`, its driver spawned.
+pub async fn connect(addr: SocketAddr) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
+/// A POST of `body` to the plan's path on behalf of `device`: its browser,
+/// its address and the plan's credentials.
+pub fn request(plan: &Plan, device: u64, body: Bytes) -> anyhow::Result<Request<Full<Bytes>>> {
+    let mut request = Request::post(plan.path.as_str())
+        .header("host", plan.addr.to_string())
+        .header("content-type", "application/json")
+        .header("user-agent", user_agent(device))
+        .header("x-forwarded-for", ip(device));
+    for (k, v) in &plan.headers {
+        request = request.header(k, v);
+    }
+    Ok(request.body(Full::new(body))?)
+}
+
 async fn connection(
     plan: Arc<Plan>,
     schedule: Option<Arc<Schedule>>,
@@ -145,21 +169,10 @@ async fn connection(
         failed: 0,
     };
     let mut rng = Rng::new(plan.seed.wrapping_add(index as u64 * 7_919));
-    let stream = tokio::net::TcpStream::connect(plan.addr).await?;
-    stream.set_nodelay(true)?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
+    let mut sender = connect(plan.addr).await?;
     loop {
         let device = device(&mut rng, plan.devices);
-        let mut request = Request::post(plan.path.as_str())
-            .header("host", plan.addr.to_string())
-            .header("content-type", "application/json")
-            .header("user-agent", user_agent(device))
-            .header("x-forwarded-for", ip(device));
-        for (k, v) in &plan.headers {
-            request = request.header(k, v);
-        }
-        let request = request.body(Full::new(body(&mut rng, &plan, device)))?;
+        let request = request(&plan, device, body(&mut rng, &plan, device))?;
         let due = match &schedule {
             Some(schedule) => match schedule.take() {
                 Some(due) => {

@@ -593,7 +593,7 @@ async fn end_to_end(
     let before = Reading::take(Some(p.child.id()), &servers);
     let load = tokio::spawn(load::run(plan(args, p, 100, rate, seconds, size_factor)));
     let mut probe = LagProbe::connect(
-        &plan(args, p, 1, None, seconds, 1),
+        plan(args, p, 1, None, seconds, 1),
         &args.clickhouse_url,
         &p.database,
         &p.project,
