@@ -12,6 +12,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio_util::sync::CancellationToken;
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -44,17 +45,19 @@ pub fn metrics_handle() -> PrometheusHandle {
 /// How often recorded histogram samples are folded into their buckets.
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
-/// Folds histogram samples into their buckets every [`UPKEEP_EVERY`], for
-/// as long as the runtime runs. The recorder keeps each sample until then:
-/// without this, a process nobody scrapes holds every sample it recorded,
-/// and the first scrape after a quiet spell pays for all of them at once.
-pub async fn keep_metrics() {
+/// Folds histogram samples into their buckets every [`UPKEEP_EVERY`]
+/// until `shutdown`. The recorder keeps each sample until then: without
+/// this, a process nobody scrapes holds every sample it recorded, and the
+/// first scrape after a quiet spell pays for all of them at once.
+pub async fn keep_metrics(shutdown: CancellationToken) {
     let handle = metrics_handle();
     let mut every = tokio::time::interval(UPKEEP_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        every.tick().await;
-        handle.run_upkeep();
+        tokio::select! {
+            _ = every.tick() => handle.run_upkeep(),
+            () = shutdown.cancelled() => return,
+        }
     }
 }
 

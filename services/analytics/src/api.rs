@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::consumers::ConsumerHealth;
-use crate::wiring::{bind, open_meta, redis_client, shutdown_on_signal, store};
+use crate::wiring::{bind, open_meta, redis_client, store};
 
 /// Which APIs one HTTP server offers.
 #[derive(Debug, Clone, Copy)]
@@ -105,8 +105,11 @@ impl App {
 }
 
 /// `analytics edge` / `analytics insights`: one API server on its own.
-pub async fn serve_alone(config: &Arc<Config>, apis: Apis) -> Result<()> {
-    let shutdown = shutdown_on_signal();
+pub async fn serve_alone(
+    config: &Arc<Config>,
+    apis: Apis,
+    shutdown: CancellationToken,
+) -> Result<()> {
     let listener = bind(config).await?;
     let meta = open_meta(config).await?;
     serve_api(

@@ -39,42 +39,23 @@ pub enum Command {
     },
 }
 
-/// What a command runs, which decides its runtime and telemetry.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    /// Stages with the HTTP API (the runtime gets `http_threads` threads).
-    HttpStages,
-    /// Stages without the HTTP API; they still serve `/metrics`.
-    Stages,
-    /// A one-shot administrative command.
-    Tool,
-}
-
 impl Command {
-    /// One exhaustive match, so a new command has to say what it runs.
-    fn kind(&self) -> Kind {
+    /// Whether this command serves the HTTP API (its runtime gets
+    /// `http_threads` threads). One exhaustive match, so a new command has
+    /// to say.
+    pub fn serves_http(&self) -> bool {
         match self {
-            Command::Up | Command::Edge | Command::Insights => Kind::HttpStages,
-            Command::Enrich | Command::Sink => Kind::Stages,
-            Command::Migrate
+            Command::Up | Command::Edge | Command::Insights => true,
+            Command::Enrich
+            | Command::Sink
+            | Command::Migrate
             | Command::Project(_)
             | Command::Client(_)
             | Command::Share(_)
             | Command::Dlq(_)
             | Command::Config
-            | Command::Probe { .. } => Kind::Tool,
+            | Command::Probe { .. } => false,
         }
-    }
-
-    /// Whether this command serves the HTTP API (its runtime gets
-    /// `http_threads` threads).
-    pub fn serves_http(&self) -> bool {
-        self.kind() == Kind::HttpStages
-    }
-
-    /// Whether this command runs stages that serve `/metrics`.
-    pub fn serves_metrics(&self) -> bool {
-        self.kind() != Kind::Tool
     }
 }
 

@@ -14,9 +14,7 @@ use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::wiring::{
-    bind, consumer_name, load_enrichment, open_meta, redis_client, shutdown_on_signal, store,
-};
+use crate::wiring::{bind, consumer_name, load_enrichment, open_meta, redis_client, store};
 
 pub fn enricher_health(config: &Config) -> StageHealth {
     StageHealth::new(
@@ -56,18 +54,18 @@ impl ConsumerHealth {
 }
 
 /// `analytics enrich`: an enricher beside its health and metrics server.
-pub async fn enricher_alone(config: &Arc<Config>) -> Result<()> {
+pub async fn enricher_alone(config: &Arc<Config>, shutdown: CancellationToken) -> Result<()> {
     let health = enricher_health(config);
-    with_admin(config, health.clone(), |shutdown| {
+    with_admin(config, health.clone(), shutdown, |shutdown| {
         run_enricher(config, health, shutdown)
     })
     .await
 }
 
 /// `analytics sink`: a sink beside its health and metrics server.
-pub async fn sink_alone(config: &Arc<Config>) -> Result<()> {
+pub async fn sink_alone(config: &Arc<Config>, shutdown: CancellationToken) -> Result<()> {
     let health = sink_health(config);
-    with_admin(config, health.clone(), |shutdown| {
+    with_admin(config, health.clone(), shutdown, |shutdown| {
         run_sink(config, health, shutdown)
     })
     .await
@@ -115,12 +113,16 @@ pub async fn run_sink(
 /// Runs a consumer stage beside its health and metrics server. The
 /// address is bound first: one that is taken ends the process at start.
 /// Whichever of the two ends first ends the other.
-async fn with_admin<F, Fut>(config: &Arc<Config>, health: StageHealth, stage: F) -> Result<()>
+async fn with_admin<F, Fut>(
+    config: &Arc<Config>,
+    health: StageHealth,
+    shutdown: CancellationToken,
+    stage: F,
+) -> Result<()>
 where
     F: FnOnce(CancellationToken) -> Fut,
     Fut: std::future::Future<Output = Result<()>>,
 {
-    let shutdown = shutdown_on_signal();
     let listener = bind(config).await?;
     let admin = serve_admin(config.clone(), listener, health, shutdown.clone());
     let stage = stage(shutdown.clone());

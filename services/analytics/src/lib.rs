@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use analytics_config::Config;
 use anyhow::Result;
+use tokio_util::sync::CancellationToken;
 
 pub use api::{Apis, App, AppDeps};
 pub use cli::{ClientCommand, Command, DlqCommand, DlqTarget, ProjectCommand, ShareCommand};
@@ -22,9 +23,6 @@ pub use consumers::ConsumerHealth;
 /// Runs `command` until it is done or, for a server, until SIGTERM or
 /// Ctrl-C.
 pub async fn run(command: Command, config: Arc<Config>) -> Result<()> {
-    if command.serves_metrics() {
-        tokio::spawn(analytics_telemetry::keep_metrics());
-    }
     match command {
         Command::Migrate => admin::migrate(&config).await,
         Command::Project(command) => admin::project(&config, command).await,
@@ -36,10 +34,19 @@ pub async fn run(command: Command, config: Arc<Config>) -> Result<()> {
             Ok(())
         }
         Command::Probe { path } => admin::probe(&config, &path).await,
-        Command::Up => up::up(config).await,
-        Command::Edge => api::serve_alone(&config, Apis::EDGE).await,
-        Command::Insights => api::serve_alone(&config, Apis::INSIGHTS).await,
-        Command::Enrich => consumers::enricher_alone(&config).await,
-        Command::Sink => consumers::sink_alone(&config).await,
+        Command::Up => up::up(config, serving()).await,
+        Command::Edge => api::serve_alone(&config, Apis::EDGE, serving()).await,
+        Command::Insights => api::serve_alone(&config, Apis::INSIGHTS, serving()).await,
+        Command::Enrich => consumers::enricher_alone(&config, serving()).await,
+        Command::Sink => consumers::sink_alone(&config, serving()).await,
     }
+}
+
+/// The one shutdown token of a serving command (SIGTERM or Ctrl-C), and
+/// the metrics upkeep every serving process runs until it fires. Tools
+/// keep the default signal handling: Ctrl-C ends them at once.
+fn serving() -> CancellationToken {
+    let shutdown = wiring::shutdown_on_signal();
+    tokio::spawn(analytics_telemetry::keep_metrics(shutdown.clone()));
+    shutdown
 }

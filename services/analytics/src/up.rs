@@ -4,14 +4,14 @@ use std::sync::Arc;
 
 use analytics_config::Config;
 use anyhow::{Context, Result};
+use tokio_util::sync::CancellationToken;
 
 use crate::api::{Apis, serve_api};
 use crate::bootstrap;
 use crate::consumers::{ConsumerHealth, enricher_health, run_enricher, run_sink, sink_health};
-use crate::wiring::{bind, migrate_clickhouse, open_meta, shutdown_on_signal};
+use crate::wiring::{bind, migrate_clickhouse, open_meta};
 
-pub async fn up(config: Arc<Config>) -> Result<()> {
-    let shutdown = shutdown_on_signal();
+pub async fn up(config: Arc<Config>, shutdown: CancellationToken) -> Result<()> {
     let listener = bind(&config).await?;
     let meta = open_meta(&config).await?;
     migrate_clickhouse(&config).await?;
