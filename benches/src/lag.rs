@@ -22,7 +22,7 @@ use crate::events::SENT_MS;
 use crate::load::{self, Plan, unix_ms};
 
 /// The markers' event name.
-pub const MARKER: &str = "bench_lag_marker";
+const MARKER: &str = "bench_lag_marker";
 /// Devices the markers rotate over, so that they cross every partition.
 const MARKER_DEVICES: u64 = 16;
 /// How far back a sample looks for markers.
