@@ -2,8 +2,14 @@
 
 use analytics_meta::Credentials;
 use hyper::HeaderMap;
+use hyper::header::{HeaderName, ORIGIN};
 
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+/// Named once: a header looked up by a string is parsed and checked on
+/// every request.
+static CLIENT_ID: HeaderName = HeaderName::from_static("openpanel-client-id");
+static CLIENT_SECRET: HeaderName = HeaderName::from_static("openpanel-client-secret");
+
+fn header<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -11,8 +17,8 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// headers of a request (a value that is not text counts as absent).
 pub fn credentials(headers: &HeaderMap) -> Credentials<'_> {
     Credentials {
-        id: header(headers, "openpanel-client-id"),
-        secret: header(headers, "openpanel-client-secret"),
-        origin: header(headers, "origin"),
+        id: header(headers, &CLIENT_ID),
+        secret: header(headers, &CLIENT_SECRET),
+        origin: header(headers, &ORIGIN),
     }
 }

@@ -11,11 +11,19 @@ use analytics_http::{ApiError, Body, credentials, json_bytes};
 use analytics_meta::Caller;
 use analytics_streams::partition_for;
 use http_body_util::{BodyExt, Limited};
-use hyper::header::{HeaderMap, HeaderValue};
+use hyper::header::{
+    CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, ORIGIN,
+    USER_AGENT,
+};
 use hyper::{Request, Response, StatusCode};
 use serde_json::json;
 
 use crate::Edge;
+
+/// Named once: a header looked up by a string is parsed and checked on
+/// every request.
+static SDK_NAME: HeaderName = HeaderName::from_static("openpanel-sdk-name");
+static SDK_VERSION: HeaderName = HeaderName::from_static("openpanel-sdk-version");
 
 const ALLOWED_HEADERS: &str = "content-type, openpanel-client-id, openpanel-client-secret, \
                                openpanel-sdk-name, openpanel-sdk-version";
@@ -63,15 +71,60 @@ pub fn with_cors(origin: Option<&HeaderValue>, mut response: Response<Body>) -> 
 }
 
 /// A header's text, cut to at most `max` bytes on a character boundary.
-fn header_str(headers: &HeaderMap, name: &str, max: usize) -> String {
+fn header_str<'h>(headers: &'h HeaderMap, name: &HeaderName, max: usize) -> &'h str {
     let Some(v) = headers.get(name).and_then(|v| v.to_str().ok()) else {
-        return String::new();
+        return "";
     };
     let mut end = v.len().min(max);
     while !v.is_char_boundary(end) {
         end -= 1;
     }
-    v[..end].to_owned()
+    &v[..end]
+}
+
+/// Whether `value` starts with `prefix`, ignoring ASCII case.
+fn starts_with_ignoring_case(value: &[u8], prefix: &[u8]) -> bool {
+    value
+        .get(..prefix.len())
+        .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+}
+
+/// The routes' labels on the request counters.
+const ROUTE_LABELS: [&str; 5] = ["track", "identify", "increment", "decrement", "batch"];
+
+/// Handles of the counters every accepted request bumps, registered once:
+/// finding a labelled counter by its name and labels costs more than the
+/// rest of a request's bookkeeping.
+pub(crate) struct AcceptedCounters {
+    requests: [metrics::Counter; ROUTE_LABELS.len()],
+    events: metrics::Counter,
+}
+
+impl AcceptedCounters {
+    /// Registers the counters with the process's recorder, which must be
+    /// installed by now.
+    pub(crate) fn register() -> Self {
+        AcceptedCounters {
+            requests: ROUTE_LABELS.map(|route| {
+                metrics::counter!("analytics_edge_requests_total",
+                    "route" => route, "status" => StatusCode::ACCEPTED.as_str().to_owned())
+            }),
+            events: metrics::counter!("analytics_edge_accepted_events_total"),
+        }
+    }
+
+    fn requests(&self, route: &str) -> Option<&metrics::Counter> {
+        let at = ROUTE_LABELS.iter().position(|label| *label == route)?;
+        Some(&self.requests[at])
+    }
+}
+
+fn route_label(route: Route) -> &'static str {
+    match route {
+        Route::Envelope => "track",
+        Route::Direct(kind) => kind.as_str(),
+        Route::Batch => "batch",
+    }
 }
 
 fn utc_day(ms: i64) -> String {
@@ -97,12 +150,8 @@ impl Edge {
         B: hyper::body::Body<Data = bytes::Bytes> + Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let origin = req.headers().get("origin").cloned();
-        let label = match route {
-            Route::Envelope => "track",
-            Route::Direct(kind) => kind.as_str(),
-            Route::Batch => "batch",
-        };
+        let origin = req.headers().get(ORIGIN).cloned();
+        let label = route_label(route);
         let response = match self.ingest_inner(route, req, peer).await {
             Ok(response) => response,
             Err(error) => {
@@ -112,9 +161,12 @@ impl Edge {
                 error.into_response()
             }
         };
-        metrics::counter!("analytics_edge_requests_total",
-            "route" => label, "status" => response.status().as_u16().to_string())
-        .increment(1);
+        match self.counters.requests(label) {
+            Some(accepted) if response.status() == StatusCode::ACCEPTED => accepted.increment(1),
+            _ => metrics::counter!("analytics_edge_requests_total",
+                "route" => label, "status" => response.status().as_str().to_owned())
+            .increment(1),
+        }
         with_cors(origin.as_ref(), response)
     }
 
@@ -129,7 +181,7 @@ impl Edge {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let ip = client_ip(
-            self.config.client_ip_header.as_deref(),
+            self.client_ip_header.as_ref(),
             &self.config.trusted_proxies,
             req.headers(),
             peer.ip(),
@@ -155,15 +207,17 @@ impl Edge {
         // Compressed bodies are refused outright: nothing to decompress, no bomb.
         if req
             .headers()
-            .get("content-encoding")
+            .get(CONTENT_ENCODING)
             .is_some_and(|e| !e.as_bytes().eq_ignore_ascii_case(b"identity"))
         {
             return Err(ApiError::UnsupportedMediaType);
         }
-        if let Some(content_type) = req.headers().get("content-type") {
-            let ct = content_type.to_str().unwrap_or("").to_ascii_lowercase();
+        if let Some(content_type) = req.headers().get(CONTENT_TYPE) {
+            let ct = content_type.as_bytes();
             // Browsers' sendBeacon posts JSON as text/plain.
-            if !(ct.starts_with("application/json") || ct.starts_with("text/plain")) {
+            if !(starts_with_ignoring_case(ct, b"application/json")
+                || starts_with_ignoring_case(ct, b"text/plain"))
+            {
                 return Err(ApiError::UnsupportedMediaType);
             }
         }
@@ -173,7 +227,7 @@ impl Edge {
         };
         let declared = req
             .headers()
-            .get("content-length")
+            .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > limit as u64) {
@@ -181,7 +235,7 @@ impl Edge {
         }
         let (parts, body) = req.into_parts();
         let timeout = Duration::from_millis(self.config.edge.request_timeout_ms);
-        let bytes = match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
+        let bytes = match within(timeout, Limited::new(body, limit).collect()).await {
             Err(_) => return Err(ApiError::Timeout),
             Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
                 return Err(ApiError::TooLarge { limit });
@@ -203,10 +257,10 @@ impl Edge {
         let mut stamp = Stamp {
             received_at_ms: now_ms(),
             ip,
-            user_agent: header_str(&parts.headers, "user-agent", 1_000),
-            origin: header_str(&parts.headers, "origin", 500),
-            sdk_name: header_str(&parts.headers, "openpanel-sdk-name", 50),
-            sdk_version: header_str(&parts.headers, "openpanel-sdk-version", 50),
+            user_agent: header_str(&parts.headers, &USER_AGENT, 1_000),
+            origin: header_str(&parts.headers, &ORIGIN, 500),
+            sdk_name: header_str(&parts.headers, &SDK_NAME, 50),
+            sdk_version: header_str(&parts.headers, &SDK_VERSION, 50),
             cookieless: None,
         };
         if incoming.iter().any(|e| e.device_id.is_none()) {
@@ -231,7 +285,7 @@ impl Edge {
             last = Some(raw);
         }
         self.writer.write(entries).await?;
-        metrics::counter!("analytics_edge_accepted_events_total").increment(count as u64);
+        self.counters.events.increment(count as u64);
         let body = match (route, last) {
             (Route::Batch, _) | (_, None) => serde_json::to_vec(&json!({"accepted": count})),
             (_, Some(raw)) => serde_json::to_vec(&Accepted {
@@ -248,7 +302,7 @@ impl Edge {
     async fn cookieless_ids(
         &self,
         caller: &Caller,
-        stamp: &Stamp,
+        stamp: &Stamp<'_>,
     ) -> Result<(String, String), ApiError> {
         let today = self.cookieless_id(caller, stamp, stamp.received_at_ms);
         let yesterday = self.cookieless_id(caller, stamp, stamp.received_at_ms - 86_400_000);
@@ -259,7 +313,7 @@ impl Edge {
     async fn cookieless_id(
         &self,
         caller: &Caller,
-        stamp: &Stamp,
+        stamp: &Stamp<'_>,
         day_ms: i64,
     ) -> Result<String, ApiError> {
         let salt = self
@@ -271,7 +325,7 @@ impl Edge {
             &salt,
             &caller.client.project.id,
             &stamp.ip,
-            &stamp.user_agent,
+            stamp.user_agent,
         ))
     }
 }
@@ -284,6 +338,20 @@ struct Accepted<'a> {
     id: &'a str,
     #[serde(skip_serializing_if = "str::is_empty")]
     session_id: &'a str,
+}
+
+/// `read` within `limit`. A body that has arrived whole by the time the
+/// handler asks for it is taken without arming a timer.
+async fn within<F: std::future::Future>(
+    limit: Duration,
+    read: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    let mut read = std::pin::pin!(read);
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(read.as_mut().poll(cx))).await;
+    match first {
+        std::task::Poll::Ready(output) => Ok(output),
+        std::task::Poll::Pending => tokio::time::timeout(limit, read).await,
+    }
 }
 
 /// What picks an event's partition. A device's events must meet on one
@@ -300,19 +368,20 @@ fn partition_key<'a>(raw: &'a RawEvent<'_>) -> Cow<'a, str> {
     }
 }
 
-/// What the server knows about a request, shared by its events.
-struct Stamp {
+/// What the server knows about a request, shared by its events; the
+/// header values are borrowed from the request.
+struct Stamp<'h> {
     received_at_ms: i64,
     ip: String,
-    user_agent: String,
-    origin: String,
-    sdk_name: String,
-    sdk_version: String,
+    user_agent: &'h str,
+    origin: &'h str,
+    sdk_name: &'h str,
+    sdk_version: &'h str,
     /// Today's and yesterday's cookieless device ids, when an event needs them.
     cookieless: Option<(String, String)>,
 }
 
-impl Stamp {
+impl Stamp<'_> {
     /// The raw event of `event`: what the request shares (its stamp, the
     /// caller's project and origin) is borrowed, not copied per event.
     fn event<'a>(&'a self, caller: &'a Caller, event: Incoming) -> RawEvent<'a> {
@@ -342,10 +411,10 @@ impl Stamp {
             client_time_ms: event.client_time_ms,
             received_at_ms: self.received_at_ms,
             ip: self.ip.as_str().into(),
-            user_agent: self.user_agent.as_str().into(),
-            origin: caller.origin.as_deref().unwrap_or(&self.origin).into(),
-            sdk_name: self.sdk_name.as_str().into(),
-            sdk_version: self.sdk_version.as_str().into(),
+            user_agent: self.user_agent.into(),
+            origin: caller.origin.as_deref().unwrap_or(self.origin).into(),
+            sdk_name: self.sdk_name.into(),
+            sdk_version: self.sdk_version.into(),
             path: event.path.into(),
             referrer: event.referrer.into(),
             properties: event.properties,
@@ -362,7 +431,7 @@ impl Stamp {
 /// read from the right and the first address that is not itself a trusted
 /// proxy is the client; entries further left are whatever the client claimed.
 fn client_ip(
-    header: Option<&str>,
+    header: Option<&HeaderName>,
     trusted: &[ProxyNet],
     headers: &HeaderMap,
     peer: IpAddr,
@@ -428,7 +497,8 @@ mod tests {
         for value in xff {
             headers.append("x-forwarded-for", HeaderValue::from_str(value).unwrap());
         }
-        client_ip(header, &trusted, &headers, ip(peer))
+        let header = header.map(|h| HeaderName::from_bytes(h.as_bytes()).unwrap());
+        client_ip(header.as_ref(), &trusted, &headers, ip(peer))
     }
 
     #[test]

@@ -46,6 +46,9 @@ pub struct Edge {
     writer: writer::Writer,
     limits: Arc<limits::IngestLimits>,
     salts: salt::SaltCache,
+    /// `config.client_ip_header`, parsed once.
+    client_ip_header: Option<hyper::header::HeaderName>,
+    counters: ingest::AcceptedCounters,
     redis: Conn,
     metrics: Arc<dyn Fn() -> String + Send + Sync>,
 }
@@ -78,6 +81,12 @@ impl Edge {
                 Duration::from_millis(config.edge.auth_cache_ttl_ms),
             ),
             salts: salt::SaltCache::new(deps.meta),
+            // The configuration's check made sure the name is valid.
+            client_ip_header: config
+                .client_ip_header
+                .as_deref()
+                .and_then(|name| hyper::header::HeaderName::from_bytes(name.as_bytes()).ok()),
+            counters: ingest::AcceptedCounters::register(),
             writer,
             redis: deps.redis,
             metrics: deps.metrics,
@@ -93,14 +102,14 @@ impl Edge {
         B: hyper::body::Body<Data = bytes::Bytes> + Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let path = req.uri().path().to_owned();
-        if let Some(response) = health_route(&path, self.ready(), || (self.metrics)()).await {
+        let path = req.uri().path();
+        if let Some(response) = health_route(path, self.ready(), || (self.metrics)()).await {
             return Some(response);
         }
         if path == "/tracker.js" {
             return Some(tracker::answer(req.method(), req.headers()));
         }
-        let route = ingest::route_of(&path)?;
+        let route = ingest::route_of(path)?;
         Some(match *req.method() {
             Method::OPTIONS => ingest::preflight(req.headers()),
             Method::POST => self.ingest(route, req, peer).await,
