@@ -165,6 +165,12 @@ fn shape(bytes: &[u8], item_limit: usize) -> Shape {
     }
 }
 
+/// How many `{` and `[` a text holds, strings included: a bound on how
+/// deep it can nest.
+fn brackets(bytes: &[u8]) -> usize {
+    bytes.iter().filter(|&&b| b == b'{' || b == b'[').count()
+}
+
 /// Parses and validates a request body. `body` must be UTF-8 to be accepted.
 pub fn validate(
     body: &[u8],
@@ -180,7 +186,17 @@ pub fn validate(
             None,
         ));
     };
-    let shape = shape(body, limits.max_item_bytes);
+    // A body with no more brackets than the depth limit cannot nest past
+    // it, and only a batch has items to measure: most single events skip
+    // the walk.
+    let shape = match route {
+        Route::Batch => shape(body, limits.max_item_bytes),
+        _ if brackets(body) <= limits.max_depth => Shape {
+            depth: 0,
+            oversized: None,
+        },
+        _ => shape(body, usize::MAX),
+    };
     if shape.depth > limits.max_depth {
         return Err(ValidationError::new(
             format!("JSON is nested deeper than {} levels", limits.max_depth),

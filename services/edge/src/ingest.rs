@@ -194,7 +194,7 @@ impl Edge {
         if !caller.client.kind.can_write() {
             return Err(ApiError::Forbidden("this client may not send events"));
         }
-        let ip = ip.to_string();
+        let ip = address_text(ip);
         if let Err(exceeded) = self
             .limits
             .check(&caller.client.project, &caller.client.id, &ip)
@@ -354,6 +354,37 @@ async fn within<F: std::future::Future>(
     }
 }
 
+/// A fresh event id, time-ordered (UUID v7).
+fn new_event_id() -> String {
+    let mut text = uuid::Uuid::encode_buffer();
+    uuid::Uuid::now_v7()
+        .hyphenated()
+        .encode_lower(&mut text)
+        .to_owned()
+}
+
+/// An address as text, as `Display` writes it; IPv4, the common case,
+/// without the formatting machinery.
+fn address_text(ip: IpAddr) -> String {
+    let IpAddr::V4(v4) = ip else {
+        return ip.to_string();
+    };
+    let mut text = String::with_capacity(15);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            text.push('.');
+        }
+        if octet >= 100 {
+            text.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            text.push(char::from(b'0' + octet / 10 % 10));
+        }
+        text.push(char::from(b'0' + octet % 10));
+    }
+    text
+}
+
 /// What picks an event's partition. A device's events must meet on one
 /// partition, whose owner holds the device's session; a cookieless device
 /// id changes with the daily salt, so a cookieless visitor is placed by
@@ -396,10 +427,7 @@ impl Stamp<'_> {
             };
         RawEvent {
             id_from_client: event.event_id.is_some(),
-            id: event
-                .event_id
-                .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
-                .into(),
+            id: event.event_id.unwrap_or_else(new_event_id).into(),
             previous_device_id,
             client_sent_at_ms: event.client_sent_at_ms,
             project_id: caller.client.project.id.as_str().into(),
@@ -485,6 +513,27 @@ mod tests {
         );
         let sent = raw("client-device", "", "1.2.3.4");
         assert_eq!(partition(&sent), partition_for("p", "client-device", 64));
+    }
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        for text in [
+            "0.0.0.0",
+            "1.2.3.4",
+            "10.0.100.9",
+            "255.255.255.255",
+            "192.168.10.99",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+            "::ffff:1.2.3.4",
+        ] {
+            let address: IpAddr = text.parse().unwrap();
+            assert_eq!(address_text(address), address.to_string());
+        }
+        for octet in 0..=255u8 {
+            let address = IpAddr::from([octet, octet, 0, 255 - octet]);
+            assert_eq!(address_text(address), address.to_string());
+        }
     }
 
     fn ip(s: &str) -> IpAddr {

@@ -270,6 +270,32 @@ fn deep_nesting_is_refused_before_parsing() {
 }
 
 #[test]
+fn the_depth_limit_holds_whether_or_not_brackets_hide_in_strings() {
+    let limits = Limits {
+        max_depth: 3,
+        ..Limits::default()
+    };
+    let body = |inner: &str| {
+        format!(r#"{{"type":"track","payload":{{"name":"a","properties":{inner}}}}}"#)
+    };
+    // The envelope, the payload and the properties: at the limit.
+    let shallow = body(r#"{"x":1}"#);
+    assert!(validate(shallow.as_bytes(), Route::Envelope, &limits).is_ok());
+    // Brackets in strings outnumber the limit, the nesting does not.
+    let noisy = body(r#"{"x":"[[[[{{{{"}"#);
+    assert!(validate(noisy.as_bytes(), Route::Envelope, &limits).is_ok());
+    // One level too deep, with and without brackets in strings beside it.
+    for inner in [r#"{"x":[1]}"#, r#"{"x":[1],"y":"[[[[{{{{"}"#] {
+        let deep = body(inner);
+        let err = validate(deep.as_bytes(), Route::Envelope, &limits).unwrap_err();
+        assert!(
+            err.message.contains("nested deeper than 3"),
+            "{inner}: {err}"
+        );
+    }
+}
+
+#[test]
 fn huge_numbers_never_panic() {
     for body in [
         r#"{"type":"increment","payload":{"profileId":"u","property":"p","value":1e400}}"#,
