@@ -37,9 +37,14 @@ fn main() -> Result<()> {
     analytics_telemetry::init_logging(
         &std::env::var("ANALYTICS_LOG").unwrap_or_else(|_| "info,sqlx=warn".into()),
     );
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if cli.command.serves_http() {
-        runtime.worker_threads(config.http_threads.unwrap_or_else(default_http_threads));
+    let threads = config.http_threads.unwrap_or_else(default_http_threads);
+    let mut runtime = if cli.command.serves_http() && threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    if cli.command.serves_http() && threads > 1 {
+        runtime.worker_threads(threads);
     }
     runtime
         .enable_all()
