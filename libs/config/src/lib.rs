@@ -56,6 +56,8 @@ pub struct Config {
     /// cores one thread served a single-event request in 18–22 CPU-µs
     /// against 23–26 with two: a request's tasks (its connection, the group
     /// commit, the Redis connection) then wake each other on one thread.
+    /// One thread is a single-threaded runtime: the scheduler then has no
+    /// other worker to hand tasks to or wake.
     #[serde(default)]
     pub http_threads: Option<usize>,
     /// MaxMind-format GeoIP files; `*.mmdb` under `<data_dir>/geoip` when empty.
