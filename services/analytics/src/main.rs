@@ -37,15 +37,21 @@ fn main() -> Result<()> {
     analytics_telemetry::init_logging(
         &std::env::var("ANALYTICS_LOG").unwrap_or_else(|_| "info,sqlx=warn".into()),
     );
-    let threads = config.http_threads.unwrap_or_else(default_http_threads);
-    let mut runtime = if cli.command.serves_http() && threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
+    let http_threads = cli
+        .command
+        .serves_http()
+        .then(|| config.http_threads.unwrap_or_else(default_http_threads));
+    // One serving thread needs none of the machinery for handing tasks
+    // between workers; other commands keep a thread per core.
+    let mut runtime = match http_threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(threads) => {
+            let mut runtime = tokio::runtime::Builder::new_multi_thread();
+            runtime.worker_threads(threads);
+            runtime
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
     };
-    if cli.command.serves_http() && threads > 1 {
-        runtime.worker_threads(threads);
-    }
     runtime
         .enable_all()
         .build()?
